@@ -1,0 +1,3 @@
+from mnist_cnn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Command line: ``python -m mnist_cnn <command> ...`` (or ``mnist-cnn``).
+
+The parser lives here; each command's work lives in the module that owns the
+idea, imported only when that command runs so ``--help`` stays instant and
+``data`` never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> "module:function"; the function takes the parsed args, returns an exit code.
+_HANDLERS = {
+    "data": "mnist_cnn.cli:_cmd_data",
+    "train-numpy": "mnist_cnn.scratch.train:cli_train_numpy",
+    "train-keras": "mnist_cnn.keras_model:cli_train_keras",
+    "evaluate": "mnist_cnn.keras_model:cli_evaluate",
+    "predict": "mnist_cnn.predict:cli_predict",
+}
+_BENCHES = {
+    "conv": ("mnist_cnn.bench.conv:main", "vectorised conv vs naive loops vs tf.nn.conv2d"),
+    "train": ("mnist_cnn.bench.train:main", "one training epoch, NumPy engine vs Keras"),
+    "predict": ("mnist_cnn.bench.predict:main", "single-image latency and cold start"),
+    "canvas": ("mnist_cnn.bench.canvas:main",
+               "canvas-simulated MNIST: our preprocessing vs naive resize"),
+}
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from mnist_cnn import data
+
+    report = data.fetch_mnist(args.cache_dir, progress=not args.quiet)
+    loaded = data.load_mnist(report.cache_dir, progress=False)
+    if report.replaced:
+        print(f"Replaced corrupt cached file(s): {', '.join(report.replaced)}")
+    (_, y_train), (_, y_test) = loaded
+    print(data.summary_line(report, loaded))
+    if args.verbose:
+        import numpy as np
+
+        for split, y in (("train", y_train), ("test", y_test)):
+            counts = np.bincount(y, minlength=10)
+            print(f"  {split:5s} per digit: " + " ".join(f"{d}:{c}" for d, c in enumerate(counts)))
+    return 0
+
+
+def _add_common_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=None,
+                   help="MNIST cache folder (default: $MNIST_CNN_DATA or ~/.cache/mnist_cnn)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_cnn",
+        description="CNN From Scratch: data, training, evaluation, prediction and benchmarks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("data", help="fetch and verify MNIST, print a summary")
+    _add_common_data(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print per-digit counts")
+
+    p = sub.add_parser("train-numpy",
+                       help="train the from-scratch NumPy CNN on all 60,000 images")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the committed recipe)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on the first N images only (quick runs)")
+    p.add_argument("--out", default=None, help="output .npz (default: models/numpy_cnn.npz)")
+    _add_common_data(p)
+
+    p = sub.add_parser("train-keras", help="train the production Keras model")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the committed recipe)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on the first N images only (quick runs)")
+    p.add_argument("--out", default=None, help="output .keras (default: models/cnn_model.keras)")
+    _add_common_data(p)
+
+    p = sub.add_parser("evaluate",
+                       help="test accuracy, per-class accuracy and confusion matrix of a model")
+    p.add_argument("--model", default=None,
+                   help="a Keras MNIST classifier (.keras/.h5) or a NumPy model (.npz); "
+                        "default: models/cnn_model.keras")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_common_data(p)
+
+    p = sub.add_parser("predict", help="predict the digit in image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--model", default=None, help="Keras model file (default: models/cnn_model.keras)")
+    p.add_argument("--engine", choices=("keras", "numpy"), default="keras",
+                   help="run the Keras model directly, or its weights in the NumPy network")
+
+    p = sub.add_parser("bench", help="benchmarks that print measured figures")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
+    for name, (_, help_text) in _BENCHES.items():
+        b = bsub.add_parser(name, help=help_text)
+        b.add_argument("--seed", type=int, default=0)
+        b.add_argument("--limit", type=int, default=None,
+                       help="use only N images/examples (quick runs)")
+        b.add_argument("--repeats", type=int, default=None, help="timing repetitions")
+        b.add_argument("--model", default=None, help="model file, where the benchmark uses one")
+        b.add_argument("--batch-size", type=int, default=None)
+        b.add_argument("--json", action="store_true", help="also print the figures as JSON")
+        _add_common_data(b)
+    return parser
+
+
+def _resolve(target: str):
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "bench":
+        if args.bench is None:
+            parser.parse_args(["bench", "--help"])
+        target = _BENCHES[args.bench][0]
+    else:
+        target = _HANDLERS[args.command]
+
+    from mnist_cnn.data import MnistUnavailableError
+
+    try:
+        return int(_resolve(target)(args) or 0)
+    except KeyboardInterrupt:
+        print("\nInterrupted; no partial files were written.", file=sys.stderr)
+        return 130
+    except (MnistUnavailableError, FileNotFoundError, ValueError) as exc:
+        # Expected failures (no data, missing/corrupt model, bad arguments): a clear
+        # message, not a traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
