@@ -1,0 +1,10 @@
+"""The from-scratch NumPy CNN: operations (:mod:`.functional`), Keras-named layer
+classes (:mod:`.layers`), the :class:`Sequential` network, optimisers and the trainer.
+
+Everything in :mod:`mnist_cnn.scratch.functional` is re-exported here.
+"""
+
+from mnist_cnn.scratch.functional import *  # noqa: F401,F403
+from mnist_cnn.scratch.functional import __all__ as _functional_all
+
+__all__ = list(_functional_all)

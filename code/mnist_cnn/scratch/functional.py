@@ -1,0 +1,546 @@
+"""The operations of a convolutional network in NumPy, as forward/backward pairs.
+
+Layout conventions (the same as Keras, so Keras weights load without transposes):
+
+- activations are NHWC: ``(N, H, W, C)``;
+- convolution kernels are ``(KH, KW, C_in, C_out)``, biases ``(C_out,)``;
+- dense weights are ``(D_in, D_out)``, biases ``(D_out,)``.
+
+Every op is a pair in the CS231n style::
+
+    out, cache = op(x, ...)          # forward: keep what the backward pass needs
+    dx, ...    = op_backward(dout, cache)
+
+``conv2d_naive`` / ``max_pool2d_naive`` are the literal loops, written to be
+read; ``conv2d`` / ``max_pool2d`` compute the same numbers with a handful of
+array operations. The dtype of the inputs is kept (float32 in models, float64 in
+gradient checks).
+
+Output size of a convolution or pooling window of size ``k`` and stride ``s``
+over ``n`` input positions (see :func:`conv_output_size`)::
+
+    valid:  n_out = floor((n - k) / s) + 1
+    same:   n_out = ceil(n / s)        (zero padding added as TensorFlow does)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "conv_output_size",
+    "same_padding",
+    "conv2d_naive",
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d_naive",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "flatten",
+    "flatten_backward",
+    "dense",
+    "dense_backward",
+    "softmax",
+    "log_softmax",
+    "cross_entropy",
+    "softmax_cross_entropy_backward",
+    "one_hot",
+]
+
+_PADDINGS = ("valid", "same")
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def _check_padding(padding: str) -> str:
+    if not isinstance(padding, str) or padding.lower() not in _PADDINGS:
+        raise ValueError(f"unknown padding {padding!r}; expected 'valid' or 'same'")
+    return padding.lower()
+
+
+def _check_stride(stride, what: str = "stride") -> int:
+    if isinstance(stride, (tuple, list)):
+        if len(stride) != 2 or stride[0] != stride[1]:
+            raise ValueError(f"{what} must be one int (same in both directions), got {stride!r}")
+        stride = stride[0]
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"{what} must be a positive int, got {stride!r}")
+    return int(stride)
+
+
+def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
+    """Zero padding (before, after) that TensorFlow's ``padding="same"`` adds.
+
+    TensorFlow pads so that ``n_out = ceil(n / stride)`` and, when the total is
+    odd, puts the extra zero *after* (bottom/right):
+
+        pad_total  = max((ceil(n / s) - 1) * s + k - n, 0)
+        pad_before = pad_total // 2
+        pad_after  = pad_total - pad_before
+    """
+    n_out = -(-n // stride)
+    total = max((n_out - 1) * stride + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_size(n: int, k: int, stride: int = 1, padding: str = "valid") -> int:
+    """Number of output positions along one axis.
+
+    Inputs:
+    - n: input size along the axis (height or width)
+    - k: window (kernel) size along the axis
+    - stride: step between windows
+    - padding: "valid" (no padding) or "same" (TensorFlow zero padding)
+
+    Returns:
+    - "valid": floor((n - k) / stride) + 1;  "same": ceil(n / stride)
+
+    Raises ValueError if the window does not fit ("valid" with k > n).
+    """
+    padding = _check_padding(padding)
+    stride = _check_stride(stride)
+    if padding == "same":
+        return -(-int(n) // stride)
+    if k > n:
+        raise ValueError(f"window of size {k} is larger than the input size {n} (padding='valid')")
+    return (int(n) - int(k)) // stride + 1
+
+
+def _conv_setup(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride, padding):
+    """Validate conv arguments; return (stride, padding, pads, out_h, out_w)."""
+    x = np.asarray(x)
+    w = np.asarray(w)
+    if x.ndim != 4:
+        raise ValueError(f"conv2d expects x of shape (N, H, W, C_in), got shape {x.shape}")
+    if w.ndim != 4:
+        raise ValueError(f"conv2d expects w of shape (KH, KW, C_in, C_out), got shape {w.shape}")
+    if w.shape[2] != x.shape[3]:
+        raise ValueError(
+            f"channel mismatch: x has shape {x.shape} ({x.shape[3]} channels) but w has shape "
+            f"{w.shape} ({w.shape[2]} input channels)"
+        )
+    if b is not None and np.shape(b) != (w.shape[3],):
+        raise ValueError(f"b must have shape ({w.shape[3]},) for w of shape {w.shape}, "
+                         f"got {np.shape(b)}")
+    padding = _check_padding(padding)
+    stride = _check_stride(stride)
+    _, h, wd, _ = x.shape
+    kh, kw = w.shape[:2]
+    if padding == "same":
+        pads = (same_padding(h, kh, stride), same_padding(wd, kw, stride))
+    else:
+        pads = ((0, 0), (0, 0))
+    hp, wp = h + sum(pads[0]), wd + sum(pads[1])
+    if kh > hp or kw > wp:
+        raise ValueError(
+            f"kernel of shape {w.shape} ({kh}x{kw}) is larger than the padded input "
+            f"({hp}x{wp}) of x with shape {x.shape} (padding={padding!r})"
+        )
+    out_h = (hp - kh) // stride + 1
+    out_w = (wp - kw) // stride + 1
+    return stride, padding, pads, out_h, out_w
+
+
+def _pad(x: np.ndarray, pads) -> np.ndarray:
+    if pads == ((0, 0), (0, 0)):
+        return x
+    return np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+
+
+# --------------------------------------------------------------------------- convolution
+
+
+def conv2d_naive(x, w, b, stride=1, padding="valid"):
+    """Convolution (really cross-correlation, as in every DL library) with loops.
+
+    At each output position the kernel is laid over a window of the input and
+    the products are summed: a sliding dot product.
+
+    Inputs:
+    - x: input, shape (N, H, W, C_in)
+    - w: kernels, shape (KH, KW, C_in, C_out)
+    - b: biases, shape (C_out,)
+    - stride: step of the window (same in both directions)
+    - padding: "valid" or "same" (TensorFlow semantics, see :func:`same_padding`)
+
+    Returns a tuple of:
+    - out: shape (N, H_out, W_out, C_out) with
+      H_out = floor((H + pad_h - KH) / stride) + 1 (see :func:`conv_output_size`)
+    - cache: for :func:`conv2d_backward`
+    """
+    stride, padding, pads, out_h, out_w = _conv_setup(x, w, b, stride, padding)
+    kh, kw, _, c_out = w.shape
+    xp = _pad(x, pads)
+    n = x.shape[0]
+    out = np.zeros((n, out_h, out_w, c_out), dtype=np.result_type(x, w))
+    for i in range(n):                      # each image
+        for r in range(out_h):              # each output row
+            for c in range(out_w):          # each output column
+                top, left = r * stride, c * stride
+                window = xp[i, top:top + kh, left:left + kw, :]       # (KH, KW, C_in)
+                for f in range(c_out):      # each filter: one dot product
+                    out[i, r, c, f] = np.sum(window * w[:, :, :, f]) + (0 if b is None else b[f])
+    cache = {"kind": "naive", "x": x, "w": w, "b": b, "stride": stride, "pads": pads}
+    return out, cache
+
+
+def _im2col(xp: np.ndarray, kh: int, kw: int, stride: int, out_h: int, out_w: int) -> np.ndarray:
+    """Every receptive field of the padded input as one row.
+
+    Returns cols of shape (N * H_out * W_out, KH * KW * C_in); the columns are
+    ordered (kh, kw, c_in), matching ``w.reshape(KH * KW * C_in, C_out)``.
+    """
+    n, _, _, c = xp.shape
+    # A view (no copy) of shape (N, H', W', C, KH, KW); stride by slicing the view.
+    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))
+    win = win[:, : (out_h - 1) * stride + 1 : stride, : (out_w - 1) * stride + 1 : stride]
+    # The one copy: channels last so the copy reads the input contiguously.
+    cols = np.empty((n, out_h, out_w, kh, kw, c), dtype=xp.dtype)
+    np.copyto(cols, win.transpose(0, 1, 2, 4, 5, 3))
+    return cols.reshape(n * out_h * out_w, kh * kw * c)
+
+
+def conv2d(x, w, b, stride=1, padding="valid"):
+    """Vectorised convolution: im2col + one matrix multiply.
+
+    ``sliding_window_view`` exposes every KH x KW x C_in receptive field without
+    copying; they are copied once into a matrix ``cols`` with one row per output
+    position, and the whole layer becomes ``cols @ w.reshape(-1, C_out)`` - one
+    call into the BLAS matrix multiply, which is where the speed comes from.
+
+    Inputs / returns: as :func:`conv2d_naive` (same numbers, same output shape
+    (N, H_out, W_out, C_out)); the cache holds ``cols`` for the backward pass.
+    """
+    stride, padding, pads, out_h, out_w = _conv_setup(x, w, b, stride, padding)
+    kh, kw, c_in, c_out = w.shape
+    xp = _pad(x, pads)
+    cols = _im2col(xp, kh, kw, stride, out_h, out_w)
+    out = cols @ w.reshape(kh * kw * c_in, c_out)
+    if b is not None:
+        out += b
+    out = out.reshape(x.shape[0], out_h, out_w, c_out)
+    cache = {"kind": "im2col", "x_shape": x.shape, "cols": cols, "w": w, "b": b,
+             "stride": stride, "pads": pads}
+    return out, cache
+
+
+def conv2d_backward(dout, cache, need_dx: bool = True):
+    """Backward pass of a convolution (either :func:`conv2d` or :func:`conv2d_naive`).
+
+    Inputs:
+    - dout: upstream gradient dL/dout, shape (N, H_out, W_out, C_out)
+    - cache: from the forward call
+    - need_dx: skip dL/dx (returned as None) - the first layer does not need it
+
+    Returns a tuple of:
+    - dx: shape (N, H, W, C_in)
+    - dw: shape (KH, KW, C_in, C_out)
+    - db: shape (C_out,)
+    """
+    if cache["kind"] == "naive":
+        return _conv2d_backward_naive(dout, cache, need_dx)
+    w, stride, pads = cache["w"], cache["stride"], cache["pads"]
+    kh, kw, c_in, c_out = w.shape
+    n, h, wd, _ = cache["x_shape"]
+    _, out_h, out_w, _ = dout.shape
+    d2 = dout.reshape(-1, c_out)
+    # Each weight met every receptive field: dW = cols^T @ dout.
+    dw = (cache["cols"].T @ d2).reshape(w.shape)
+    db = d2.sum(axis=0)
+    if not need_dx:
+        return None, dw, db
+    # Each receptive field got dout @ W^T; fold the fields back onto the input (col2im).
+    dcols = (d2 @ w.reshape(-1, c_out).T).reshape(n, out_h, out_w, kh, kw, c_in)
+    hp, wp = h + sum(pads[0]), wd + sum(pads[1])
+    dxp = np.zeros((n, hp, wp, c_in), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i : i + (out_h - 1) * stride + 1 : stride,
+                j : j + (out_w - 1) * stride + 1 : stride, :] += dcols[:, :, :, i, j, :]
+    dx = dxp[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd, :]
+    return dx, dw, db
+
+
+def _conv2d_backward_naive(dout, cache, need_dx=True):
+    """The backward pass as loops: each output position sends its gradient back
+    to the window and the kernel that produced it."""
+    x, w, stride, pads = cache["x"], cache["w"], cache["stride"], cache["pads"]
+    kh, kw, _, c_out = w.shape
+    xp = _pad(x, pads)
+    dxp = np.zeros_like(xp, dtype=np.result_type(dout, xp))
+    dw = np.zeros_like(w, dtype=np.result_type(dout, w))
+    db = dout.sum(axis=(0, 1, 2))
+    n, out_h, out_w, _ = dout.shape
+    for i in range(n):
+        for r in range(out_h):
+            for c in range(out_w):
+                top, left = r * stride, c * stride
+                window = xp[i, top:top + kh, left:left + kw, :]
+                for f in range(c_out):
+                    g = dout[i, r, c, f]
+                    dw[:, :, :, f] += g * window
+                    dxp[i, top:top + kh, left:left + kw, :] += g * w[:, :, :, f]
+    h, wd = x.shape[1:3]
+    dx = dxp[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd, :]
+    return (dx if need_dx else None), dw, db
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def _pool_setup(x, pool_size, stride):
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"max_pool2d expects x of shape (N, H, W, C), got shape {x.shape}")
+    p = _check_stride(pool_size, "pool_size")
+    s = p if stride is None else _check_stride(stride)
+    if p > x.shape[1] or p > x.shape[2]:
+        raise ValueError(f"pool window {p}x{p} is larger than the input of shape {x.shape}")
+    out_h = (x.shape[1] - p) // s + 1
+    out_w = (x.shape[2] - p) // s + 1
+    return p, s, out_h, out_w
+
+
+def max_pool2d_naive(x, pool_size=2, stride=None):
+    """Max pooling with loops ("valid" padding, as Keras' default).
+
+    Inputs:
+    - x: shape (N, H, W, C)
+    - pool_size: window size P (P x P)
+    - stride: step S (default P: non-overlapping windows)
+
+    Returns a tuple of:
+    - out: shape (N, H_out, W_out, C), H_out = floor((H - P) / S) + 1
+    - cache: for :func:`max_pool2d_backward`
+
+    Ties: the gradient goes to the *first* maximum of the window in row-major
+    order (top-left first), the element ``np.argmax`` picks. (TensorFlow also
+    sends it to a single element; the tests compare with it on inputs without ties.)
+    """
+    p, s, out_h, out_w = _pool_setup(x, pool_size, stride)
+    n, _, _, c = x.shape
+    out = np.empty((n, out_h, out_w, c), dtype=x.dtype)
+    for i in range(n):
+        for r in range(out_h):
+            for q in range(out_w):
+                for ch in range(c):
+                    window = x[i, r * s : r * s + p, q * s : q * s + p, ch]
+                    out[i, r, q, ch] = window.max()
+    cache = {"kind": "naive", "x": x, "pool": p, "stride": s}
+    return out, cache
+
+
+def max_pool2d(x, pool_size=2, stride=None):
+    """Vectorised max pooling; same numbers and tie rule as :func:`max_pool2d_naive`.
+
+    Each window's P*P values are gathered on a last axis (a reshape when the
+    windows tile the input, a ``sliding_window_view`` otherwise); ``argmax``
+    along it gives the max and remembers which element it was for the backward pass.
+    """
+    p, s, out_h, out_w = _pool_setup(x, pool_size, stride)
+    n, h, w, c = x.shape
+    if s == p:
+        # Non-overlapping windows: a reshape views them, no sliding window needed.
+        win = x[:, : out_h * p, : out_w * p, :].reshape(n, out_h, p, out_w, p, c)
+        win = win.transpose(0, 1, 3, 5, 2, 4)                # (N, OH, OW, C, P, P)
+    else:
+        win = sliding_window_view(x, (p, p), axis=(1, 2))    # (N, H', W', C, P, P)
+        win = win[:, : (out_h - 1) * s + 1 : s, : (out_w - 1) * s + 1 : s]
+    win = win.reshape(n, out_h, out_w, c, p * p)             # one copy
+    idx = win.argmax(axis=-1)
+    out = np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
+    cache = {"kind": "fast", "x_shape": x.shape, "idx": idx, "pool": p, "stride": s}
+    return out, cache
+
+
+def max_pool2d_backward(dout, cache):
+    """Backward pass of max pooling (either version).
+
+    Inputs:
+    - dout: shape (N, H_out, W_out, C)
+    - cache: from the forward call
+
+    Returns:
+    - dx: shape (N, H, W, C); each window's gradient goes entirely to the element
+      that was its maximum (the first one in row-major order on ties); overlapping
+      windows add up.
+    """
+    p, s = cache["pool"], cache["stride"]
+    if cache["kind"] == "naive":
+        x = cache["x"]
+        dx = np.zeros_like(x, dtype=np.result_type(dout, x))
+        n, out_h, out_w, c = dout.shape
+        for i in range(n):
+            for r in range(out_h):
+                for q in range(out_w):
+                    for ch in range(c):
+                        window = x[i, r * s : r * s + p, q * s : q * s + p, ch]
+                        a, bb = np.unravel_index(np.argmax(window), window.shape)
+                        dx[i, r * s + a, q * s + bb, ch] += dout[i, r, q, ch]
+        return dx
+    n, h, w, c = cache["x_shape"]
+    idx = cache["idx"]
+    _, out_h, out_w, _ = idx.shape
+    dwin = np.zeros((n, out_h, out_w, c, p * p), dtype=dout.dtype)
+    np.put_along_axis(dwin, idx[..., None], dout[..., None], axis=-1)
+    dwin = dwin.reshape(n, out_h, out_w, c, p, p)
+    dx = np.zeros((n, h, w, c), dtype=dout.dtype)
+    if s == p:
+        dx[:, : out_h * p, : out_w * p, :] = (
+            dwin.transpose(0, 1, 4, 2, 5, 3).reshape(n, out_h * p, out_w * p, c))
+    else:
+        for a in range(p):
+            for bb in range(p):
+                dx[:, a : a + (out_h - 1) * s + 1 : s,
+                   bb : bb + (out_w - 1) * s + 1 : s, :] += dwin[..., a, bb]
+    return dx
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+def relu(x):
+    """ReLU, max(x, 0).  Inputs: x any shape.  Returns (out same shape, cache)."""
+    out = np.maximum(x, 0)
+    return out, out  # out > 0 exactly where x > 0, so out is all the backward needs
+
+
+def relu_backward(dout, cache):
+    """dx = dout where the input was positive, 0 elsewhere (gradient 0 at x = 0)."""
+    return np.where(cache > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+def flatten(x):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), row-major (the order Keras' Flatten uses on NHWC).
+    Returns (out, cache)."""
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"flatten expects a batch (N, ...), got shape {x.shape}")
+    return x.reshape(x.shape[0], -1), x.shape
+
+
+def flatten_backward(dout, cache):
+    """Reshape the gradient back to the input shape ``cache``."""
+    return dout.reshape(cache)
+
+
+# --------------------------------------------------------------------------- dense
+
+
+def dense(x, w, b):
+    """Fully connected layer: out = x @ w + b.
+
+    Inputs:
+    - x: shape (N, D_in)
+    - w: shape (D_in, D_out) (Keras layout)
+    - b: shape (D_out,)
+
+    Returns a tuple of:
+    - out: shape (N, D_out)
+    - cache: (x, w)
+    """
+    x, w = np.asarray(x), np.asarray(w)
+    if x.ndim != 2:
+        raise ValueError(f"dense expects x of shape (N, D_in), got shape {x.shape} "
+                         f"(flatten first)")
+    if w.ndim != 2 or w.shape[0] != x.shape[1]:
+        raise ValueError(f"dense: x has shape {x.shape} but w has shape {w.shape}; "
+                         f"expected w of shape ({x.shape[1]}, D_out)")
+    if b is not None and np.shape(b) != (w.shape[1],):
+        raise ValueError(f"dense: b must have shape ({w.shape[1]},), got {np.shape(b)}")
+    out = x @ w
+    if b is not None:
+        out += b
+    return out, (x, w)
+
+
+def dense_backward(dout, cache, need_dx: bool = True):
+    """Inputs: dout (N, D_out), cache from :func:`dense`.
+
+    Returns (dx (N, D_in), dw (D_in, D_out), db (D_out,)):
+    dx = dout @ w.T,  dw = x.T @ dout,  db = sum of dout over the batch.
+    """
+    x, w = cache
+    dx = dout @ w.T if need_dx else None
+    return dx, x.T @ dout, dout.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- softmax & loss
+
+
+def softmax(z):
+    """Softmax over the last axis, stable for any finite logits.
+
+    Subtracting the row maximum first changes nothing mathematically
+    (exp(z - m) / sum exp(z - m) = exp(z) / sum exp(z)) but keeps every exponent
+    <= 0, so exp never overflows (np.exp(1e4) is inf; np.exp(0) is 1).
+
+    Inputs: z, shape (..., K).  Returns: probabilities, same shape, rows sum to 1.
+    """
+    z = np.asarray(z)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(z):
+    """log(softmax(z)) computed without forming softmax: z - m - log(sum exp(z - m)).
+    Finite even where softmax underflows to 0.  Shape (..., K) -> same."""
+    z = np.asarray(z)
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _check_labels(scores, y):
+    y = np.asarray(y)
+    if scores.ndim != 2 or y.shape != (scores.shape[0],):
+        raise ValueError(f"expected scores (N, K) and labels (N,), got shapes "
+                         f"{scores.shape} and {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= scores.shape[1]):
+        raise ValueError(f"labels must lie in [0, {scores.shape[1]}), got {y.min()}..{y.max()}")
+    return y.astype(np.intp, copy=False)
+
+
+def one_hot(y, num_classes: int, dtype=np.float32):
+    """Labels (N,) -> one-hot matrix (N, num_classes)."""
+    out = np.zeros((len(y), num_classes), dtype=dtype)
+    out[np.arange(len(y)), y] = 1
+    return out
+
+
+def cross_entropy(probs_or_logits, y, from_logits: bool = False) -> float:
+    """Mean cross-entropy  L = -(1/N) sum_i log p_i[y_i].
+
+    Inputs:
+    - probs_or_logits: shape (N, K); probabilities, or logits if ``from_logits``
+      (then computed through :func:`log_softmax`, which is stable)
+    - y: integer labels, shape (N,)
+
+    Returns the mean loss as a Python float.  Probabilities are clipped at 1e-12
+    (not at 0) so a confident mistake gives a large finite loss, not inf.
+    """
+    s = np.asarray(probs_or_logits)
+    y = _check_labels(s, y)
+    rows = np.arange(len(y))
+    if from_logits:
+        logp = log_softmax(s)[rows, y]
+    else:
+        logp = np.log(np.clip(s[rows, y], 1e-12, None))
+    return float(-logp.mean())
+
+
+def softmax_cross_entropy_backward(logits, y):
+    """Gradient of ``cross_entropy(logits, y, from_logits=True)`` w.r.t. the logits.
+
+    Inputs: logits (N, K), labels y (N,).
+    Returns: dlogits = (softmax(logits) - onehot(y)) / N, shape (N, K).
+    """
+    logits = np.asarray(logits)
+    y = _check_labels(logits, y)
+    d = softmax(logits)
+    d[np.arange(len(y)), y] -= 1
+    d /= len(y)
+    return d
