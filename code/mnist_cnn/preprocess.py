@@ -1,0 +1,374 @@
+"""From a drawing, photo or scan to the 28x28 image an MNIST model expects.
+
+MNIST digits were scaled so that their longer side fits a 20x20 box (keeping
+the aspect ratio, with anti-aliasing) and then placed in a 28x28 field so that
+their centre of mass sits in the middle. A model trained on MNIST has only ever
+seen digits like that, so a digit drawn small, large or in a corner of a
+280x280 canvas must be brought into the same form before the model reads it.
+:func:`to_mnist` does exactly the MNIST steps:
+
+1. ``_ink``      - any image -> an "ink map" in [0, 1] (1 = ink), detecting
+                   whether the ink is dark on light or light on dark, and using
+                   the alpha channel when there is one (transparent = background);
+2. ``_bbox``     - crop to the bounding box of the ink;
+3. ``_fit_box``  - scale the longer side to 20 px, keeping the aspect ratio,
+                   with area averaging (anti-aliasing);
+4. ``_centre``   - paste into 28x28 so the centre of mass lands where MNIST's does.
+
+:func:`naive_resize` is the shortcut the seed app took (squash the whole
+canvas to 28x28); the canvas benchmark and the deployment chapter compare the
+two. :func:`load_image` opens uploaded files defensively.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# MNIST geometry: digits fit a 20x20 box inside a 28x28 field.
+SIZE = 28
+BOX = 20
+# Mean centre of mass of the MNIST test digits, in pixel-index coordinates
+# (measured: 13.99, 14.01), so we put ours in the same place.
+CENTRE = 14.0
+# Ink weaker than this (relative to the strongest ink) is treated as paper
+# noise / anti-aliasing fringe when finding the bounding box.
+INK_THRESHOLD = 0.2
+# Less contrast than this (on a 0..1 scale) between ink and background is "no ink".
+MIN_CONTRAST = 0.05
+
+# Upload limits (the app and CLI pass their own; these are the defaults).
+MAX_BYTES = 10 * 1024 * 1024          # 10 MiB
+MAX_PIXELS = 5000 * 5000              # 25 megapixels
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+
+# Keep Pillow's decompression-bomb guard on (it is on by default; make sure
+# nobody imported before us switched it off) and never decode truncated files.
+if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > 2 * MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+__all__ = ["to_mnist", "naive_resize", "load_image", "ink_map", "SIZE", "BOX",
+           "MAX_BYTES", "MAX_PIXELS"]
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """A PIL image in any mode -> an array in a mode :func:`_as_float` understands."""
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(img, dtype=np.uint16)
+    if mode in ("I", "F"):
+        return np.asarray(img)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        return np.asarray(img.convert("RGBA"))
+    if mode in ("1", "L"):
+        return np.asarray(img.convert("L"))
+    return np.asarray(img.convert("RGB"))
+
+
+def _as_float(image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate ``image`` and return (gray (H, W) float64 in [0, 1], alpha or None).
+
+    Inputs:
+    - image: PIL image, or array-like (H, W), (H, W, 1), (H, W, 2) gray+alpha,
+      (H, W, 3) RGB or (H, W, 4) RGBA; bool, integer or float.
+      Integers are read as 0..255 (uint8 and anything within that range),
+      0..65535 (uint16) or min..max otherwise; floats as 0..1, 0..255 or
+      min..max, whichever contains the finite values. Non-finite pixels
+      (NaN, inf) are treated as transparent, i.e. background.
+    """
+    if isinstance(image, Image.Image):
+        arr = _pil_to_array(image)
+    elif isinstance(image, (str, bytes, os.PathLike)) or image is None:
+        raise ValueError(
+            f"to_mnist expects an image (NumPy array or PIL image), got {type(image).__name__}; "
+            "use load_image() to open a file")
+    else:
+        try:
+            arr = np.asarray(image)
+        except Exception as exc:  # ragged lists and other oddities
+            raise ValueError(f"not an image: could not convert {type(image).__name__} "
+                             f"to an array ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise ValueError(f"not an image: array of dtype {arr.dtype}; expected numbers")
+    if np.iscomplexobj(arr):
+        raise ValueError("not an image: complex-valued array")
+    if arr.ndim == 3 and arr.shape[2] in (1, 2, 3, 4):
+        pass
+    elif arr.ndim != 2:
+        raise ValueError(
+            f"not an image: shape {arr.shape}; expected (H, W) or (H, W, C) with C in 1..4 "
+            "(one image at a time, channels last)")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"not an image: zero-size array of shape {arr.shape}")
+
+    x = arr.astype(np.float64)
+    finite = np.isfinite(x)
+    if arr.dtype == np.bool_:
+        pass
+    elif arr.dtype == np.uint8:
+        x /= 255.0
+    elif arr.dtype == np.uint16:
+        x /= 65535.0
+    else:
+        vals = x[finite]
+        lo, hi = (vals.min(), vals.max()) if vals.size else (0.0, 1.0)
+        is_int = np.issubdtype(arr.dtype, np.integer)
+        if lo >= 0 and hi <= (255 if is_int else 1.0):
+            if is_int:
+                x /= 255.0
+        elif lo >= 0 and hi <= 255:
+            x /= 255.0
+        elif is_int and lo >= 0 and hi <= 65535:
+            x /= 65535.0
+        else:
+            # Unusual range (negative values, huge floats): stretch min..max to 0..1.
+            span = hi - lo
+            x = (x - lo) / span if span > 0 else np.zeros_like(x)
+    bad = ~finite
+    if x.ndim == 2:
+        x = x[..., None]
+        bad = bad[..., None]
+    nonfinite = bad.any(axis=2)
+    x = np.where(bad, 0.0, np.clip(x, 0.0, 1.0))
+
+    c = x.shape[2]
+    alpha = None
+    if c in (2, 4):
+        alpha = x[..., -1]
+        x = x[..., :-1]
+    if x.shape[2] == 3:
+        # ITU-R 601 luma, as PIL's convert("L").
+        gray = x @ np.array([0.299, 0.587, 0.114])
+    else:
+        gray = x[..., 0]
+    if nonfinite.any():
+        alpha = np.where(nonfinite, 0.0, 1.0 if alpha is None else alpha)
+    return gray, alpha
+
+
+def ink_map(image) -> np.ndarray:
+    """Step 1: any image -> ink intensity (H, W) float64 in [0, 1], 1 = strongest ink.
+
+    - With transparency (a canvas: untouched pixels have alpha 0) and mostly
+      transparent pixels, opacity *is* the ink, whatever the stroke colour.
+    - Otherwise the background is the median gray level (a digit covers well
+      under half of its picture) and the ink is whichever direction - darker or
+      lighter than the background - deviates most: that detects dark-on-light
+      (paper) vs light-on-dark (MNIST, a black canvas).
+    The result is stretched so the strongest ink is 1; an image without
+    enough contrast gives all zeros.
+
+    Raises ValueError if ``image`` is not an image (see :func:`to_mnist`).
+    """
+    gray, alpha = _as_float(image)
+    if alpha is not None and alpha.min() < 0.99:
+        opaque = alpha > 0.5
+        if opaque.mean() < 0.5:
+            ink = alpha.copy()
+            return _stretch(ink)
+        # Mostly opaque (a photo with a transparent margin): the transparent
+        # part takes the colour of the opaque background.
+        bg_opaque = np.median(gray[opaque])
+        gray = alpha * gray + (1.0 - alpha) * bg_opaque
+    bg = float(np.median(gray))
+    dark = bg - gray          # ink darker than paper
+    light = gray - bg         # ink lighter than background
+    ink = dark if dark.max() > light.max() else light
+    return _stretch(np.clip(ink, 0.0, None))
+
+
+def _stretch(ink: np.ndarray) -> np.ndarray:
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak < MIN_CONTRAST:
+        return np.zeros_like(ink)
+    ink = ink / peak
+    ink[ink < INK_THRESHOLD] = 0.0
+    return ink
+
+
+# ---------------------------------------------------------------------- geometry
+
+
+def _bbox(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Step 2: (top, bottom, left, right) of the ink, half-open; None if no ink."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(ink.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _resize(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Anti-aliased resize of a float image: exact area averaging when shrinking
+    (what MNIST's anti-aliasing amounts to), bilinear when enlarging."""
+    img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
+    shrink = height <= a.shape[0] and width <= a.shape[1]
+    resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+    return np.asarray(img.resize((width, height), resample=resample), dtype=np.float64)
+
+
+def _fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
+    """Step 3: scale so the longer side is ``box`` px, keeping the aspect ratio."""
+    h, w = ink.shape
+    scale = box / max(h, w)
+    nh = min(box, max(1, round(h * scale)))
+    nw = min(box, max(1, round(w * scale)))
+    small = np.clip(_resize(ink, nh, nw), 0.0, 1.0)
+    peak = small.max()
+    # A thin stroke averaged over big pixels comes out pale; MNIST digits have
+    # full-intensity cores, so stretch the peak back to 1.
+    return small / peak if peak > 0 else small
+
+
+def _centre(patch: np.ndarray, size: int = SIZE, centre: float = CENTRE) -> np.ndarray:
+    """Step 4: paste ``patch`` into size x size so its centre of mass is at
+    (centre, centre), shifted (by whole pixels) only as far as keeps it inside."""
+    h, w = patch.shape
+    total = patch.sum()
+    ys, xs = np.arange(h), np.arange(w)
+    cy = (patch.sum(axis=1) @ ys) / total
+    cx = (patch.sum(axis=0) @ xs) / total
+    top = int(np.clip(round(centre - cy), 0, size - h))
+    left = int(np.clip(round(centre - cx), 0, size - w))
+    out = np.zeros((size, size), dtype=np.float32)
+    out[top:top + h, left:left + w] = patch
+    return out
+
+
+def to_mnist(image) -> np.ndarray | None:
+    """Turn a drawing, photo or scan of one digit into an MNIST-style image.
+
+    Inputs:
+    - image: PIL image or array (H, W), (H, W, 1|2|3|4) of any size, uint8,
+      uint16, bool or float (see :func:`ink_map` for how ink is found).
+
+    Returns:
+    - (28, 28) float32 in [0, 1]: white digit on black, longer side 20 px,
+      centre of mass at the centre - or None if the image has no ink
+      (blank canvas, constant image).
+
+    Raises ValueError (with the reason) if ``image`` is not an image.
+    """
+    ink = ink_map(image)
+    box = _bbox(ink)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    patch = _fit_box(ink[top:bottom, left:right])
+    if patch.sum() <= 0:
+        return None
+    return _centre(patch)
+
+
+def naive_resize(image) -> np.ndarray | None:
+    """The shortcut: squash the whole picture to 28x28 (same ink detection and
+    anti-aliasing as :func:`to_mnist`, but no crop, scale or centring).
+
+    Returns (28, 28) float32 in [0, 1], or None if there is no ink.
+    """
+    ink = ink_map(image)
+    if not ink.any():
+        return None
+    out = np.clip(_resize(ink, SIZE, SIZE), 0.0, 1.0)
+    return out.astype(np.float32)
+
+
+# ------------------------------------------------------------------------ upload
+
+
+def load_image(file_or_bytes, max_bytes: int = MAX_BYTES,
+               max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open an uploaded or on-disk image defensively.
+
+    Inputs:
+    - file_or_bytes: a path (str / Path), bytes, or a binary file-like object
+      (e.g. Streamlit's UploadedFile).
+    - max_bytes: larger files are refused without being decoded.
+    - max_pixels: larger images (width x height, read from the header) are
+      refused before decoding - this is what stops decompression bombs
+      (Pillow's own guard stays on as a second line).
+
+    Returns a fully decoded single-frame PIL image, rotated upright per EXIF.
+    Raises ValueError with a user-readable reason for empty, too large,
+    unreadable, truncated, animated, zero-size or unsupported files, and
+    FileNotFoundError for a missing path.
+    """
+    data = _read_limited(file_or_bytes, max_bytes)
+    if len(data) == 0:
+        raise ValueError("the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            w, h = img.size
+            if w == 0 or h == 0:
+                raise ValueError(f"the image has zero size ({w}x{h})")
+            if w * h > max_pixels:
+                raise ValueError(
+                    f"the image is too large: {w}x{h} pixels (limit {max_pixels:,} pixels)")
+            if getattr(img, "is_animated", False) or getattr(img, "n_frames", 1) > 1:
+                raise ValueError("animated images are not supported; upload a single frame "
+                                 "(PNG or JPEG)")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ValueError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError("the image is too large (possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise ValueError("not a supported image file (use PNG, JPEG, GIF, BMP, WebP or "
+                         "TIFF)") from None
+    except (OSError, SyntaxError, EOFError, IndexError, TypeError, struct.error) as exc:
+        raise ValueError(f"could not read the image (truncated or corrupt file: {exc})") from None
+    except MemoryError:
+        raise ValueError("the image is too large to decode") from None
+    return img
+
+
+def _read_limited(src, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes`` (+1 to detect overflow) from a path, bytes or file."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+    elif isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such image file: {path}")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ValueError(_too_big(size, max_bytes))
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    elif hasattr(src, "read"):
+        size = getattr(src, "size", None)
+        if isinstance(size, int) and size > max_bytes:
+            raise ValueError(_too_big(size, max_bytes))
+        if hasattr(src, "seek"):
+            try:
+                src.seek(0)
+            except (OSError, ValueError):
+                pass
+        data = src.read(max_bytes + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise ValueError("the upload did not provide binary data")
+    else:
+        raise ValueError(f"cannot read an image from {type(src).__name__}")
+    if len(data) > max_bytes:
+        raise ValueError(_too_big(len(data), max_bytes))
+    return bytes(data)
+
+
+def _too_big(n: int, limit: int) -> str:
+    return f"the file is too large ({n / 1e6:.1f} MB; limit {limit / 1e6:.1f} MB)"
