@@ -1,0 +1,177 @@
+"""Predictor: safe loading, validation, engines agree, feature maps, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from _helpers_app import committed_or_small_model, render_digit, small_model
+from mnist_cnn.predict import Predictor, cli_predict, load_keras_model, top_k
+from mnist_cnn.preprocess import to_mnist
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return committed_or_small_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def predictor(model_path):
+    return Predictor.from_file(model_path)
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    from mnist_cnn.data import load_mnist
+
+    _, (x, y) = load_mnist(progress=False)
+    return x[:200].astype(np.float32) / 255, y[:200]
+
+
+def test_reads_mnist_digits(predictor, mnist_test):
+    x, y = mnist_test
+    probs = predictor.predict_proba(x)
+    assert probs.shape == (200, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.mean(probs.argmax(1) == y) >= 0.93
+    # Single image: (10,) and the same numbers as in the batch.
+    np.testing.assert_allclose(predictor.predict_proba(x[3]), probs[3], atol=1e-5)
+    assert predictor.predict(x[3]) == int(probs[3].argmax())
+
+
+def test_fast_path_matches_model_predict(predictor, mnist_test):
+    x, _ = mnist_test
+    ref = predictor.model.predict(x[:16, ..., None], verbose=0)
+    np.testing.assert_allclose(predictor.predict_proba(x[:16]), ref, atol=1e-5)
+
+
+def test_numpy_engine_agrees_with_keras(predictor, mnist_test):
+    if not predictor.numpy_available():
+        pytest.skip("NumPy engine not available yet (bridge/scratch network)")
+    x, _ = mnist_test
+    pk = predictor.predict_proba(x[:32], "keras")
+    pn = predictor.predict_proba(x[:32], "numpy")
+    np.testing.assert_allclose(pn, pk, atol=1e-4)
+    assert (pn.argmax(1) == pk.argmax(1)).all()
+
+
+def test_drawn_digits_anywhere(predictor):
+    for digit in (0, 1, 2, 3, 4, 7):
+        for left, top, size, width in [(15, 20, 110, 10), (150, 150, 115, 12), (30, 30, 220, 22)]:
+            x = to_mnist(render_digit(digit, left, top, size, width=width))
+            assert predictor.predict(x) == digit, (digit, left, top, size)
+
+
+def test_feature_maps_shapes_and_engines(predictor, mnist_test):
+    x = mnist_test[0][0]
+    maps = predictor.feature_maps(x)
+    assert len(maps) >= 2
+    names = [name for name, _ in maps]
+    conv_names = [layer.name for layer in predictor.model.layers
+                  if type(layer).__name__ == "Conv2D"]
+    assert names == conv_names
+    assert maps[0][1].shape[:2] == (26, 26) and maps[0][1].dtype == np.float32
+    if predictor.numpy_available():
+        nmaps = predictor.feature_maps(x, "numpy")
+        assert [m.shape for _, m in nmaps] == [m.shape for _, m in maps]
+        for (_, a), (_, b) in zip(maps, nmaps, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_bad_engine_and_bad_input(predictor):
+    with pytest.raises(ValueError, match="engine"):
+        predictor.predict_proba(np.zeros((28, 28)), "torch")
+    with pytest.raises(ValueError, match="28x28"):
+        predictor.predict_proba(np.zeros((32, 32)))
+
+
+def test_channel_less_input_and_logits_models(tmp_path):
+    x = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
+    m3 = small_model(input_shape=(28, 28))
+    p3 = Predictor(m3)
+    np.testing.assert_allclose(p3.predict_proba(x), m3(x).numpy(), atol=1e-5)
+    # A model ending in logits still yields probabilities.
+    ml = small_model(logits=True)
+    pl = Predictor(ml).predict_proba(x)
+    z = ml(x[..., None]).numpy()
+    ez = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(pl, ez / ez.sum(1, keepdims=True), atol=1e-5)
+
+
+def test_loading_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-keras"):
+        load_keras_model(tmp_path / "missing.keras")
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 definitely not a keras zip")
+    with pytest.raises(ValueError):
+        load_keras_model(corrupt)
+    import keras
+
+    wrong = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    wrong.save(tmp_path / "wrong.keras")
+    with pytest.raises(ValueError, match="input shape"):
+        load_keras_model(tmp_path / "wrong.keras")
+    five = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(5)])
+    five.save(tmp_path / "five.keras")
+    with pytest.raises(ValueError, match="output shape"):
+        load_keras_model(tmp_path / "five.keras")
+
+
+def test_env_var_selects_model(tmp_path, monkeypatch, model_path):
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))
+    _, path = load_keras_model()
+    assert path == model_path
+
+
+def test_top_k():
+    p = np.array([0.1, 0.5, 0.0, 0.3, 0.1, 0, 0, 0, 0, 0])
+    assert top_k(p, 3) == [(1, 0.5), (3, 0.3), (0, 0.1)]
+
+
+def _args(images, model, json_mode=False, engine="keras"):
+    import argparse
+
+    return argparse.Namespace(images=[str(i) for i in images], model=str(model),
+                              json=json_mode, engine=engine)
+
+
+def test_cli_predict_lines_errors_and_exit_status(tmp_path, model_path, capsys):
+    from PIL import Image
+
+    seven = tmp_path / "seven.png"
+    Image.fromarray(255 - render_digit(7, 40, 30, 180, width=16, rgba=False)).save(seven)
+    one = tmp_path / "one.jpg"
+    Image.fromarray(render_digit(1, 100, 40, 150, width=16, rgba=False)).save(one)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(blank)
+
+    assert cli_predict(_args([seven, one], model_path)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert out[0].startswith(f"{seven}: 7") and "top-3" in out[0]
+    assert out[1].startswith(f"{one}: 1")
+
+    rc = cli_predict(_args([seven, bad, blank, tmp_path / "missing.png", one], model_path,
+                           json_mode=True))
+    assert rc == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["file"] for row in lines] == [str(seven), str(bad), str(blank),
+                                               str(tmp_path / "missing.png"), str(one)]
+    assert lines[0]["digit"] == 7 and len(lines[0]["probabilities"]) == 10
+    assert abs(sum(lines[0]["probabilities"]) - 1) < 1e-4
+    assert "not a supported image" in lines[1]["error"]
+    assert "blank" in lines[2]["error"]
+    assert "no such image" in lines[3]["error"]
+    assert lines[4]["digit"] == 1
+
+
+def test_cli_main_missing_model_is_a_clear_error(tmp_path, capsys):
+    from mnist_cnn.cli import main
+
+    rc = main(["predict", str(tmp_path / "x.png"), "--model", str(tmp_path / "none.keras")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "train-keras" in err
