@@ -1,0 +1,230 @@
+"""The bridge: run a trained Keras model's weights in the from-scratch NumPy network.
+
+``from_keras(model_or_path)`` walks the Keras layers in order and builds the
+equivalent :class:`mnist_cnn.scratch.Sequential`, copying the weights. Both
+libraries store conv kernels as (KH, KW, C_in, C_out) and dense matrices as
+(D_in, D_out), so weights copy over without transposes.
+
+What changes on the way:
+
+- **BatchNormalization is folded** into the Conv2D/Dense right before it. At
+  inference BN is a fixed per-channel affine map
+  ``y = gamma * (z - mu) / sqrt(var + eps) + beta``; with ``z = x*W + b`` that is
+  again a conv/dense with ``W' = W * s`` and ``b' = (b - mu) * s + beta``,
+  ``s = gamma / sqrt(var + eps)`` (per output channel). One layer fewer, same numbers.
+- **Fused activations** (``Conv2D(..., activation="relu")``) become separate scratch
+  ``ReLU`` / ``Softmax`` layers, as the scratch API has no fused activations.
+- **Inference no-ops are dropped**: Dropout, the random augmentation layers
+  (identity outside training), the InputLayer, and a Reshape that only adds the
+  channel axis to (28, 28) inputs.
+- Anything else raises ``ValueError`` naming the layer and its class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Layers that are the identity at inference time.
+_INFERENCE_NOOPS = {
+    "InputLayer", "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomFlip",
+    "RandomContrast", "RandomBrightness", "RandomCrop",
+}
+_ACTIVATIONS = {"relu", "softmax", "linear"}
+
+
+def _unsupported(layer, why=""):
+    return ValueError(
+        f"The bridge cannot convert layer '{layer.name}' ({type(layer).__name__})"
+        + (f": {why}" if why else "")
+        + ". Supported: Conv2D, Dense, BatchNormalization (after Conv2D/Dense), ReLU, "
+          "Activation('relu'/'softmax'), Softmax, MaxPooling2D, Flatten, Dropout, "
+          "augmentation layers.")
+
+
+def _activation_name(layer):
+    act = getattr(layer, "activation", None)
+    name = getattr(act, "__name__", None) or str(act)
+    if name not in _ACTIVATIONS:
+        raise _unsupported(layer, f"activation '{name}' is not relu/softmax/linear")
+    return name
+
+
+def _flat_layers(model):
+    """The model's layers in order, nested Sequential models expanded."""
+    for layer in model.layers:
+        if hasattr(layer, "layers") and type(layer).__name__ in ("Sequential", "Functional"):
+            yield from _flat_layers(layer)
+        else:
+            yield layer
+
+
+def _scratch():
+    """The scratch layer classes and Sequential, as one namespace."""
+    from types import SimpleNamespace
+
+    from mnist_cnn.scratch import layers
+    from mnist_cnn.scratch.network import Sequential
+
+    return SimpleNamespace(Conv2D=layers.Conv2D, Dense=layers.Dense, ReLU=layers.ReLU,
+                           Softmax=layers.Softmax, Flatten=layers.Flatten,
+                           MaxPooling2D=layers.MaxPooling2D, Sequential=Sequential)
+
+
+def _numpy(variable):
+    # Folding in float64, rounded once to float32 at the end.
+
+    return np.asarray(variable.numpy(), np.float64)
+
+
+class _Pending:
+    """A Conv2D/Dense whose weights may still absorb a following BatchNormalization."""
+
+    def __init__(self, kind, config, W, b, activation):
+        self.kind, self.config, self.activation = kind, config, activation
+        self.W = np.asarray(W, np.float64)
+        self.b = np.zeros(self.W.shape[-1]) if b is None else np.asarray(b, np.float64)
+
+    def fold_batchnorm(self, layer):
+        if self.activation != "linear":
+            raise _unsupported(layer, "BatchNormalization after a fused activation cannot be "
+                                      "folded into the previous layer")
+        axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)[-1]
+        if axis not in (-1, len(layer.input.shape) - 1):
+            raise _unsupported(layer, f"BatchNormalization over axis {layer.axis} (need the "
+                                      "last, channel axis)")
+        mu, var = _numpy(layer.moving_mean), _numpy(layer.moving_variance)
+        gamma = _numpy(layer.gamma) if layer.scale else np.ones_like(mu)
+        beta = _numpy(layer.beta) if layer.center else np.zeros_like(mu)
+        s = gamma / np.sqrt(var + layer.epsilon)
+        self.W = self.W * s  # broadcasts over the last (output-channel) axis
+        self.b = (self.b - mu) * s + beta
+
+    def to_scratch(self, S):
+        if self.kind == "conv":
+            c = self.config
+            layer = S.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"],
+                             padding=c["padding"], use_bias=True, name=c["name"])
+        else:
+            layer = S.Dense(self.config["units"], name=self.config["name"])
+        weights = [self.W.astype(np.float32), self.b.astype(np.float32)]
+        out = [(layer, weights)]
+        if self.activation == "relu":
+            out.append((S.ReLU(name=f"{self.config['name']}_relu"), None))
+        elif self.activation == "softmax":
+            out.append((S.Softmax(name=f"{self.config['name']}_softmax"), None))
+        return out
+
+
+def from_keras(model_or_path, seed=0):
+    """Build a scratch ``Sequential`` that computes what a Keras model computes.
+
+    Inputs:
+    - model_or_path: a ``keras.Model`` (Sequential, or a functional chain of layers) or
+      a path to a ``.keras`` file (loaded with :func:`mnist_cnn.keras_model.load_model`,
+      i.e. Keras' safe mode).
+    - seed: passed to the scratch ``Sequential`` (its initial weights are overwritten).
+
+    Returns:
+    - ``mnist_cnn.scratch.Sequential`` with input (28, 28, 1) (a (28, 28) Keras input
+      becomes (28, 28, 1); ``predict``/``predict_proba`` accept both), float32 weights.
+
+    Raises:
+    - ValueError naming the layer and its class for a layer the bridge cannot convert.
+    """
+    S = _scratch()
+
+    if isinstance(model_or_path, (str, Path)):
+        from mnist_cnn.keras_model import load_model
+
+        model = load_model(model_or_path)
+    else:
+        model = model_or_path
+
+    in_shape = tuple(model.input_shape[1:])
+    if len(in_shape) == 2:
+        in_shape = in_shape + (1,)
+    if len(in_shape) != 3:
+        raise ValueError(f"The bridge needs image inputs (H, W) or (H, W, C); the model takes "
+                         f"{model.input_shape}.")
+
+    built = []  # (scratch layer, weights or None)
+    pending = None
+
+    def flush():
+        nonlocal pending
+        if pending is not None:
+            built.extend(pending.to_scratch(S))
+            pending = None
+
+    for layer in _flat_layers(model):
+        cls = type(layer).__name__
+        cfg = layer.get_config()
+        if cls in _INFERENCE_NOOPS:
+            continue
+        if cls == "Reshape":
+            # Only the (28, 28) -> (28, 28, 1) channel axis is a no-op here.
+            if tuple(cfg["target_shape"]) != in_shape:
+                raise _unsupported(layer, f"Reshape to {cfg['target_shape']}")
+            continue
+        if cls == "BatchNormalization":
+            if pending is None:
+                raise _unsupported(layer, "BatchNormalization must directly follow a Conv2D "
+                                          "or Dense layer to be folded")
+            pending.fold_batchnorm(layer)
+            continue
+        flush()
+        if cls == "Conv2D":
+            if cfg.get("data_format", "channels_last") != "channels_last":
+                raise _unsupported(layer, "channels_first data format")
+            if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1:
+                raise _unsupported(layer, "dilated or grouped convolution")
+            if cfg["padding"] not in ("valid", "same"):
+                raise _unsupported(layer, f"padding '{cfg['padding']}'")
+            ks, st = tuple(cfg["kernel_size"]), tuple(cfg["strides"])
+            if ks[0] != ks[1] or st[0] != st[1]:
+                raise _unsupported(layer, "non-square kernel or stride")
+            w = layer.get_weights()
+            pending = _Pending("conv", {"filters": cfg["filters"], "kernel_size": ks[0],
+                                        "strides": st[0], "padding": cfg["padding"],
+                                        "name": layer.name},
+                               w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
+        elif cls == "Dense":
+            w = layer.get_weights()
+            pending = _Pending("dense", {"units": cfg["units"], "name": layer.name},
+                               w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
+        elif cls == "MaxPooling2D":
+            pool, strides = tuple(cfg["pool_size"]), cfg["strides"]
+            strides = tuple(strides) if strides is not None else pool
+            if cfg["padding"] != "valid" or pool[0] != pool[1] or strides[0] != strides[1]:
+                raise _unsupported(layer, "only square, 'valid' max pooling is supported")
+            built.append((S.MaxPooling2D(pool_size=pool[0], strides=strides[0],
+                                         name=layer.name), None))
+        elif cls == "Flatten":
+            built.append((S.Flatten(name=layer.name), None))
+        elif cls == "ReLU":
+            if (cfg.get("max_value") is not None or cfg.get("negative_slope", 0) != 0
+                    or cfg.get("threshold", 0) != 0):
+                raise _unsupported(layer, "ReLU with max_value/negative_slope/threshold")
+            built.append((S.ReLU(name=layer.name), None))
+        elif cls == "Softmax":
+            if cfg.get("axis", -1) not in (-1, 1):
+                raise _unsupported(layer, f"softmax over axis {cfg.get('axis')}")
+            built.append((S.Softmax(name=layer.name), None))
+        elif cls == "Activation":
+            name = _activation_name(layer)
+            if name == "relu":
+                built.append((S.ReLU(name=layer.name), None))
+            elif name == "softmax":
+                built.append((S.Softmax(name=layer.name), None))
+        else:
+            raise _unsupported(layer)
+    flush()
+
+    net = S.Sequential([layer for layer, _ in built], input_shape=in_shape, seed=seed)
+    for layer, weights in built:
+        if weights is not None:
+            layer.set_weights(weights)
+    return net

@@ -1,0 +1,137 @@
+"""The bridge: Keras weights in the scratch NumPy network give the same answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("mnist_cnn.scratch.network")
+
+from mnist_cnn import bridge, paths  # noqa: E402
+from mnist_cnn import keras_model as km  # noqa: E402
+from mnist_cnn.data import load_mnist  # noqa: E402
+
+L = keras.layers
+
+
+def _randomise_batchnorm(model, seed=1):
+    # Fresh BN layers are the identity (gamma 1, beta 0, mean 0, var 1); give them
+    # realistic statistics so the folding formula is really exercised.
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n),
+                               rng.normal(0, 0.3, n), rng.uniform(0.2, 3, n)])
+
+
+def _images(n=64, seed=0):
+    return np.random.default_rng(seed).random((n, 28, 28, 1)).astype(np.float32)
+
+
+def _assert_same(model, net, x, atol=1e-5):
+    pk = np.asarray(model(x, training=False))
+    ps = net.predict_proba(x)
+    assert ps.shape == pk.shape
+    np.testing.assert_allclose(ps, pk, atol=atol)
+    np.testing.assert_array_equal(ps.argmax(1), pk.argmax(1))
+
+
+def test_production_architecture_with_folded_batchnorm():
+    keras.utils.set_random_seed(0)
+    model = km.build_model(conv_filters=(4, 8), dense_units=16)
+    _randomise_batchnorm(model)
+    net = bridge.from_keras(model)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    # BN folded away, Dropout dropped, activations as separate layers.
+    assert "BatchNormalization" not in kinds and "Dropout" not in kinds
+    assert kinds == ["Conv2D", "ReLU", "Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense",
+                     "ReLU", "Dense", "Softmax"]
+    # Folding removes BN's 4 numbers per channel but adds a bias per channel.
+    bn = sum(layer.count_params() for layer in model.layers
+             if isinstance(layer, L.BatchNormalization))
+    assert net.count_params() == model.count_params() - bn + (4 + 8 + 16)
+    _assert_same(model, net, _images())
+
+
+def test_fused_activations_2d_input_and_inference_noops():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((28, 28)),
+        L.Reshape((28, 28, 1)),
+        L.RandomRotation(0.1),  # identity at inference: dropped
+        L.Conv2D(6, 5, strides=2, padding="same", activation="relu"),
+        L.Conv2D(6, 3, padding="same"),
+        L.BatchNormalization(),
+        L.Activation("relu"),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dropout(0.5),
+        L.Dense(10, activation="softmax"),
+    ])
+    _randomise_batchnorm(model, seed=2)
+    net = bridge.from_keras(model)
+    assert net.input_shape == (28, 28, 1)
+    x = _images(32, seed=3)
+    pk = np.asarray(model(x[..., 0], training=False))
+    np.testing.assert_allclose(net.predict_proba(x[..., 0]), pk, atol=1e-5)
+
+
+def test_logits_model_without_softmax():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(3, 3, activation="relu"),
+                              L.Flatten(), L.Dense(10)])
+    net = bridge.from_keras(model)
+    logits = np.asarray(model(_images(8), training=False))
+    np.testing.assert_allclose(net.forward(_images(8)), logits, atol=1e-5)
+
+
+def test_from_path(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = km.build_model(conv_filters=(4,), dense_units=8)
+    _randomise_batchnorm(model, seed=4)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    _assert_same(model, bridge.from_keras(path), _images(16))
+    _assert_same(model, bridge.from_keras(str(path)), _images(16))
+
+
+@pytest.mark.parametrize("layer, cls", [
+    (L.AveragePooling2D(2, name="avg"), "AveragePooling2D"),
+    (L.LeakyReLU(name="leaky"), "LeakyReLU"),
+    (L.Conv2D(2, 3, activation="tanh", name="tanh_conv"), "Conv2D"),
+    (L.Rescaling(1 / 255, name="scale"), "Rescaling"),
+])
+def test_unsupported_layer_is_named(layer, cls):
+    model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(2, 3), layer, L.Flatten(),
+                              L.Dense(10)])
+    with pytest.raises(ValueError, match=rf"'{layer.name}' \({cls}\)"):
+        bridge.from_keras(model)
+
+
+def test_batchnorm_that_cannot_be_folded():
+    model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(2, 3, activation="relu"),
+                              L.BatchNormalization(name="bn_after_relu"), L.Flatten(),
+                              L.Dense(10)])
+    with pytest.raises(ValueError, match="bn_after_relu"):
+        bridge.from_keras(model)
+
+
+@pytest.mark.slow
+def test_committed_model_agrees_on_full_test_set():
+    path = paths.models_dir() / "cnn_model.keras"
+    if not path.is_file():
+        pytest.skip("models/cnn_model.keras not committed yet")
+    model = km.load_model(path)
+    net = bridge.from_keras(model)
+    _, (x_test, y_test) = load_mnist(progress=False)
+    x = km.to_model_input(x_test)
+    pk = np.concatenate([np.asarray(model(x[i:i + 1000], training=False))
+                         for i in range(0, len(x), 1000)])
+    ps = net.predict_proba(x)
+    assert ps.dtype == np.float32
+    # Same digit for every one of the 10,000 images, probabilities within 1e-4.
+    np.testing.assert_array_equal(ps.argmax(1), pk.argmax(1))
+    assert np.abs(ps - pk).max() <= 1e-4
+    assert np.mean(ps.argmax(1) == y_test) >= 0.995
