@@ -1,0 +1,171 @@
+"""``python -m mnist_cnn bench predict``: single-image latency and cold start.
+
+Measures, for one 28x28 test image:
+
+- the Keras model called the fast way: a ``tf.function`` with a fixed input
+  signature (traced once), and the plain eager call ``model(x, training=False)``.
+  (``model.predict`` builds a data pipeline per call - tens of ms - so a server
+  answering one drawing at a time should not use it.)
+- the same weights in the from-scratch NumPy network (:func:`mnist_cnn.bridge.from_keras`);
+- cold start in a fresh Python process: import + load + first prediction, for
+  Keras (``.keras`` file) and for the NumPy network (``.npz`` written by the bridge,
+  which needs no TensorFlow import at all).
+
+Prints median and p95 in milliseconds and a one-line summary. Run it under the
+team's CPU lock for honest numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPEATS = 200
+WARMUP = 10
+
+_COLD_KERAS = """
+import time, sys
+t0 = time.perf_counter()
+import numpy as np
+from mnist_cnn.keras_model import load_model
+t1 = time.perf_counter()
+model = load_model(sys.argv[1])
+t2 = time.perf_counter()
+x = np.load(sys.argv[2])
+p = np.asarray(model(x, training=False))
+t3 = time.perf_counter()
+print(int(p.argmax()), t1 - t0, t2 - t1, t3 - t2)
+"""
+
+_COLD_NUMPY = """
+import time, sys
+t0 = time.perf_counter()
+import numpy as np
+from mnist_cnn.scratch.network import Sequential
+t1 = time.perf_counter()
+net = Sequential.load(sys.argv[1])
+t2 = time.perf_counter()
+x = np.load(sys.argv[2])
+p = net.predict_proba(x)
+t3 = time.perf_counter()
+print(int(p.argmax()), t1 - t0, t2 - t1, t3 - t2)
+"""
+
+
+def _time_calls(fn, x, repeats, warmup=WARMUP):
+    """Per-call wall times in ms (after ``warmup`` untimed calls)."""
+    for _ in range(warmup):
+        fn(x)
+    times = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn(x)
+        times[i] = time.perf_counter() - t0
+    return times * 1e3
+
+
+def _stats(ms):
+    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
+            "n": int(len(ms))}
+
+
+def _cold(script, model_path, x_path, runs=3):
+    """Run ``script`` in fresh interpreters; return the best wall time and its phases."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    best = None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", script, str(model_path), str(x_path)],
+                             capture_output=True, text=True, env=env, check=False)
+        wall = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise RuntimeError(f"cold-start subprocess failed:\n{out.stderr[-2000:]}")
+        label, imp, load, first = out.stdout.split()[-4:]
+        run = {"wall_s": wall, "import_s": float(imp), "load_s": float(load),
+               "first_prediction_s": float(first), "label": int(label)}
+        if best is None or wall < best["wall_s"]:
+            best = run
+    return best
+
+
+def run(model_path=None, repeats=REPEATS, seed=0, cold_runs=3, cache_dir=None):
+    """Measure everything; returns a JSON-able dict of figures."""
+    import tensorflow as tf
+
+    from mnist_cnn import bridge, paths
+    from mnist_cnn.data import load_mnist
+    from mnist_cnn.keras_model import load_model, to_model_input
+
+    model_path = Path(model_path) if model_path else paths.default_keras_model()
+    model = load_model(model_path)
+    _, (x_test, y_test) = load_mnist(cache_dir, progress=False)
+    i = int(np.random.default_rng(seed).integers(len(x_test)))
+    x = to_model_input(x_test[i:i + 1])  # (1, 28, 28, 1) float32
+
+    fast = tf.function(lambda t: model(t, training=False),
+                       input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)])
+    net = bridge.from_keras(model)
+    p_fast = fast(x).numpy()
+    p_np = net.predict_proba(x)
+
+    res = {
+        "model": str(model_path), "image_index": i, "label": int(y_test[i]),
+        "keras_tf_function": _stats(_time_calls(lambda t: fast(t).numpy(), x, repeats)),
+        "keras_eager_call": _stats(_time_calls(
+            lambda t: model(t, training=False).numpy(), x, repeats)),
+        "numpy_scratch": _stats(_time_calls(net.predict_proba, x, repeats)),
+        "max_abs_prob_difference": float(np.abs(p_fast - p_np).max()),
+        "same_prediction": bool(p_fast.argmax() == p_np.argmax()),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        x_path = Path(tmp) / "x.npy"
+        np.save(x_path, x)
+        npz = net.save(Path(tmp) / "bridged.npz")
+        res["cold_start_keras"] = _cold(_COLD_KERAS, model_path, x_path, cold_runs)
+        res["cold_start_numpy"] = _cold(_COLD_NUMPY, npz, x_path, cold_runs)
+    return res
+
+
+def format_report(res):
+    def row(name, s):
+        return f"  {name:<34s} median {s['median_ms']:7.2f} ms   p95 {s['p95_ms']:7.2f} ms"
+
+    def cold(name, c):
+        return (f"  {name:<34s} {c['wall_s']:6.2f} s  (import {c['import_s']:.2f} s, "
+                f"load {c['load_s']:.2f} s, first prediction {c['first_prediction_s'] * 1e3:.0f}"
+                " ms)")
+
+    return "\n".join([
+        f"Single-image latency, {res['keras_tf_function']['n']} calls each "
+        f"(model {Path(res['model']).name}, test image #{res['image_index']}, "
+        f"digit {res['label']}):",
+        row("Keras, tf.function", res["keras_tf_function"]),
+        row("Keras, model(x, training=False)", res["keras_eager_call"]),
+        row("NumPy scratch network (bridge)", res["numpy_scratch"]),
+        "Cold start (new process: import + load + first prediction, best of runs):",
+        cold("Keras (.keras)", res["cold_start_keras"]),
+        cold("NumPy scratch (.npz)", res["cold_start_numpy"]),
+        f"Same prediction: {res['same_prediction']}; max |prob difference| "
+        f"{res['max_abs_prob_difference']:.1e}",
+    ])
+
+
+def main(args: argparse.Namespace) -> int:
+    res = run(model_path=args.model, repeats=args.repeats or REPEATS, seed=args.seed,
+              cache_dir=getattr(args, "cache_dir", None))
+    print(format_report(res))
+    if getattr(args, "json", False):
+        print(json.dumps(res))
+    print(f"bench predict: Keras {res['keras_tf_function']['median_ms']:.2f} ms, "
+          f"NumPy {res['numpy_scratch']['median_ms']:.2f} ms median per image; cold start "
+          f"{res['cold_start_keras']['wall_s']:.1f} s (Keras) / "
+          f"{res['cold_start_numpy']['wall_s']:.1f} s (NumPy)")
+    return 0
