@@ -4,14 +4,15 @@ import json
 
 import numpy as np
 import pytest
-from _helpers_app import committed_or_small_model, render_digit, small_model
 from mnist_cnn.predict import Predictor, cli_predict, load_keras_model, top_k
 from mnist_cnn.preprocess import to_mnist
+
+from tests._helpers_app import committed_or_small_model, render_digit, small_model
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    return committed_or_small_model(tmp_path_factory.mktemp("models"))
+    return committed_or_small_model(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

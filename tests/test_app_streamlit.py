@@ -1,0 +1,137 @@
+"""The Streamlit app under AppTest: drawings injected through session state."""
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tests._helpers_app import committed_or_small_model, render_digit
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return committed_or_small_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def app(model_path, monkeypatch):
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    return at
+
+
+def _png(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _draw(at, pixels):
+    """What the canvas component sends after a stroke: its PNG as a data URL."""
+    url = "data:image/png;base64," + base64.b64encode(_png(pixels)).decode()
+    at.session_state["canvas"] = {"drawing": {"raw": {"objects": [{"type": "path"}],
+                                                      "background": "#000000"},
+                                              "data": url},
+                                  "backgroundFit": None}
+    return at.run()
+
+
+def _texts(elements):
+    return " ".join(str(e.value) for e in elements)
+
+
+def test_empty_canvas_prompts_and_predicts_nothing(app):
+    assert "Draw a digit" in _texts(app.info)
+    assert len(app.metric) == 0
+    assert not app.error
+
+
+@pytest.mark.parametrize("digit, left, top, size, width", [
+    (2, 20, 20, 120, 12), (7, 140, 120, 130, 14), (3, 40, 30, 210, 22), (0, 90, 60, 100, 10)])
+def test_drawn_digit_is_predicted_with_probabilities(app, digit, left, top, size, width):
+    at = _draw(app, render_digit(digit, left, top, size, width=width))
+    assert not at.exception and not at.error
+    [metric] = at.metric
+    assert metric.label == "Prediction"
+    assert metric.value == str(digit)
+    probs = np.array(at.session_state["probabilities"])
+    assert probs.shape == (10,) and abs(probs.sum() - 1) < 1e-4
+    assert int(probs.argmax()) == digit
+    assert len(at.get("vega_lite_chart")) == 1  # the probabilities chart
+    assert len(at.info) == 0
+
+
+def test_reset_canvas_brings_back_the_prompt(app):
+    at = _draw(app, render_digit(7, 50, 50, 150))
+    assert at.metric[0].value == "7"
+    at = _draw(at, np.zeros((280, 280, 4), np.uint8))  # "Reset canvas": all zero
+    assert len(at.metric) == 0
+    assert "Draw a digit" in _texts(at.info)
+
+
+def test_numpy_engine_agrees(app):
+    at = _draw(app, render_digit(4, 60, 40, 170, width=16))
+    keras_probs = np.array(at.session_state["probabilities"])
+    at.sidebar.radio(key="engine").set_value("numpy")
+    at.run()
+    assert not at.exception
+    caption = _texts(at.caption)
+    if "Only the" in caption:
+        pytest.skip("NumPy engine not available for this model")
+    assert at.metric[0].value == "4"
+    np.testing.assert_allclose(at.session_state["probabilities"], keras_probs, atol=1e-4)
+    assert "engines agree" in caption
+
+
+def _upload(at, name, data, mime="image/png"):
+    at.radio(key="source").set_value("Upload").run()
+    at.file_uploader(key="upload").upload(name, data, mime)
+    return at.run()
+
+
+def test_upload_photo_of_a_digit(app):
+    paper = 255 - render_digit(1, 90, 40, 180, width=20, rgba=False)  # dark ink on paper
+    at = _upload(app, "one.png", _png(paper))
+    assert not at.exception and not at.error
+    assert at.metric[0].value == "1"
+
+
+@pytest.mark.parametrize("name, data, expected", [
+    ("text.png", b"this is not an image", "not a supported image"),
+    ("empty.png", b"", "empty"),
+    ("blank.png", None, "looks blank"),
+])
+def test_bad_uploads_get_clear_messages(app, name, data, expected):
+    if data is None:
+        data = _png(np.full((60, 60), 255, np.uint8))
+    at = _upload(app, name, data)
+    assert not at.exception
+    assert len(at.metric) == 0
+    assert expected in _texts(at.error) + _texts(at.info)
+
+
+def test_missing_model_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(tmp_path / "nowhere.keras"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    msg = _texts(at.error)
+    assert "No model file" in msg and "train-keras" in msg and "cnn_model.keras" in msg
+    assert len(at.metric) == 0
+
+
+def test_corrupt_model_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    bad = tmp_path / "corrupt.keras"
+    bad.write_bytes(b"PK\x03\x04" + bytes(200))
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(bad))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    msg = _texts(at.error)
+    assert "Could not" in msg and "train-keras" in msg
