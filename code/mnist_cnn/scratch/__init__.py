@@ -8,3 +8,17 @@ from mnist_cnn.scratch.functional import *  # noqa: F401,F403
 from mnist_cnn.scratch.functional import __all__ as _functional_all
 
 __all__ = list(_functional_all)
+
+from mnist_cnn.scratch.layers import (  # noqa: E402
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPooling2D,
+    ReLU,
+    Softmax,
+)
+from mnist_cnn.scratch.network import Sequential  # noqa: E402
+
+__all__ += ["Conv2D", "Dense", "Dropout", "Flatten", "MaxPooling2D", "ReLU", "Softmax",
+            "Sequential"]

@@ -334,25 +334,38 @@ def max_pool2d_naive(x, pool_size=2, stride=None):
     return out, cache
 
 
+def _pool_views(x, p, s, out_h, out_w):
+    """The P*P strided views x[:, a + S*r, b + S*q, :] (r < H_out, q < W_out),
+    one per window offset (a, b), in row-major order. Views, not copies."""
+    for a in range(p):
+        for b in range(p):
+            yield a * p + b, (slice(None), slice(a, a + (out_h - 1) * s + 1, s),
+                              slice(b, b + (out_w - 1) * s + 1, s), slice(None))
+
+
 def max_pool2d(x, pool_size=2, stride=None):
     """Vectorised max pooling; same numbers and tie rule as :func:`max_pool2d_naive`.
 
-    Each window's P*P values are gathered on a last axis (a reshape when the
-    windows tile the input, a ``sliding_window_view`` otherwise); ``argmax``
-    along it gives the max and remembers which element it was for the backward pass.
+    Instead of looping over windows, loop over the P*P *offsets inside* a
+    window: offset (a, b) of every window at once is the strided view
+    ``x[:, a::S, b::S, :]``. A running maximum over the P*P views gives the
+    output; a running index records which offset won. A later offset replaces
+    the winner only if *strictly* larger, so ties go to the first maximum in
+    row-major order.
+
+    Inputs / returns: as :func:`max_pool2d_naive`.
     """
     p, s, out_h, out_w = _pool_setup(x, pool_size, stride)
-    n, h, w, c = x.shape
-    if s == p:
-        # Non-overlapping windows: a reshape views them, no sliding window needed.
-        win = x[:, : out_h * p, : out_w * p, :].reshape(n, out_h, p, out_w, p, c)
-        win = win.transpose(0, 1, 3, 5, 2, 4)                # (N, OH, OW, C, P, P)
-    else:
-        win = sliding_window_view(x, (p, p), axis=(1, 2))    # (N, H', W', C, P, P)
-        win = win[:, : (out_h - 1) * s + 1 : s, : (out_w - 1) * s + 1 : s]
-    win = win.reshape(n, out_h, out_w, c, p * p)             # one copy
-    idx = win.argmax(axis=-1)
-    out = np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
+    out = None
+    idx = np.zeros((x.shape[0], out_h, out_w, x.shape[3]), dtype=np.uint8)
+    for k, sl in _pool_views(x, p, s, out_h, out_w):
+        v = x[sl]
+        if out is None:
+            out = v.copy()
+            continue
+        better = v > out
+        np.copyto(out, v, where=better)
+        idx[better] = k
     cache = {"kind": "fast", "x_shape": x.shape, "idx": idx, "pool": p, "stride": s}
     return out, cache
 
@@ -382,21 +395,14 @@ def max_pool2d_backward(dout, cache):
                         a, bb = np.unravel_index(np.argmax(window), window.shape)
                         dx[i, r * s + a, q * s + bb, ch] += dout[i, r, q, ch]
         return dx
-    n, h, w, c = cache["x_shape"]
     idx = cache["idx"]
     _, out_h, out_w, _ = idx.shape
-    dwin = np.zeros((n, out_h, out_w, c, p * p), dtype=dout.dtype)
-    np.put_along_axis(dwin, idx[..., None], dout[..., None], axis=-1)
-    dwin = dwin.reshape(n, out_h, out_w, c, p, p)
-    dx = np.zeros((n, h, w, c), dtype=dout.dtype)
-    if s == p:
-        dx[:, : out_h * p, : out_w * p, :] = (
-            dwin.transpose(0, 1, 4, 2, 5, 3).reshape(n, out_h * p, out_w * p, c))
-    else:
-        for a in range(p):
-            for bb in range(p):
-                dx[:, a : a + (out_h - 1) * s + 1 : s,
-                   bb : bb + (out_w - 1) * s + 1 : s, :] += dwin[..., a, bb]
+    dx = np.zeros(cache["x_shape"], dtype=dout.dtype)
+    for k, sl in _pool_views(dx, p, s, out_h, out_w):
+        if s >= p:   # windows do not overlap: each input element gets one value
+            np.copyto(dx[sl], dout, where=idx == k)
+        else:
+            dx[sl] += np.where(idx == k, dout, 0)
     return dx
 
 

@@ -1,0 +1,319 @@
+"""Layer classes with Keras' names, wrapping the forward/backward pairs of
+:mod:`mnist_cnn.scratch.functional`.
+
+Every layer has the same small interface::
+
+    layer.build(input_shape, rng) -> output_shape   # shapes without the batch axis
+    out = layer.forward(x, training=False)          # keeps its cache
+    dx  = layer.backward(dout)                      # fills layer.grads
+    layer.params, layer.grads                       # dicts "W", "b" (empty if none)
+    layer.get_weights() / layer.set_weights([W, b]) # Keras order and layout
+    layer.get_config()                              # JSON-able; rebuilds the layer
+
+Activations are separate layers (``ReLU``, ``Softmax``), as in a Keras model
+written without fused ``activation=`` arguments, so the two mirror each other
+layer by layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_cnn.scratch import functional as F
+
+__all__ = ["Layer", "Conv2D", "MaxPooling2D", "ReLU", "Flatten", "Dropout", "Dense",
+           "Softmax", "layer_from_config", "LAYER_CLASSES"]
+
+DTYPE = np.float32
+
+
+def _he_normal(rng, shape, fan_in, dtype):
+    """He et al. (2015): std sqrt(2 / fan_in) keeps the activation variance
+    constant through ReLU layers (ReLU zeroes half of the signal)."""
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+def _glorot_uniform(rng, shape, fan_in, fan_out, dtype):
+    """Glorot & Bengio (2010), Keras' default: U(-l, l), l = sqrt(6 / (fan_in + fan_out)),
+    balancing the variance of the forward signal and the backward gradient."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape).astype(dtype)
+
+
+class Layer:
+    """Base class: a parameterless layer that passes its input through."""
+
+    _counter: dict[str, int] = {}
+
+    def __init__(self, name: str | None = None):
+        cls = type(self).__name__
+        if name is None:
+            # Keras-style default names: conv2d, conv2d_1, ...
+            base = "".join("_" + ch.lower() if ch.isupper() else ch for ch in cls).lstrip("_")
+            base = base.replace("conv2_d", "conv2d").replace("max_pooling2_d", "max_pooling2d")
+            k = Layer._counter.get(base, 0)
+            Layer._counter[base] = k + 1
+            name = base if k == 0 else f"{base}_{k}"
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
+        self.need_dx = True          # the network turns this off for its first layer
+        self.init = "glorot"         # the network sets "he" for layers followed by ReLU
+        self._cache = None
+
+    # -- shapes & parameters
+    def build(self, input_shape, rng=None):
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.output_shape = self._output_shape(self.input_shape)
+        return self.output_shape
+
+    def _output_shape(self, input_shape):
+        return input_shape
+
+    def count_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [self.params[k] for k in ("W", "b") if k in self.params]
+
+    def set_weights(self, weights) -> None:
+        keys = [k for k in ("W", "b") if k in self.params]
+        if len(weights) != len(keys):
+            raise ValueError(f"layer {self.name!r} expects {len(keys)} weight arrays "
+                             f"({', '.join(keys) or 'none'}), got {len(weights)}")
+        for k, w in zip(keys, weights, strict=True):
+            w = np.asarray(w)
+            if w.shape != self.params[k].shape:
+                raise ValueError(f"layer {self.name!r}: {k} must have shape "
+                                 f"{self.params[k].shape}, got {w.shape}")
+            self.params[k] = np.ascontiguousarray(w, dtype=self.params[k].dtype)
+
+    def get_config(self) -> dict:
+        return {"class": type(self).__name__, "name": self.name}
+
+    # -- computation
+    def forward(self, x, training: bool = False):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+    def __repr__(self) -> str:
+        cfg = {k: v for k, v in self.get_config().items() if k not in ("class",)}
+        args = ", ".join(f"{k}={v!r}" for k, v in cfg.items())
+        return f"{type(self).__name__}({args})"
+
+
+class Conv2D(Layer):
+    """2-D convolution, NHWC, kernel (KH, KW, C_in, filters) as in Keras.
+
+    Output size per axis: see :func:`mnist_cnn.scratch.functional.conv_output_size`.
+    """
+
+    def __init__(self, filters: int, kernel_size=3, strides=1, padding: str = "valid",
+                 use_bias: bool = True, name: str | None = None):
+        super().__init__(name)
+        if isinstance(kernel_size, (tuple, list)):
+            if len(kernel_size) != 2:
+                raise ValueError(f"kernel_size must be an int or a pair, got {kernel_size!r}")
+            kernel_size = tuple(int(k) for k in kernel_size)
+        else:
+            kernel_size = (int(kernel_size), int(kernel_size))
+        if int(filters) < 1 or min(kernel_size) < 1:
+            raise ValueError(f"filters and kernel_size must be positive, got {filters}, "
+                             f"{kernel_size}")
+        self.filters = int(filters)
+        self.kernel_size = kernel_size
+        self.strides = F._check_stride(strides, "strides")
+        self.padding = F._check_padding(padding)
+        self.use_bias = bool(use_bias)
+
+    def _output_shape(self, s):
+        if len(s) != 3:
+            raise ValueError(f"Conv2D {self.name!r} expects inputs (H, W, C), got {s}")
+        kh, kw = self.kernel_size
+        return (F.conv_output_size(s[0], kh, self.strides, self.padding),
+                F.conv_output_size(s[1], kw, self.strides, self.padding), self.filters)
+
+    def build(self, input_shape, rng=None):
+        out = super().build(input_shape, rng)
+        rng = np.random.default_rng(0) if rng is None else rng
+        kh, kw = self.kernel_size
+        c_in = self.input_shape[2]
+        shape = (kh, kw, c_in, self.filters)
+        fan_in, fan_out = kh * kw * c_in, kh * kw * self.filters
+        w = (_he_normal(rng, shape, fan_in, DTYPE) if self.init == "he"
+             else _glorot_uniform(rng, shape, fan_in, fan_out, DTYPE))
+        self.params = {"W": w}
+        if self.use_bias:
+            self.params["b"] = np.zeros(self.filters, DTYPE)
+        return out
+
+    def forward(self, x, training=False):
+        out, self._cache = F.conv2d(x, self.params["W"], self.params.get("b"),
+                                    self.strides, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.conv2d_backward(dout, self._cache, need_dx=self.need_dx)
+        self.grads = {"W": dw}
+        if self.use_bias:
+            self.grads["b"] = db
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": self.strides,
+                "padding": self.padding, "use_bias": self.use_bias}
+
+
+class MaxPooling2D(Layer):
+    """Max pooling over P x P windows, stride S (default P), "valid" padding."""
+
+    def __init__(self, pool_size=2, strides=None, name: str | None = None):
+        super().__init__(name)
+        self.pool_size = F._check_stride(pool_size, "pool_size")
+        self.strides = self.pool_size if strides is None else F._check_stride(strides, "strides")
+
+    def _output_shape(self, s):
+        if len(s) != 3:
+            raise ValueError(f"MaxPooling2D {self.name!r} expects inputs (H, W, C), got {s}")
+        p, st = self.pool_size, self.strides
+        return (F.conv_output_size(s[0], p, st), F.conv_output_size(s[1], p, st), s[2])
+
+    def forward(self, x, training=False):
+        out, self._cache = F.max_pool2d(x, self.pool_size, self.strides)
+        return out
+
+    def backward(self, dout):
+        return F.max_pool2d_backward(dout, self._cache)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
+
+
+class ReLU(Layer):
+    """max(x, 0), elementwise."""
+
+    def forward(self, x, training=False):
+        out, self._cache = F.relu(x)
+        return out
+
+    def backward(self, dout):
+        return F.relu_backward(dout, self._cache)
+
+
+class Flatten(Layer):
+    """(N, H, W, C) -> (N, H*W*C) in row-major order, as Keras' Flatten."""
+
+    def _output_shape(self, s):
+        return (int(np.prod(s)),)
+
+    def forward(self, x, training=False):
+        out, self._cache = F.flatten(x)
+        return out
+
+    def backward(self, dout):
+        return F.flatten_backward(dout, self._cache)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability ``rate`` and
+    scale the survivors by 1 / (1 - rate), so nothing changes at test time
+    (``training=False`` is the identity)."""
+
+    def __init__(self, rate: float, name: str | None = None):
+        super().__init__(name)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self._rng = np.random.default_rng(0)
+
+    def build(self, input_shape, rng=None):
+        if rng is not None:
+            # An independent stream derived from the network's seed.
+            self._rng = np.random.default_rng(rng.integers(2**63))
+        return super().build(input_shape, rng)
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0.0:
+            self._cache = None
+            return x
+        keep = self._rng.random(x.shape, dtype=np.float32) >= self.rate
+        self._cache = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._cache
+
+    def backward(self, dout):
+        return dout if self._cache is None else dout * self._cache
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+class Dense(Layer):
+    """Fully connected layer, W of shape (D_in, units) as in Keras."""
+
+    def __init__(self, units: int, name: str | None = None):
+        super().__init__(name)
+        if int(units) < 1:
+            raise ValueError(f"Dense units must be positive, got {units}")
+        self.units = int(units)
+
+    def _output_shape(self, s):
+        if len(s) != 1:
+            raise ValueError(f"Dense {self.name!r} expects flat inputs (D,), got {s}; "
+                             f"add a Flatten layer first")
+        return (self.units,)
+
+    def build(self, input_shape, rng=None):
+        out = super().build(input_shape, rng)
+        rng = np.random.default_rng(0) if rng is None else rng
+        d_in = self.input_shape[0]
+        shape = (d_in, self.units)
+        w = (_he_normal(rng, shape, d_in, DTYPE) if self.init == "he"
+             else _glorot_uniform(rng, shape, d_in, self.units, DTYPE))
+        self.params = {"W": w, "b": np.zeros(self.units, DTYPE)}
+        return out
+
+    def forward(self, x, training=False):
+        out, self._cache = F.dense(x, self.params["W"], self.params["b"])
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.dense_backward(dout, self._cache, need_dx=self.need_dx)
+        self.grads = {"W": dw, "b": db}
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class Softmax(Layer):
+    """Softmax over the last axis (turns logits into probabilities)."""
+
+    def forward(self, x, training=False):
+        self._cache = F.softmax(x)
+        return self._cache
+
+    def backward(self, dout):
+        # Jacobian-vector product of softmax: p * (dout - sum(dout * p)).
+        p = self._cache
+        return p * (dout - (dout * p).sum(axis=-1, keepdims=True))
+
+
+LAYER_CLASSES = {cls.__name__: cls for cls in
+                 (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense, Softmax)}
+
+
+def layer_from_config(config: dict) -> Layer:
+    """Rebuild a layer from :meth:`Layer.get_config` output."""
+    if not isinstance(config, dict) or config.get("class") not in LAYER_CLASSES:
+        raise ValueError(f"unknown layer config {config!r}; known classes: "
+                         f"{', '.join(LAYER_CLASSES)}")
+    kwargs = {k: v for k, v in config.items() if k != "class"}
+    try:
+        return LAYER_CLASSES[config["class"]](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad layer config {config!r}: {exc}") from None

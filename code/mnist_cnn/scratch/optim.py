@@ -1,0 +1,93 @@
+"""Optimisers with explicit state, updating parameter arrays in place.
+
+Usage::
+
+    opt = Adam(lr=1e-3)
+    loss, _ = net.loss_and_backward(x, y)
+    opt.step(net.parameters(), net.gradients())
+
+``opt.state`` holds everything the optimiser remembers between steps (velocity,
+moment estimates, step count) as plain arrays, so it can be inspected in a
+chapter. The learning rate is a plain attribute ``opt.lr`` that a schedule may
+change between epochs (see :func:`exponential_decay`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = ["SGD", "Adam", "exponential_decay"]
+
+
+class SGD:
+    """Stochastic gradient descent with (heavy-ball) momentum.
+
+        v <- momentum * v - lr * g
+        p <- p + v
+
+    Inputs: lr (step size), momentum in [0, 1) (0 = plain SGD).
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
+        if lr <= 0 or not 0 <= momentum < 1:
+            raise ValueError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, "
+                             f"momentum={momentum}")
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.state: dict = {"step": 0, "velocity": None}
+
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        if self.state["velocity"] is None:
+            self.state["velocity"] = [np.zeros_like(p) for p in params]
+        for p, g, v in zip(params, grads, self.state["velocity"], strict=True):
+            v *= self.momentum
+            v -= p.dtype.type(self.lr) * g
+            p += v
+        self.state["step"] += 1
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015): per-parameter steps scaled by running moment estimates.
+
+        m <- b1 * m + (1 - b1) * g          (mean of the gradient)
+        v <- b2 * v + (1 - b2) * g^2        (mean of its square)
+        p <- p - lr * m_hat / (sqrt(v_hat) + eps),
+             m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)   (bias correction)
+
+    Defaults are Keras' (lr 1e-3, b1 0.9, b2 0.999, eps 1e-7).
+    """
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-7):
+        if lr <= 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1) or eps <= 0:
+            raise ValueError(f"bad Adam hyperparameters lr={lr}, beta1={beta1}, "
+                             f"beta2={beta2}, eps={eps}")
+        self.lr, self.beta1 = float(lr), float(beta1)
+        self.beta2, self.eps = float(beta2), float(eps)
+        self.state: dict = {"step": 0, "m": None, "v": None}
+
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        st = self.state
+        if st["m"] is None:
+            st["m"] = [np.zeros_like(p) for p in params]
+            st["v"] = [np.zeros_like(p) for p in params]
+        st["step"] += 1
+        t = st["step"]
+        b1, b2 = self.beta1, self.beta2
+        # Fold both bias corrections into the step size (as Keras does).
+        lr_t = self.lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+        eps_t = self.eps * np.sqrt(1 - b2**t)
+        for p, g, m, v in zip(params, grads, st["m"], st["v"], strict=True):
+            dt = p.dtype.type
+            m *= dt(b1)
+            m += dt(1 - b1) * g
+            v *= dt(b2)
+            v += dt(1 - b2) * (g * g)
+            p -= dt(lr_t) * m / (np.sqrt(v) + dt(eps_t))
+
+
+def exponential_decay(lr0: float, rate: float) -> Callable[[int], float]:
+    """Schedule: lr(epoch) = lr0 * rate ** epoch (epoch counted from 0)."""
+    return lambda epoch: lr0 * rate**epoch
