@@ -11,6 +11,9 @@ fast path, not ``model.predict``.
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import logging
 from pathlib import Path
 
@@ -137,13 +140,33 @@ def upload_ui():
         img = load_image(up, max_bytes=MAX_BYTES)
     except (ValueError, FileNotFoundError) as exc:
         return None, f"Could not use `{up.name}`: {exc}."
-    st.image(img, caption=up.name, width=CANVAS_SIZE)
+    _image_ui(img, CANVAS_SIZE, up.name, "the uploaded image")
     return img, None
 
 
+def _image_ui(img, width: int, caption: str, alt: str) -> None:
+    """Show an image inline (a data URL) rather than through st.image's media files:
+    media files of the previous run are deleted on every rerun, and a browser still
+    fetching one gets a 404 - a console error for every quick redraw."""
+    from PIL import Image
+
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
+    img = img.copy()
+    img.thumbnail((2 * width, 2 * width))
+    buf = io.BytesIO()
+    img.convert("RGBA" if "A" in img.getbands() else "RGB").save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    st.markdown(f'<img src="{url}" width="{width}" alt="{html.escape(alt)}" '
+                'style="image-rendering: pixelated; border-radius: 4px">',
+                unsafe_allow_html=True)
+    st.caption(caption)
+
+
 def model_input_ui(x: np.ndarray) -> None:
-    st.image(np.kron(x, np.ones((8, 8), np.float32)), clamp=True,
-             caption="What the model sees: 28×28, centred like MNIST", width=168)
+    _image_ui(np.kron(x, np.ones((4, 4), np.float32)), 168,
+              "What the model sees: 28×28, centred like MNIST",
+              "the 28 by 28 pixel image given to the model")
 
 
 def prediction_ui(predictor: Predictor, x: np.ndarray, engine: str) -> np.ndarray:
@@ -206,9 +229,9 @@ def feature_maps_ui(predictor: Predictor, x: np.ndarray, engine: str) -> None:
         for name, fmap in maps:
             scale = max(1, 96 // fmap.shape[0])
             img = np.kron(_mosaic(fmap), np.ones((scale, scale), np.float32))
-            st.image(img, clamp=True,
-                     caption=f"{name}: {fmap.shape[2]} maps of {fmap.shape[0]}×{fmap.shape[1]} "
-                             "(after ReLU; bright = strong response)")
+            _image_ui(img, img.shape[1], f"{name}: {fmap.shape[2]} maps of "
+                      f"{fmap.shape[0]}×{fmap.shape[1]} (after ReLU; bright = strong response)",
+                      f"feature maps of layer {name}")
 
 
 def results_ui(predictor: Predictor, x: np.ndarray | None, engine: str, prompt: str) -> None:
