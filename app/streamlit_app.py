@@ -164,7 +164,7 @@ def _image_ui(img, width: int, caption: str, alt: str) -> None:
 
 
 def model_input_ui(x: np.ndarray) -> None:
-    _image_ui(np.kron(x, np.ones((4, 4), np.float32)), 168,
+    _image_ui(np.kron(x, np.ones((6, 6), np.float32)), 168,
               "What the model sees: 28×28, centred like MNIST",
               "the 28 by 28 pixel image given to the model")
 

@@ -16,6 +16,7 @@ from mnist_cnn.bench.browser import (
     launch_browser,
     open_app,
     reset_canvas,
+    wait_for_full_result,
     wait_for_prediction,
 )
 from PIL import Image
@@ -84,6 +85,7 @@ def test_draw_digits_with_the_mouse_then_reset(server, page):
         assert shown == str(digit), f"drew {digit} at ({left}, {top}) size {size}"
         assert page.get_by_text("Probabilities").is_visible()
         if k == 0:
+            wait_for_full_result(page)
             shot = REPO / "_build" / "app_screenshot.png"
             shot.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)

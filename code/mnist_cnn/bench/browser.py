@@ -147,6 +147,17 @@ def wait_for_prediction(page, timeout_ms: int = 30_000) -> str:
     return metric.inner_text().strip()
 
 
+def wait_for_full_result(page, timeout_ms: int = 30_000) -> None:
+    """Wait until the whole result (prediction, probabilities chart) is drawn and the
+    app has finished its run - for screenshots."""
+    wait_for_prediction(page, timeout_ms)
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(state="visible",
+                                                                   timeout=timeout_ms)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached",
+                                                            timeout=timeout_ms)
+    page.wait_for_timeout(500)  # vega's own drawing finishes after the element appears
+
+
 # Where each benchmark stroke goes: (digit, left, top, size) in canvas pixels.
 BENCH_STROKES = [(7, 30, 30, 150), (1, 120, 40, 200), (0, 60, 80, 160), (4, 100, 100, 150),
                  (2, 20, 20, 120), (3, 140, 120, 130), (7, 90, 60, 190), (1, 30, 150, 110),

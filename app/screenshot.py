@@ -1,0 +1,52 @@
+"""Capture a screenshot of the running app for the deployment chapter.
+
+    python app/screenshot.py [--out book/_static/app_screenshot.png] [--model PATH]
+
+Starts the app on a free loopback port, draws a digit with the mouse in
+headless Chromium (the same driver as the browser tests) and saves the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mnist_cnn import paths
+from mnist_cnn.bench.browser import (
+    AppServer,
+    draw_digit,
+    launch_browser,
+    open_app,
+    wait_for_full_result,
+)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(paths.REPO_ROOT / "book" / "_static" /
+                                             "app_screenshot.png"))
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--digit", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        try:
+            with AppServer(model=args.model) as server:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                box = open_app(page, server.url)
+                draw_digit(page, box, args.digit, 60, 50, 170)
+                wait_for_full_result(page)
+                page.screenshot(path=str(out))
+        finally:
+            browser.close()
+    print(f"Saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
