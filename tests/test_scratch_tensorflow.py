@@ -1,0 +1,146 @@
+"""mnist_cnn.scratch agrees with TensorFlow in float32: forward values and the
+gradients TF computes with tf.GradientTape (max abs difference < 1e-5)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from mnist_cnn.scratch import functional as F  # noqa: E402
+from mnist_cnn.scratch import layers as L  # noqa: E402
+
+TOL = 1e-5
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def _u(rng, shape):
+    return rng.uniform(-1, 1, shape).astype(np.float32)
+
+
+def _maxdiff(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+@pytest.mark.parametrize(("xshape", "kshape", "stride", "padding"), [
+    ((4, 28, 28, 1), (3, 3, 1, 8), 1, "valid"),
+    ((4, 13, 13, 4), (3, 3, 4, 6), 1, "same"),
+    ((3, 10, 10, 2), (2, 2, 2, 3), 2, "same"),    # even input, stride 2
+    ((3, 9, 12, 3), (3, 3, 3, 4), 2, "same"),     # asymmetric "same" padding
+    ((2, 11, 11, 2), (5, 5, 2, 3), 3, "valid"),
+    ((2, 8, 7, 3), (4, 3, 3, 2), 2, "same"),
+])
+def test_conv2d_forward_and_gradients_match_tf(rng, xshape, kshape, stride, padding):
+    x, w, b = _u(rng, xshape), _u(rng, kshape), _u(rng, kshape[3])
+    out, cache = F.conv2d(x, w, b, stride, padding)
+    # dW sums N*H_out*W_out products; scale the upstream gradient (as a mean loss
+    # would) so every compared number is O(1) and float32 rounding in the two
+    # implementations (~1e-7 relative per operation) stays far below the 1e-5 bound.
+    dout = _u(rng, out.shape) / np.float32(np.sqrt(np.prod(out.shape[:3])))
+
+    tx, tw, tb = tf.Variable(x), tf.Variable(w), tf.Variable(b)
+    with tf.GradientTape() as tape:
+        t_out = tf.nn.conv2d(tx, tw, strides=stride, padding=padding.upper()) + tb
+        scalar = tf.reduce_sum(t_out * dout)
+    tdx, tdw, tdb = tape.gradient(scalar, [tx, tw, tb])
+
+    assert out.shape == tuple(t_out.shape)
+    assert _maxdiff(out, t_out) < TOL
+    dx, dw, db = F.conv2d_backward(dout, cache)
+    assert _maxdiff(dx, tdx) < TOL
+    assert _maxdiff(dw, tdw) < TOL
+    assert _maxdiff(db, tdb) < TOL
+
+
+def test_conv2d_naive_matches_tf(rng):
+    x, w, b = _u(rng, (2, 9, 8, 2)), _u(rng, (3, 3, 2, 3)), _u(rng, 3)
+    out, _ = F.conv2d_naive(x, w, b, 2, "same")
+    ref = tf.nn.conv2d(x, w, strides=2, padding="SAME") + b
+    assert _maxdiff(out, ref) < TOL
+
+
+@pytest.mark.parametrize(("xshape", "pool", "stride"), [
+    ((4, 26, 26, 8), 2, None), ((3, 11, 11, 4), 2, None), ((2, 9, 9, 3), 3, 2),
+    ((2, 7, 8, 2), 3, 3),
+])
+def test_max_pool_forward_and_gradient_match_tf(rng, xshape, pool, stride):
+    # distinct values: TF and we agree on where the gradient goes when there are no ties
+    x = (rng.permutation(np.prod(xshape)).reshape(xshape) / np.prod(xshape)).astype(np.float32)
+    out, cache = F.max_pool2d(x, pool, stride)
+    dout = _u(rng, out.shape)
+    tx = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        t_out = tf.nn.max_pool2d(tx, ksize=pool, strides=stride or pool, padding="VALID")
+        scalar = tf.reduce_sum(t_out * dout)
+    tdx = tape.gradient(scalar, tx)
+    assert out.shape == tuple(t_out.shape)
+    assert _maxdiff(out, t_out) < TOL
+    assert _maxdiff(F.max_pool2d_backward(dout, cache), tdx) < TOL
+
+
+def test_dense_relu_softmax_layers_match_keras(rng):
+    x = _u(rng, (16, 20))
+    k_dense = keras.layers.Dense(7)
+    k_dense.build((None, 20))
+    w, b = _u(rng, (20, 7)), _u(rng, 7)
+    k_dense.set_weights([w, b])
+
+    dense = L.Dense(7)
+    dense.build((20,))
+    dense.set_weights(k_dense.get_weights())      # Keras order and layout, no transposes
+    relu, softmax = L.ReLU(), L.Softmax()
+    h = dense.forward(x)
+    p = softmax.forward(relu.forward(h))
+
+    tx = tf.Variable(x)
+    dout = _u(rng, (16, 7))
+    with tf.GradientTape() as tape:
+        t_h = k_dense(tx)
+        t_p = keras.layers.Softmax()(keras.layers.ReLU()(t_h))
+        scalar = tf.reduce_sum(t_p * dout)
+    grads = tape.gradient(scalar, [tx, *k_dense.trainable_variables])
+    assert _maxdiff(h, t_h) < TOL
+    assert _maxdiff(p, t_p) < TOL
+
+    dx = dense.backward(relu.backward(softmax.backward(dout)))
+    assert _maxdiff(dx, grads[0]) < TOL
+    assert _maxdiff(dense.grads["W"], grads[1]) < TOL
+    assert _maxdiff(dense.grads["b"], grads[2]) < TOL
+
+
+def test_cross_entropy_and_its_gradient_match_tf(rng):
+    z = (_u(rng, (32, 10)) * 5).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    tz = tf.Variable(z)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, tz))
+    g = tape.gradient(loss, tz)
+    assert abs(F.cross_entropy(z, y, from_logits=True) - float(loss)) < TOL
+    assert _maxdiff(F.softmax_cross_entropy_backward(z, y), g) < TOL
+    assert _maxdiff(F.softmax(z), tf.nn.softmax(z)) < TOL
+    assert _maxdiff(F.log_softmax(z), tf.nn.log_softmax(z)) < TOL
+    k_loss = keras.losses.SparseCategoricalCrossentropy()(y, F.softmax(z))
+    assert abs(F.cross_entropy(F.softmax(z), y) - float(k_loss)) < TOL
+
+
+def test_conv_layer_matches_keras_conv2d(rng):
+    x = _u(rng, (2, 12, 12, 3))
+    k = keras.layers.Conv2D(5, 3, strides=2, padding="same")
+    k.build((None, 12, 12, 3))
+    k.set_weights([_u(rng, (3, 3, 3, 5)), _u(rng, 5)])
+    ours = L.Conv2D(5, 3, strides=2, padding="same")
+    ours.build((12, 12, 3))
+    ours.set_weights(k.get_weights())
+    out = ours.forward(x)
+    keras_shape = tuple(k.compute_output_shape((None, 12, 12, 3)))[1:]
+    assert out.shape[1:] == ours.output_shape == keras_shape
+    assert _maxdiff(out, k(x)) < TOL
