@@ -1,0 +1,231 @@
+"""The scratch network: end-to-end gradient check, learning, save/load, determinism,
+clear errors on bad files, and the train-numpy CLI on a small subset."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from mnist_cnn.scratch import (
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPooling2D,
+    ReLU,
+    Sequential,
+    Softmax,
+)
+from mnist_cnn.scratch import functional as F
+from mnist_cnn.scratch.optim import SGD, Adam
+from mnist_cnn.scratch.train import build_model, evaluate, fit, prepare_images, random_shift
+
+from tests._helpers_scratch import numerical_gradient, rel_error
+
+
+def _small_net(seed=0, input_shape=(8, 8, 1), softmax=False):
+    layers = [Conv2D(3, 3, padding="same", name="c1"), ReLU(name="r1"),
+              MaxPooling2D(2, name="p1"),
+              Conv2D(4, 2, strides=2, name="c2"), ReLU(name="r2"), Flatten(name="f"),
+              Dense(6, name="d1"), ReLU(name="r3"), Dense(10, name="d2")]
+    if softmax:
+        layers.append(Softmax(name="sm"))
+    return Sequential(layers, input_shape=input_shape, seed=seed)
+
+
+def _tiny_cnn(seed=0):
+    return Sequential([Conv2D(8, 3, name="c"), ReLU(name="r"), MaxPooling2D(2, name="p"),
+                       Flatten(name="f"), Dense(10, name="d")], seed=seed)
+
+
+@pytest.fixture(scope="module")
+def mnist_small():
+    from mnist_cnn.data import load_mnist
+
+    (x, y), (xt, yt) = load_mnist(progress=False)
+    return prepare_images(x[:512]), y[:512].astype(np.intp), prepare_images(xt[:500]), yt[:500]
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_whole_network_gradient_check_float64(softmax):
+    rng = np.random.default_rng(0)
+    net = _small_net(softmax=softmax).astype(np.float64)
+    x = rng.standard_normal((3, 8, 8, 1))
+    y = np.array([1, 7, 3])
+    net.loss_and_backward(x, y, training=False)
+    analytic = [g.copy() for g in net.gradients()]
+
+    def loss():
+        return F.cross_entropy(net.forward(x), y, from_logits=not softmax)
+
+    for (name, p), g in zip(net.named_parameters(), analytic, strict=True):
+        err = rel_error(g, numerical_gradient(loss, p))
+        assert err < 1e-6, (name, err)
+
+
+def test_summary_shapes_and_param_count():
+    net = build_model(seed=0)
+    text = net.summary()
+    assert "(None, 26, 26, 32)" in text and "(None, 5, 5, 64)" in text
+    # conv 3*3*1*32+32, conv 3*3*32*64+64, dense 1600*128+128, dense 128*10+10
+    expected = 320 + 18496 + 204928 + 1290
+    assert net.count_params() == expected
+    assert f"Total params: {expected:,}" in text
+    assert [w.shape for w in net.get_weights()] == [
+        (3, 3, 1, 32), (32,), (3, 3, 32, 64), (64,), (1600, 128), (128,), (128, 10), (10,)]
+    assert all(w.dtype == np.float32 for w in net.get_weights())
+
+
+def test_initialisation_scales():
+    net = build_model(seed=3)
+    w = net.layers[7].params["W"]      # Dense(128) followed by ReLU: He, std sqrt(2/1600)
+    assert abs(w.std() - np.sqrt(2 / 1600)) < 0.1 * np.sqrt(2 / 1600)
+    w_out = net.layers[-1].params["W"]   # final Dense: Glorot uniform
+    limit = np.sqrt(6 / (128 + 10))
+    assert np.abs(w_out).max() <= limit and np.abs(w_out).max() > 0.9 * limit
+
+
+def test_dropout_layer():
+    d = Dropout(0.5)
+    d.build((1000,), np.random.default_rng(0))
+    x = np.ones((4, 1000), np.float32)
+    np.testing.assert_array_equal(d.forward(x, training=False), x)
+    out = d.forward(x, training=True)
+    assert set(np.unique(out)) == {0.0, 2.0}
+    assert abs(out.mean() - 1.0) < 0.05          # inverted dropout keeps the mean
+    np.testing.assert_array_equal(d.backward(np.ones_like(x)), out)
+    with pytest.raises(ValueError, match="rate"):
+        Dropout(1.0)
+
+
+@pytest.mark.parametrize("make_opt", [lambda: SGD(0.05, momentum=0.9), lambda: Adam(3e-3)])
+def test_loss_decreases_on_a_small_batch(mnist_small, make_opt):
+    x, y = mnist_small[0][:64], mnist_small[1][:64]
+    net = _tiny_cnn()
+    opt = make_opt()
+    losses = []
+    for _ in range(30):
+        loss, _ = net.loss_and_backward(x, y)
+        opt.step(net.parameters(), net.gradients())
+        losses.append(loss)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_overfits_100_images(mnist_small):
+    x, y = mnist_small[0][:100], mnist_small[1][:100]
+    net = _tiny_cnn()
+    fit(net, x, y, epochs=40, batch_size=25, optimizer=Adam(5e-3), seed=0, progress=False)
+    assert (net.predict(x) == y).mean() == 1.0
+
+
+def test_save_load_round_trip(tmp_path, mnist_small):
+    x = mnist_small[2][:50]
+    net = build_model(seed=1)
+    fit(net, mnist_small[0][:128], mnist_small[1][:128], epochs=1, batch_size=64,
+        seed=1, progress=False)
+    path = net.save(tmp_path / "m.npz")
+    loaded = Sequential.load(path)
+    assert loaded.summary() == net.summary()
+    np.testing.assert_array_equal(loaded.predict_proba(x), net.predict_proba(x))
+    np.testing.assert_array_equal(loaded.predict(x[..., 0]), net.predict(x))   # (N, 28, 28)
+    with np.load(path, allow_pickle=False) as data:
+        arch = json.loads(str(data["__architecture__"]))
+    assert [c["class"] for c in arch["layers"]][:3] == ["Conv2D", "ReLU", "MaxPooling2D"]
+    assert [n for n, _ in loaded.activations(x[:2])] == [layer.name for layer in net.layers]
+
+
+def test_same_seed_same_weights(mnist_small):
+    x, y = mnist_small[0][:256], mnist_small[1][:256]
+
+    def run(seed):
+        net = build_model(seed=seed)
+        fit(net, x, y, epochs=1, batch_size=64, seed=seed, shift=2, progress=False)
+        return net.get_weights()
+
+    a, b, c = run(5), run(5), run(6)
+    for wa, wb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    assert any(not np.array_equal(wa, wc) for wa, wc in zip(a, c, strict=True))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        Sequential.load(tmp_path / "missing.npz")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 this is not really a zip file")
+    with pytest.raises(ValueError, match="not a valid mnist_cnn NumPy model"):
+        Sequential.load(corrupt)
+    other = tmp_path / "other.npz"
+    np.savez(other, weights=np.zeros(3))
+    with pytest.raises(ValueError, match="no architecture record"):
+        Sequential.load(other)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, __architecture__=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ValueError, match="not a valid"):
+        Sequential.load(pickled)
+    # a truncated copy of a real model
+    good = _small_net().save(tmp_path / "good.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError):
+        Sequential.load(truncated)
+    # right format, weights that do not fit the architecture
+    with zipfile.ZipFile(good) as zf:
+        names = zf.namelist()
+    assert "__architecture__.npy" in names
+    with np.load(good) as data:
+        arrays = dict(data)
+    arrays["0/W"] = np.zeros((2, 2, 1, 3), np.float32)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="shape"):
+        Sequential.load(bad)
+
+
+def test_bad_inputs_raise_clear_errors():
+    net = build_model()
+    with pytest.raises(ValueError, match=r"\(N, 28, 28, 1\).*\(5, 28, 28, 3\)"):
+        net.forward(np.zeros((5, 28, 28, 3), np.float32))
+    with pytest.raises(ValueError, match="one example"):
+        net.forward(np.zeros((28, 28, 1), np.float32))
+    with pytest.raises(ValueError, match="unique"):
+        Sequential([ReLU(name="a"), ReLU(name="a")], input_shape=(4,))
+    with pytest.raises(ValueError, match="Flatten"):
+        Sequential([Dense(3)], input_shape=(4, 4, 1))
+
+
+def test_random_shift_moves_pixels():
+    x = np.zeros((50, 6, 6, 1), np.float32)
+    x[:, 3, 3, 0] = 1
+    out = random_shift(x, np.random.default_rng(0), 2)
+    assert out.shape == x.shape and out.sum() == 50
+    pos = np.argwhere(out[..., 0] == 1)[:, 1:]
+    assert np.all(np.abs(pos - 3) <= 2) and len(np.unique(pos, axis=0)) > 5
+
+
+def test_evaluate_matches_predictions(mnist_small):
+    net = build_model(seed=0)
+    x, y = mnist_small[2][:100], mnist_small[3][:100]
+    ev = evaluate(net, x, y)
+    assert ev["accuracy"] == pytest.approx((net.predict(x) == y).mean())
+    assert ev["loss"] == pytest.approx(F.cross_entropy(net.predict_proba(x), y))
+
+
+@pytest.mark.slow
+def test_cli_train_numpy_small_run(tmp_path, capsys):
+    from mnist_cnn.cli import main
+
+    out = tmp_path / "tiny.npz"
+    assert main(["train-numpy", "--limit", "256", "--epochs", "1", "--out", str(out)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["train_examples"] == 256 and card["test_examples"] == 10000
+    assert 0 <= card["test_accuracy"] <= 1 and len(card["history"]["loss"]) == 1
+    assert card["params"] == Sequential.load(out).count_params()
+    for key in ("seconds_per_epoch", "seed", "data_sha256", "versions", "architecture",
+                "command", "test_loss", "sha256"):
+        assert key in card
+    assert "--limit 256" in card["command"]
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["train-numpy", "--epochs", "0", "--out", str(out)]) == 1
