@@ -132,8 +132,10 @@ def canvas_ui(stroke: int):
 
 def upload_ui():
     """The upload input; returns (PIL image or None, error message or None)."""
-    up = st.file_uploader("Upload an image", type=["png", "jpg", "jpeg", "gif", "bmp", "webp"],
-                          key=UPLOAD_KEY, help=f"Up to {MAX_BYTES // (1024 * 1024)} MB.")
+    # No `type=` filter: Streamlit would raise on a disallowed extension before the
+    # script runs (no clear message possible); load_image checks the content instead.
+    up = st.file_uploader("Upload an image (PNG, JPEG, GIF, BMP, WebP)", key=UPLOAD_KEY,
+                          help=f"Up to {MAX_BYTES // (1024 * 1024)} MB.")
     if up is None:
         return None, None
     try:

@@ -107,6 +107,8 @@ def test_upload_photo_of_a_digit(app):
 @pytest.mark.parametrize("name, data, expected", [
     ("text.png", b"this is not an image", "not a supported image"),
     ("empty.png", b"", "empty"),
+    ("digit.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>',
+     "not a supported image"),
     ("blank.png", None, "looks blank"),
 ])
 def test_bad_uploads_get_clear_messages(app, name, data, expected):

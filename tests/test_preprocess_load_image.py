@@ -92,3 +92,14 @@ def test_missing_path(tmp_path):
 def test_not_a_source():
     with pytest.raises(ValueError, match="cannot read"):
         load_image(12345)
+
+
+def test_big_photos_are_shrunk_on_load():
+    from mnist_cnn.preprocess import MAX_SIDE
+
+    big = np.full((3000, 2000), 255, np.uint8)
+    big[500:2500, 900:1100] = 0
+    img = load_image(_png(big))
+    assert max(img.size) == MAX_SIDE
+    assert abs(img.size[0] / img.size[1] - 2000 / 3000) < 0.01
+    np.testing.assert_allclose(to_mnist(img), to_mnist(big), atol=0.15)

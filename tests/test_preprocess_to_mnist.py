@@ -169,3 +169,19 @@ def test_naive_resize_squashes_the_whole_canvas():
     # The digit stays in the top-left corner, small: exactly what to_mnist fixes.
     cy, cx = _com(out)
     assert cy < 8 and cx < 8
+
+
+def test_huge_float_range_does_not_overflow():
+    img = np.zeros((30, 30))
+    img[5:25, 12:16] = 1e308
+    img[0, 0] = -1e308
+    with np.errstate(all="raise"):
+        out = to_mnist(img)
+    _check_valid(out)
+
+
+def test_uniformly_translucent_image_is_blank():
+    assert to_mnist(np.full((40, 40, 2), 64, np.uint8)) is None
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 3] = 60
+    assert to_mnist(rgba) is None

@@ -46,6 +46,7 @@ MIN_CONTRAST = 0.05
 # Upload limits (the app and CLI pass their own; these are the defaults).
 MAX_BYTES = 10 * 1024 * 1024          # 10 MiB
 MAX_PIXELS = 5000 * 5000              # 25 megapixels
+MAX_SIDE = 1024                       # uploads are shrunk to this longer side on load
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 
 # Keep Pillow's decompression-bomb guard on (it is on by default; make sure
@@ -135,8 +136,9 @@ def _as_float(image) -> tuple[np.ndarray, np.ndarray | None]:
             x /= 65535.0
         else:
             # Unusual range (negative values, huge floats): stretch min..max to 0..1.
-            span = hi - lo
-            x = (x - lo) / span if span > 0 else np.zeros_like(x)
+            # Halves first: hi - lo can overflow float64 (e.g. -1e308..1e308).
+            span = hi / 2 - lo / 2
+            x = (x / 2 - lo / 2) / span if span > 0 else np.zeros_like(x)
     bad = ~finite
     if x.ndim == 2:
         x = x[..., None]
@@ -177,8 +179,9 @@ def ink_map(image) -> np.ndarray:
     if alpha is not None and alpha.min() < 0.99:
         opaque = alpha > 0.5
         if opaque.mean() < 0.5:
-            ink = alpha.copy()
-            return _stretch(ink)
+            # Opacity above the least opaque pixel: a uniformly translucent picture
+            # is blank, not a filled square.
+            return _stretch(alpha - alpha.min())
         # Mostly opaque (a photo with a transparent margin): the transparent
         # part takes the colour of the opaque background.
         bg_opaque = np.median(gray[opaque])
@@ -301,7 +304,8 @@ def load_image(file_or_bytes, max_bytes: int = MAX_BYTES,
       refused before decoding - this is what stops decompression bombs
       (Pillow's own guard stays on as a second line).
 
-    Returns a fully decoded single-frame PIL image, rotated upright per EXIF.
+    Returns a fully decoded single-frame PIL image, rotated upright per EXIF and
+    shrunk (area averaging) so its longer side is at most ``MAX_SIDE`` pixels.
     Raises ValueError with a user-readable reason for empty, too large,
     unreadable, truncated, animated, zero-size or unsupported files, and
     FileNotFoundError for a missing path.
@@ -324,6 +328,14 @@ def load_image(file_or_bytes, max_bytes: int = MAX_BYTES,
                                  "(PNG or JPEG)")
             img.load()
             img = ImageOps.exif_transpose(img)
+            # A digit needs 20 px; shrinking big photos right away bounds the memory
+            # and time of everything after (a 25-megapixel RGBA image would take
+            # gigabytes as float arrays). BOX = area averaging, i.e. anti-aliased.
+            if max(img.size) > MAX_SIDE:
+                if img.mode not in ("L", "LA", "RGB", "RGBA", "F", "I"):
+                    img = img.convert("RGBA" if "A" in img.getbands()
+                                      or "transparency" in img.info else "RGB")
+                img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
     except ValueError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
