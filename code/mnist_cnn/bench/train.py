@@ -1,0 +1,102 @@
+"""``python -m mnist_cnn bench train``: one training epoch of the course
+architecture in the NumPy engine and in Keras, same data, same batch size,
+same optimiser (Adam), in one run; prints seconds per epoch and the ratio.
+
+Both engines get a warm-up first (Keras traces and compiles its training step on
+the first call; NumPy/BLAS allocate their buffers), which is not timed.
+Augmentation is off for both so each epoch does exactly the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from mnist_cnn.scratch.train import BATCH_SIZE, DROPOUT, LR, build_model, fit, prepare_images
+
+WARMUP_IMAGES = 512
+
+
+def keras_twin(seed: int = 0, dropout: float = DROPOUT):
+    """The Keras model with exactly the layers of :func:`mnist_cnn.scratch.train.build_model`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(32, 3), layers.ReLU(), layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3), layers.ReLU(), layers.MaxPooling2D(2),
+        layers.Flatten(), layers.Dense(128), layers.ReLU(), layers.Dropout(dropout),
+        layers.Dense(10),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(LR),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
+        cache_dir=None) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mnist_cnn.data import load_mnist
+
+    (x_train, y_train), _ = load_mnist(cache_dir, progress=False)
+    if limit is not None:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    x = prepare_images(x_train)
+    y = y_train.astype(np.int64)
+    n_warm = min(WARMUP_IMAGES, len(x))
+
+    net = build_model(seed)
+    fit(net, x[:n_warm], y[:n_warm], epochs=1, batch_size=batch_size, seed=seed,
+        progress=False)
+    t0 = time.perf_counter()
+    hist_np = fit(net, x, y, epochs=1, batch_size=batch_size, seed=seed, progress=False)
+    t_numpy = time.perf_counter() - t0
+
+    model = keras_twin(seed)
+    model.fit(x[:n_warm], y[:n_warm], batch_size=batch_size, epochs=1, verbose=0)
+    t0 = time.perf_counter()
+    hist_k = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
+    t_keras = time.perf_counter() - t0
+
+    import keras
+    import tensorflow as tf
+
+    return {"images": int(len(x)), "batch_size": batch_size, "params": net.count_params(),
+            "keras_params": int(model.count_params()),
+            "numpy_s_per_epoch": t_numpy, "keras_s_per_epoch": t_keras,
+            "ratio_numpy_over_keras": t_numpy / t_keras,
+            "numpy_epoch_loss": hist_np["loss"][0],
+            "keras_epoch_loss": float(hist_k.history["loss"][0]),
+            "versions": {"numpy": np.__version__, "tensorflow": tf.__version__,
+                         "keras": keras.__version__}}
+
+
+def format_results(r: dict) -> str:
+    return "\n".join([
+        f"bench train: one epoch, {r['images']:,} images, batch {r['batch_size']}, Adam, "
+        f"same architecture ({r['params']:,} params; Keras {r['keras_params']:,})",
+        f"  NumPy (mnist_cnn.scratch): {r['numpy_s_per_epoch']:7.1f} s/epoch  "
+        f"(epoch loss {r['numpy_epoch_loss']:.4f})",
+        f"  Keras {r['versions']['keras']} / TF {r['versions']['tensorflow']}:   "
+        f"{r['keras_s_per_epoch']:7.1f} s/epoch  (epoch loss {r['keras_epoch_loss']:.4f})",
+        f"  ratio NumPy / Keras: {r['ratio_numpy_over_keras']:.2f}",
+    ])
+
+
+def main(args: argparse.Namespace) -> int:
+    batch_size = args.batch_size or BATCH_SIZE
+    if batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise ValueError(f"batch size and --limit must be positive, got {batch_size}, "
+                         f"{args.limit}")
+    results = run(args.limit, batch_size, args.seed, getattr(args, "cache_dir", None))
+    print(format_results(results))
+    if args.json:
+        print(json.dumps(results))
+    return 0
