@@ -123,7 +123,7 @@ def run(predictor, x_test: np.ndarray, y_test: np.ndarray, seed: int = 0,
     Returns a dict of figures: n, accuracy_ours, accuracy_naive, accuracy_mnist,
     seconds, seed.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from mnist_cnn.preprocess import naive_resize, to_mnist
 
