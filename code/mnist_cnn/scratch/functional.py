@@ -348,25 +348,20 @@ def max_pool2d(x, pool_size=2, stride=None):
 
     Instead of looping over windows, loop over the P*P *offsets inside* a
     window: offset (a, b) of every window at once is the strided view
-    ``x[:, a::S, b::S, :]``. A running maximum over the P*P views gives the
-    output; a running index records which offset won. A later offset replaces
-    the winner only if *strictly* larger, so ties go to the first maximum in
-    row-major order.
+    ``x[:, a::S, b::S, :]`` (no copy), and the output is the elementwise maximum
+    of these P*P views. The cache keeps ``x`` and ``out`` (references, no
+    copies); the backward pass finds the winners again by comparing.
 
     Inputs / returns: as :func:`max_pool2d_naive`.
     """
     p, s, out_h, out_w = _pool_setup(x, pool_size, stride)
     out = None
-    idx = np.zeros((x.shape[0], out_h, out_w, x.shape[3]), dtype=np.uint8)
-    for k, sl in _pool_views(x, p, s, out_h, out_w):
-        v = x[sl]
+    for _, sl in _pool_views(x, p, s, out_h, out_w):
         if out is None:
-            out = v.copy()
-            continue
-        better = v > out
-        np.copyto(out, v, where=better)
-        idx[better] = k
-    cache = {"kind": "fast", "x_shape": x.shape, "idx": idx, "pool": p, "stride": s}
+            out = x[sl].copy()
+        else:
+            np.maximum(out, x[sl], out=out)
+    cache = {"kind": "fast", "x": x, "out": out, "pool": p, "stride": s}
     return out, cache
 
 
@@ -379,12 +374,12 @@ def max_pool2d_backward(dout, cache):
 
     Returns:
     - dx: shape (N, H, W, C); each window's gradient goes entirely to the element
-      that was its maximum (the first one in row-major order on ties); overlapping
-      windows add up.
+      that was its maximum - on ties, to the *first* maximum in row-major order
+      (top-left first, what ``np.argmax`` picks); overlapping windows add up.
     """
     p, s = cache["pool"], cache["stride"]
+    x = cache["x"]
     if cache["kind"] == "naive":
-        x = cache["x"]
         dx = np.zeros_like(x, dtype=np.result_type(dout, x))
         n, out_h, out_w, c = dout.shape
         for i in range(n):
@@ -395,14 +390,23 @@ def max_pool2d_backward(dout, cache):
                         a, bb = np.unravel_index(np.argmax(window), window.shape)
                         dx[i, r * s + a, q * s + bb, ch] += dout[i, r, q, ch]
         return dx
-    idx = cache["idx"]
-    _, out_h, out_w, _ = idx.shape
-    dx = np.zeros(cache["x_shape"], dtype=dout.dtype)
-    for k, sl in _pool_views(dx, p, s, out_h, out_w):
-        if s >= p:   # windows do not overlap: each input element gets one value
-            np.copyto(dx[sl], dout, where=idx == k)
+    out = cache["out"]
+    _, out_h, out_w, _ = out.shape
+    tiled = s == p and out_h * p == x.shape[1] and out_w * p == x.shape[2]
+    # Tiling windows write every element of dx exactly once: no need to zero it.
+    dx = np.empty(x.shape, dout.dtype) if tiled else np.zeros(x.shape, dout.dtype)
+    taken = None   # windows whose gradient has been routed already (tie rule)
+    for _, sl in _pool_views(x, p, s, out_h, out_w):
+        hit = x[sl] == out
+        if taken is None:
+            taken = hit
         else:
-            dx[sl] += np.where(idx == k, dout, 0)
+            hit &= ~taken
+            taken |= hit
+        if s >= p:   # windows do not overlap: each input element belongs to one window
+            np.multiply(dout, hit, out=dx[sl])
+        else:
+            dx[sl] += dout * hit
     return dx
 
 
@@ -417,7 +421,7 @@ def relu(x):
 
 def relu_backward(dout, cache):
     """dx = dout where the input was positive, 0 elsewhere (gradient 0 at x = 0)."""
-    return np.where(cache > 0, dout, 0).astype(dout.dtype, copy=False)
+    return dout * (cache > 0)
 
 
 def flatten(x):
