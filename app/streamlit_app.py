@@ -257,6 +257,10 @@ def main() -> None:
     if error is not None:
         st.error(error)
         return
+    if engine == "numpy" and not predictor.numpy_available():
+        st.warning(f"The NumPy engine cannot run this model, using Keras instead: "
+                   f"{predictor.numpy_error}")
+        engine = "keras"
     left, right = st.columns([1, 1], gap="large")
     with left:
         source = st.radio("Input", ["Draw", "Upload"], key="source", horizontal=True,

@@ -137,3 +137,22 @@ def test_corrupt_model_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     assert not at.exception
     msg = _texts(at.error)
     assert "Could not" in msg and "train-keras" in msg
+
+
+def test_numpy_engine_unavailable_falls_back_to_keras(tmp_path, monkeypatch):
+    import keras
+
+    # tanh is not an activation the bridge maps onto the scratch network.
+    model = keras.Sequential([keras.Input((28, 28, 1)),
+                              keras.layers.Conv2D(4, 3, activation="tanh", name="conv1"),
+                              keras.layers.Flatten(), keras.layers.Dense(10),
+                              keras.layers.Softmax()])
+    path = tmp_path / "tanh.keras"
+    model.save(path)
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.sidebar.radio(key="engine").set_value("numpy")
+    at = _draw(at.run(), render_digit(7, 50, 50, 150))
+    assert not at.exception
+    assert "using Keras instead" in _texts(at.warning)
+    assert len(at.metric) == 1 and at.metric[0].value.isdigit()

@@ -145,6 +145,11 @@ class Predictor:
         return int(p.argmax()) if p.ndim == 1 else p.argmax(axis=1)
 
     # ------------------------------------------------------------------ NumPy engine
+    @property
+    def numpy_error(self) -> str | None:
+        """Why the NumPy engine is unavailable (None if it works or was not tried yet)."""
+        return self._numpy_error
+
     def numpy_available(self) -> bool:
         try:
             self.numpy_net()
