@@ -185,3 +185,21 @@ def test_uniformly_translucent_image_is_blank():
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[..., 3] = 60
     assert to_mnist(rgba) is None
+
+
+def test_thick_brush_on_small_digit_is_thinned_towards_mnist_width():
+    from mnist_cnn.preprocess import _stroke_width
+
+    thick = to_mnist(_drawn_seven(box=(20, 20, 80, 100), width=30))
+    normal = to_mnist(_drawn_seven(box=(20, 20, 80, 100), width=10))
+    _check_valid(thick)
+    # After thinning, the 28x28 strokes are within a pixel of the normal brush's.
+    assert abs(_stroke_width(thick) - _stroke_width(normal)) < 1.5
+
+
+def test_stroke_width_estimate():
+    from mnist_cnn.preprocess import _stroke_width
+
+    bar = np.zeros((100, 100))
+    bar[10:90, 40:52] = 1.0  # 12 px wide, 80 long
+    assert 10 < _stroke_width(bar) < 14

@@ -12,7 +12,9 @@ seen digits like that, so a digit drawn small, large or in a corner of a
                    the alpha channel when there is one (transparent = background);
 2. ``_bbox``     - crop to the bounding box of the ink;
 3. ``_fit_box``  - scale the longer side to 20 px, keeping the aspect ratio,
-                   with area averaging (anti-aliasing);
+                   with area averaging (anti-aliasing); strokes far thicker than
+                   MNIST's for their digit's size (a wide brush, a small digit)
+                   are first eroded towards MNIST's proportion (``_thin``);
 4. ``_centre``   - paste into 28x28 so the centre of mass lands where MNIST's does.
 
 :func:`naive_resize` is the shortcut the seed app took (squash the whole
@@ -42,6 +44,10 @@ CENTRE = 14.0
 INK_THRESHOLD = 0.2
 # Less contrast than this (on a 0..1 scale) between ink and background is "no ink".
 MIN_CONTRAST = 0.05
+# MNIST strokes are about 2.5-3 px wide on a 20 px digit.
+STROKE_FRACTION = 0.14
+# Opaque pixels whose gray levels span less than this are one brush colour.
+UNIFORM_STROKE = 0.1
 
 # Upload limits (the app and CLI pass their own; these are the defaults).
 MAX_BYTES = 10 * 1024 * 1024          # 10 MiB
@@ -164,12 +170,15 @@ def _as_float(image) -> tuple[np.ndarray, np.ndarray | None]:
 def ink_map(image) -> np.ndarray:
     """Step 1: any image -> ink intensity (H, W) float64 in [0, 1], 1 = strongest ink.
 
-    - With transparency (a canvas: untouched pixels have alpha 0) and mostly
-      transparent pixels, opacity *is* the ink, whatever the stroke colour.
-    - Otherwise the background is the median gray level (a digit covers well
-      under half of its picture) and the ink is whichever direction - darker or
-      lighter than the background - deviates most: that detects dark-on-light
-      (paper) vs light-on-dark (MNIST, a black canvas).
+    - With transparency (a canvas: untouched pixels have alpha 0) and opaque
+      pixels of one colour (brush strokes), opacity *is* the ink, whatever the
+      stroke colour and however much of the canvas it covers.
+    - Otherwise (no alpha, or opaque content with its own contrast, like a photo
+      with a transparent margin) the background is the median gray level of the
+      picture's border (transparent pixels count as background), and the ink is
+      whichever direction - darker or lighter than the background - deviates
+      most: that detects dark-on-light (paper) vs light-on-dark (MNIST, a black
+      canvas).
     The result is stretched so the strongest ink is 1; an image without
     enough contrast gives all zeros.
 
@@ -177,20 +186,33 @@ def ink_map(image) -> np.ndarray:
     """
     gray, alpha = _as_float(image)
     if alpha is not None and alpha.min() < 0.99:
-        opaque = alpha > 0.5
-        if opaque.mean() < 0.5:
-            # Opacity above the least opaque pixel: a uniformly translucent picture
-            # is blank, not a filled square.
-            return _stretch(alpha - alpha.min())
-        # Mostly opaque (a photo with a transparent margin): the transparent
-        # part takes the colour of the opaque background.
-        bg_opaque = np.median(gray[opaque])
+        lo = float(alpha.min())
+        # The more opaque half of the alpha range; a uniformly translucent
+        # picture has none and is blank, not a filled square.
+        solid = alpha > (lo + float(alpha.max())) / 2
+        if not solid.any() or np.ptp(gray[solid]) < UNIFORM_STROKE:
+            return _stretch(alpha - lo)
+        # Opaque content with contrast of its own: transparent parts take the
+        # colour of its background.
+        bg_opaque = np.median(gray[solid])
         gray = alpha * gray + (1.0 - alpha) * bg_opaque
-    bg = float(np.median(gray))
+    bg = _border_median(gray)
     dark = bg - gray          # ink darker than paper
     light = gray - bg         # ink lighter than background
     ink = dark if dark.max() > light.max() else light
     return _stretch(np.clip(ink, 0.0, None))
+
+
+def _border_median(gray: np.ndarray) -> float:
+    """Median of a frame ~2 % of the size wide around the picture: the background,
+    even when the ink covers most of the picture (a thick brush, a tight crop)."""
+    h, w = gray.shape
+    k = max(1, round(0.02 * min(h, w)))
+    if 2 * k >= min(h, w):
+        return float(np.median(gray))
+    frame = np.concatenate([gray[:k].ravel(), gray[-k:].ravel(),
+                            gray[k:-k, :k].ravel(), gray[k:-k, -k:].ravel()])
+    return float(np.median(frame))
 
 
 def _stretch(ink: np.ndarray) -> np.ndarray:
@@ -221,6 +243,34 @@ def _resize(a: np.ndarray, height: int, width: int) -> np.ndarray:
     shrink = height <= a.shape[0] and width <= a.shape[1]
     resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
     return np.asarray(img.resize((width, height), resample=resample), dtype=np.float64)
+
+
+def _stroke_width(ink: np.ndarray) -> float:
+    """Mean stroke width in pixels: area / half the boundary (a stroke of width w and
+    length L has area w*L and about 2*L boundary pixels)."""
+    solid = ink > 0.5
+    area = int(solid.sum())
+    if area == 0:
+        return 0.0
+    p = np.pad(solid, 1)
+    interior = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    boundary = area - int(interior.sum())
+    return 2.0 * area / max(boundary, 1)
+
+
+def _thin(crop: np.ndarray) -> np.ndarray:
+    """Erode strokes much thicker than MNIST's (a wide brush on a small digit) back
+    towards MNIST's width relative to the digit's size."""
+    from PIL import ImageFilter
+
+    width = _stroke_width(crop)
+    target = STROKE_FRACTION * max(crop.shape)
+    r = int((width - target) // 2)
+    if width < 1.5 * target or r < 1:
+        return crop
+    img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))
+    thinned = np.asarray(img.filter(ImageFilter.MinFilter(2 * r + 1)), dtype=np.float64)
+    return thinned if thinned.max() > 0 else crop
 
 
 def _fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
@@ -270,7 +320,7 @@ def to_mnist(image) -> np.ndarray | None:
     if box is None:
         return None
     top, bottom, left, right = box
-    patch = _fit_box(ink[top:bottom, left:right])
+    patch = _fit_box(_thin(ink[top:bottom, left:right]))
     if patch.sum() <= 0:
         return None
     return _centre(patch)
