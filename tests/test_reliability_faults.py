@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mnist_cnn import data
-from mnist_cnn._io import sha256_file
+from mnist_cnn.bench.faults import (
+    DROP_CAPS,
+    folder_hashes,
+    interrupt_training,
+    place_previous_model,
+)
 from mnist_cnn.preprocess import to_mnist
 from streamlit.testing.v1 import AppTest
 
@@ -116,76 +118,14 @@ def test_a_new_model_file_is_picked_up_without_restart(good_model, tmp_path, mon
 # --------------------------------------------------------------------------- (b) Ctrl-C
 
 
-class _Output:
-    """Collects a subprocess' stdout+stderr in the background (progress bars use \\r)."""
-
-    def __init__(self, proc):
-        self.proc, self.buf, self.lock = proc, bytearray(), threading.Lock()
-        self.thread = threading.Thread(target=self._pump, daemon=True)
-        self.thread.start()
-
-    def _pump(self):
-        fd = self.proc.stdout.fileno()
-        while chunk := os.read(fd, 4096):
-            with self.lock:
-                self.buf += chunk
-
-    def text(self) -> str:
-        with self.lock:
-            return self.buf.decode(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"never saw {needle!r}; output:\n{self.text()[-3000:]}")
-            time.sleep(0.1)
-
-
-def interrupt_training(command: str, out: Path, extra: list[str], progress_marker: str,
-                       after: float = 1.0, timeout: float = 240) -> tuple[int, str, float]:
-    """Start ``python -m mnist_cnn <command> --out <out> ...``, wait until its progress
-    output shows ``progress_marker`` (mid-epoch), wait ``after`` s more and send SIGINT.
-
-    Returns (exit status, output, seconds from SIGINT to exit).
-    """
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", command, "--out", str(out),
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    output = _Output(proc)
-    try:
-        output.wait_for(progress_marker, timeout)
-        time.sleep(after)
-        assert proc.poll() is None, "training finished before it could be interrupted"
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
-        stopped = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    output.thread.join(timeout=5)
-    return code, output.text(), stopped
-
-
-def _previous_model(folder: Path, name: str) -> dict[str, str]:
-    """A 'previous' model and card in ``folder``; returns {file name: SHA-256}."""
-    model = folder / name
-    model.write_bytes(b"previous model bytes " * 1000)
-    card = model.with_suffix(".json")
-    card.write_text('{"model": "previous", "test_accuracy": 0.99}\n')
-    return {p.name: sha256_file(p) for p in (model, card)}
-
-
 def _check_untouched(folder: Path, before: dict[str, str]) -> None:
-    now = {p.name: sha256_file(p) for p in folder.iterdir()}
+    now = folder_hashes(folder)
     assert now == before, f"folder changed: {sorted(now)} vs {sorted(before)}"  # no temp files
 
 
 @pytest.mark.slow
 def test_ctrl_c_during_train_numpy_leaves_previous_model_intact(tmp_path):
-    before = _previous_model(tmp_path, "numpy_cnn.npz")
+    before = place_previous_model(tmp_path, "numpy_cnn.npz")
     code, out, stopped = interrupt_training(
         "train-numpy", tmp_path / "numpy_cnn.npz",
         ["--limit", "2000", "--epochs", "3", "--batch-size", "32"], "epoch 1/3")
@@ -197,7 +137,7 @@ def test_ctrl_c_during_train_numpy_leaves_previous_model_intact(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_train_keras_leaves_previous_model_intact(tmp_path):
-    before = _previous_model(tmp_path, "cnn_model.keras")
+    before = place_previous_model(tmp_path, "cnn_model.keras")
     code, out, stopped = interrupt_training(
         "train-keras", tmp_path / "cnn_model.keras",
         ["--limit", "3000", "--epochs", "3", "--batch-size", "32"], "Epoch 1/3", after=2.0)
@@ -248,16 +188,11 @@ def test_corrupted_cache_file_is_replaced_on_next_load(tmp_path, raw_files, vict
 # --------------------------------------------------------------------------- (d) read-only
 
 
-# Root ignores directory permissions through these capabilities; a child started
-# without them in its bounding set is held to the permission bits like anyone.
-_DROP_CAPS = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
-
-
 def _as_unprivileged(code: str, *args: str) -> subprocess.CompletedProcess:
     """Run python ``code`` so that directory permissions apply (also when we are root)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop(data.ENV_CACHE, None)
-    prefix = _DROP_CAPS if os.geteuid() == 0 else []
+    prefix = DROP_CAPS if os.geteuid() == 0 else []
     return subprocess.run([*prefix, sys.executable, "-c", code, *args], capture_output=True,
                           text=True, env=env, timeout=120)
 

@@ -1,0 +1,306 @@
+"""Load benchmark: N people drawing at once on one app process.
+
+``python -m mnist_cnn.bench.load [--sessions 1 5 20] [--seconds 60] [--browsers 3]
+[--model PATH] [--json]``  (run it under the CPU lock:
+``flock /tmp/cnn_team/heavy.lock python -m mnist_cnn.bench.load``)
+
+Starts the app once (``streamlit run app/streamlit_app.py`` on a free loopback
+port), then for each N drives N concurrent sessions for ``--seconds``: each
+session draws a digit with the mouse, waits for the "Prediction" metric,
+presses "Reset canvas", and repeats. It reports, per N: predictions per second
+(all sessions together), median and p95 latency (mouse released -> metric
+shown), errors (timeouts, page errors, lost connections; target 0), misreads
+(wrong digit shown), and the server's resident memory (psutil, sampled every
+0.5 s). At the end it reports how many times the process loaded the model.
+
+Which clients, and why:
+
+- A Streamlit session is a websocket speaking Streamlit's protobuf protocol, and
+  the canvas is a components-v2 element whose value is produced by its own
+  JavaScript. The only faithful client is a browser running that JavaScript:
+  a hand-written websocket client would have to forge the component's
+  messages (and would test our forgery), AppTest runs the script in-process
+  and never touches the server.
+- Real browser processes are heavy (hundreds of MB and a share of our two
+  cores each), so a few (``--browsers``, default 3) are launched and the
+  sessions are spread over them as separate pages. Each page is an
+  independent Streamlit session with its own websocket, script runs and
+  session state, exactly like a separate visitor; what pages share is only
+  the browser's own process. That is the "lighter client": a page instead of
+  a whole browser. Pages are driven concurrently with Playwright's asyncio API.
+- Background-page throttling is switched off so every page draws at full speed.
+
+Model loads are counted from the server's output: the server is started
+through a small bootstrap that wraps ``Predictor.from_file`` to print one line
+per load before handing over to Streamlit's own command line, so the app's
+code is untouched. The model must be loaded once per process, whatever N is.
+
+The browser flags and the system Chromium are those of
+:mod:`mnist_cnn.bench.browser` (never ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from mnist_cnn import paths
+from mnist_cnn.bench.browser import (
+    APP_SCRIPT,
+    CANVAS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    METRIC_VALUE,
+    RESET_BUTTON,
+    AppServer,
+)
+from mnist_cnn.bench.canvas import stroke_points
+
+LOAD_MARKER = "MNIST_CNN_BENCH_MODEL_LOAD"
+# Keep hidden pages running at full speed (several pages share a browser).
+EXTRA_ARGS = ["--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+              "--disable-backgrounding-occluded-windows"]
+# (digit, left, top, size) in canvas pixels; single-stroke digits, so the
+# prediction appears only when the whole digit is drawn.
+STROKES = [(7, 40, 40, 180), (1, 110, 40, 200), (0, 60, 70, 160), (2, 30, 30, 150),
+           (3, 120, 100, 140), (4, 50, 60, 190)]
+TIMEOUT_MS = 90_000
+
+# Runs in the server process: count model loads, then start Streamlit as usual.
+_BOOTSTRAP = f"""
+import sys
+from mnist_cnn.predict import Predictor
+_orig = Predictor.from_file.__func__
+
+def _counted(cls, path=None):
+    print("{LOAD_MARKER}", path, flush=True)
+    return _orig(cls, path)
+
+Predictor.from_file = classmethod(_counted)
+from streamlit.web import cli
+sys.argv = ["streamlit", "run", *sys.argv[1:]]
+sys.exit(cli.main())
+"""
+
+
+class CountingAppServer(AppServer):
+    """The app on loopback, started through :data:`_BOOTSTRAP`; output kept in a log file."""
+
+    def __enter__(self) -> CountingAppServer:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **self.env)
+        if self.model is not None:
+            env["MNIST_CNN_MODEL"] = str(self.model)
+        cmd = [sys.executable, "-c", _BOOTSTRAP, str(APP_SCRIPT),
+               "--server.headless", "true", "--server.address", "127.0.0.1",
+               "--server.port", str(self.port), "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none"]
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=paths.REPO_ROOT)
+        self.wait_healthy()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        self._log.close()
+
+    def model_loads(self) -> int:
+        return Path(self.log_path).read_text(errors="replace").count(LOAD_MARKER)
+
+
+class MemorySampler:
+    """Samples the RSS of a process (and its children) every ``interval`` s in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(self.rss_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+async def _session(k: int, page, url: str, results: dict) -> None:
+    """One visitor: open the app, then draw / wait for the prediction / reset until deadline."""
+    errors = results["errors"]
+    page.on("pageerror", lambda e: errors.append(f"session {k}: page error: {e}"))
+    try:
+        await page.goto(url, timeout=TIMEOUT_MS)
+        canvas = page.locator(CANVAS)
+        await canvas.wait_for(state="visible", timeout=TIMEOUT_MS)
+        box = await canvas.bounding_box()
+    except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+        errors.append(f"session {k}: could not open the app: {type(exc).__name__}: {exc}")
+        return
+    results["ready"] += 1
+    # Start together: sessions that opened early wait for the common start signal.
+    await results["start"].wait()
+    deadline = results["deadline"]
+    i = k  # sessions start on different digits
+    metric = page.locator(METRIC_VALUE)
+    while time.perf_counter() < deadline:
+        digit, left, top, size = STROKES[i % len(STROKES)]
+        i += 1
+        try:
+            if await metric.count():
+                await page.locator(RESET_BUTTON).click(timeout=TIMEOUT_MS)
+                await metric.wait_for(state="detached", timeout=TIMEOUT_MS)
+            [pts] = stroke_points(digit, left, top, size)
+            await page.mouse.move(box["x"] + pts[0][0], box["y"] + pts[0][1])
+            await page.mouse.down()
+            for x, y in pts[1:]:
+                await page.mouse.move(box["x"] + x, box["y"] + y)
+            t0 = time.perf_counter()
+            await page.mouse.up()
+            await metric.wait_for(state="visible", timeout=TIMEOUT_MS)
+            shown = (await metric.inner_text()).strip()
+            t1 = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001
+            if time.perf_counter() >= deadline + TIMEOUT_MS / 1000:
+                break
+            errors.append(f"session {k}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            continue
+        if t1 <= deadline:  # count only predictions completed inside the window
+            # (opening 20 pages on two cores takes a while: the clock starts after)
+            results["latencies"].append(t1 - t0)
+            if shown != str(digit):
+                results["misreads"] += 1
+
+
+async def _run_level(url: str, n: int, seconds: float, browsers: int) -> dict:
+    from playwright.async_api import async_playwright
+
+    results = {"latencies": [], "errors": [], "misreads": 0, "ready": 0,
+               "start": asyncio.Event()}
+    async with async_playwright() as pw:
+        launched = [await pw.chromium.launch(executable_path=CHROMIUM,
+                                             args=CHROMIUM_ARGS + EXTRA_ARGS, headless=True)
+                    for _ in range(min(n, browsers))]
+        try:
+            contexts = [await b.new_context(viewport={"width": 1300, "height": 1000})
+                        for b in launched]
+            pages = [await contexts[k % len(contexts)].new_page() for k in range(n)]
+            tasks = [asyncio.create_task(_session(k, p, url, results))
+                     for k, p in enumerate(pages)]
+            # Wait until every session has its canvas (or failed), then start the clock.
+            t_open = time.perf_counter()
+            while results["ready"] + len(results["errors"]) < n:
+                await asyncio.sleep(0.2)
+            open_s = time.perf_counter() - t_open
+            results["deadline"] = time.perf_counter() + seconds
+            results["start"].set()
+            await asyncio.gather(*tasks)
+        finally:
+            for b in launched:
+                await b.close()
+    lat = sorted(results["latencies"])
+    return {
+        "sessions": n,
+        "seconds": seconds,
+        "open_s": round(open_s, 1),
+        "predictions": len(lat),
+        "predictions_per_s": round(len(lat) / seconds, 2),
+        "median_latency_s": round(statistics.median(lat), 3) if lat else None,
+        "p95_latency_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3) if lat else None,
+        "errors": len(results["errors"]),
+        "error_samples": results["errors"][:5],
+        "misreads": results["misreads"],
+    }
+
+
+def measure(sessions=(1, 5, 20), seconds: float = 60, browsers: int = 3, model=None,
+            log_path=None) -> dict:
+    """Run every load level against one app process; returns the figures (see module doc)."""
+    log_path = log_path or Path(tempfile.mkdtemp(prefix="mnist-load-")) / "server.log"
+    levels = []
+    with CountingAppServer(model=model, log_path=log_path) as server:
+        with MemorySampler(server.proc.pid) as mem:
+            idle = mem.rss_mb()
+            for n in sessions:
+                before = len(mem.samples)
+                res = asyncio.run(_run_level(server.url, n, seconds, browsers))
+                window = mem.samples[before:] or [mem.rss_mb()]
+                res["server_rss_peak_mb"] = round(max(window), 1)
+                res["server_rss_end_mb"] = round(window[-1], 1)
+                levels.append(res)
+                print(_line(res), flush=True)
+        loads = server.model_loads()
+    return {"levels": levels, "model_loads": loads, "server_rss_idle_mb": round(idle, 1),
+            "server_log": str(log_path)}
+
+
+def _line(r: dict) -> str:
+    med = "-" if r["median_latency_s"] is None else f"{r['median_latency_s']:.2f}"
+    p95 = "-" if r["p95_latency_s"] is None else f"{r['p95_latency_s']:.2f}"
+    return (f"N={r['sessions']:>3}: {r['predictions_per_s']:6.2f} predictions/s "
+            f"({r['predictions']} in {r['seconds']:.0f} s), latency median {med} s, "
+            f"p95 {p95} s, errors {r['errors']}, misreads {r['misreads']}, "
+            f"server RSS peak {r['server_rss_peak_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mnist_cnn.bench.load",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 5, 20],
+                        help="concurrent sessions per level (default: 1 5 20)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="duration of each level")
+    parser.add_argument("--browsers", type=int, default=3,
+                        help="browser processes; sessions are spread over them as pages")
+    parser.add_argument("--model", default=None, help="model file (default: $MNIST_CNN_MODEL "
+                        "or models/cnn_model.keras)")
+    parser.add_argument("--log", default=None, help="write the app server's output here")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.sessions) or args.seconds <= 0 or args.browsers < 1:
+        parser.error("--sessions, --seconds and --browsers must be positive")
+    if not Path(CHROMIUM).is_file():
+        print(f"error: {CHROMIUM} is missing (install Debian chromium: `make chromium`)",
+              file=sys.stderr)
+        return 1
+    res = measure(args.sessions, args.seconds, args.browsers, args.model, args.log)
+    errors = sum(r["errors"] for r in res["levels"])
+    print(f"Load: {len(res['levels'])} levels on one app process; model loaded "
+          f"{res['model_loads']} time(s); server RSS idle {res['server_rss_idle_mb']:.0f} MB; "
+          f"{errors} error(s) in total")
+    if args.json:
+        print(json.dumps(res))
+    return 0 if errors == 0 and res["model_loads"] == 1 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
