@@ -318,7 +318,12 @@ def run(model=None, browser: bool = True) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | argparse.Namespace | None = None) -> int:
+    """Command line; also accepts the ``python -m mnist_cnn bench ...`` Namespace."""
+    if isinstance(argv, argparse.Namespace):
+        ns = argv
+        argv = (["--model", ns.model] if ns.model else []) + (
+            ["--json"] if getattr(ns, "json", False) else [])
     parser = argparse.ArgumentParser(prog="python -m mnist_cnn.bench.faults",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a good Keras model to serve "

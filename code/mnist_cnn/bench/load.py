@@ -273,7 +273,13 @@ def _line(r: dict) -> str:
             f"server RSS peak {r['server_rss_peak_mb']:.0f} MB")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | argparse.Namespace | None = None) -> int:
+    """Command line; also accepts the ``python -m mnist_cnn bench ...`` Namespace
+    (``--repeats`` = seconds per level, ``--model``, ``--json``)."""
+    if isinstance(argv, argparse.Namespace):
+        ns = argv
+        argv = ["--seconds", str(ns.repeats or 60)] + (["--model", ns.model] if ns.model else [])
+        argv += ["--json"] if getattr(ns, "json", False) else []
     parser = argparse.ArgumentParser(prog="python -m mnist_cnn.bench.load",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 5, 20],
