@@ -188,13 +188,23 @@ def test_uniformly_translucent_image_is_blank():
 
 
 def test_thick_brush_on_small_digit_is_thinned_towards_mnist_width():
-    from mnist_cnn.preprocess import _stroke_width
+    from mnist_cnn.preprocess import THICK_FRACTION, _bbox, _fit_box, _stroke_width, ink_map
 
-    thick = to_mnist(_drawn_seven(box=(20, 20, 80, 100), width=30))
-    normal = to_mnist(_drawn_seven(box=(20, 20, 80, 100), width=10))
+    img = _drawn_seven(box=(20, 20, 80, 100), width=30)  # stroke ~ 35 % of the digit's size
+    thick = to_mnist(img)
     _check_valid(thick)
-    # After thinning, the 28x28 strokes are within a pixel of the normal brush's.
-    assert abs(_stroke_width(thick) - _stroke_width(normal)) < 1.5
+    ink = ink_map(img)
+    t, b, l, r = _bbox(ink)
+    unthinned = _fit_box(ink[t:b, l:r])
+    assert _stroke_width(thick) < _stroke_width(unthinned) - 1
+    assert _stroke_width(thick) <= THICK_FRACTION * BOX + 1
+    # A normal brush is left alone: same result as without the thinning step.
+    img = _drawn_seven(box=(20, 20, 200, 250), width=18)
+    ink = ink_map(img)
+    t, b, l, r = _bbox(ink)
+    from mnist_cnn.preprocess import _centre
+
+    np.testing.assert_allclose(to_mnist(img), _centre(_fit_box(ink[t:b, l:r])))
 
 
 def test_stroke_width_estimate():

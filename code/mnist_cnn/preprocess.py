@@ -44,8 +44,11 @@ CENTRE = 14.0
 INK_THRESHOLD = 0.2
 # Less contrast than this (on a 0..1 scale) between ink and background is "no ink".
 MIN_CONTRAST = 0.05
-# MNIST strokes are about 2.5-3 px wide on a 20 px digit.
-STROKE_FRACTION = 0.14
+# Stroke width / digit size on MNIST (measured on 3,000 test digits): median 0.13,
+# 90th percentile 0.18, 99th 0.25. Only strokes thicker than any but the boldest
+# MNIST digit are thinned, and only back to a bold-but-typical width.
+THICK_FRACTION = 0.25
+STROKE_FRACTION = 0.18
 # Opaque pixels whose gray levels span less than this are one brush colour.
 UNIFORM_STROKE = 0.1
 
@@ -264,9 +267,9 @@ def _thin(crop: np.ndarray) -> np.ndarray:
     from PIL import ImageFilter
 
     width = _stroke_width(crop)
-    target = STROKE_FRACTION * max(crop.shape)
-    r = int((width - target) // 2)
-    if width < 1.5 * target or r < 1:
+    size = max(crop.shape)
+    r = int((width - STROKE_FRACTION * size) // 2)
+    if width <= THICK_FRACTION * size or r < 1:
         return crop
     img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))
     thinned = np.asarray(img.filter(ImageFilter.MinFilter(2 * r + 1)), dtype=np.float64)
