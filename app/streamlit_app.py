@@ -119,7 +119,7 @@ def sidebar_ui(predictor: Predictor | None, path: Path) -> tuple[str, int]:
 
 
 def canvas_ui(stroke: int):
-    """The drawing canvas; returns its RGBA pixels or None before the first stroke."""
+    """The drawing canvas; returns its picture (PIL RGBA) or None before the first stroke."""
     from streamlit_drawable_canvas import st_canvas
 
     result = st_canvas(
@@ -127,7 +127,17 @@ def canvas_ui(stroke: int):
         height=CANVAS_SIZE, width=CANVAS_SIZE, drawing_mode="freedraw",
         return_image_data=True, key=CANVAS_KEY)
     st.caption("Undo, redo and reset are in the canvas toolbar.")
-    return result.image_data
+    data = result.image_bytes
+    if data is None:
+        return None
+    # The PNG comes from the browser: open it with the same limits as an upload
+    # (a crafted client could send anything). 16x the canvas area allows for
+    # high-density screens.
+    try:
+        return load_image(data, max_bytes=MAX_BYTES, max_pixels=16 * CANVAS_SIZE ** 2)
+    except ValueError as exc:
+        st.error(f"Could not read the drawing: {exc}.")
+        return None
 
 
 def upload_ui():

@@ -156,3 +156,11 @@ def test_numpy_engine_unavailable_falls_back_to_keras(tmp_path, monkeypatch):
     assert not at.exception
     assert "using Keras instead" in _texts(at.warning)
     assert len(at.metric) == 1 and at.metric[0].value.isdigit()
+
+
+def test_oversized_canvas_payload_is_refused(app):
+    # A crafted client sending a huge "drawing" gets a message, not a decode.
+    at = _draw(app, np.zeros((1200, 1200, 4), np.uint8))
+    assert not at.exception
+    assert "too large" in _texts(at.error)
+    assert len(at.metric) == 0
