@@ -74,8 +74,8 @@ def render_digit(digit: int, left: float, top: float, size: float, canvas: int =
     d = ImageDraw.Draw(img)
     r = width / 2
     for pts in stroke_points(digit, left, top, size):
-        d.line(pts, fill=ink, width=width, joint="curve")
-        for x, y in (pts[0], pts[-1]):  # round caps, like a brush
+        d.line(pts, fill=ink, width=width)
+        for x, y in pts:  # a round brush stamped along the path: round joins and caps
             d.ellipse([x - r, y - r, x + r, y + r], fill=ink)
     return np.asarray(img)
 
