@@ -164,3 +164,35 @@ def test_oversized_canvas_payload_is_refused(app):
     assert not at.exception
     assert "too large" in _texts(at.error)
     assert len(at.metric) == 0
+
+
+def test_model_replaced_while_running_then_restored(model_path, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    live = tmp_path / "live.keras"
+    shutil.copyfile(model_path, live)
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(live))
+    at = _draw(AppTest.from_file(APP, default_timeout=TIMEOUT).run(),
+               render_digit(7, 50, 50, 150))
+    assert at.metric[0].value == "7"
+    good = live.read_bytes()
+    mtime = live.stat().st_mtime_ns
+
+    live.write_bytes(b"PK\x03\x04" + bytes(100))            # corrupted in place
+    os.utime(live, ns=(mtime + 10**9, mtime + 10**9))
+    at.run()
+    assert not at.exception and len(at.metric) == 0
+    assert "Could not" in _texts(at.error)
+
+    live.unlink()                                             # deleted
+    at.run()
+    assert "No model file" in _texts(at.error)
+
+    live.write_bytes(good)                                    # restored: no restart needed
+    os.utime(live, ns=(mtime + 2 * 10**9, mtime + 2 * 10**9))
+    at.run()
+    assert not at.error
+    assert "Draw a digit" in _texts(at.info)  # the canvas is back (its drawing was dropped)
+    at = _draw(at, render_digit(7, 50, 50, 150))
+    assert at.metric[0].value == "7"
