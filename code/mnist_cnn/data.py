@@ -137,6 +137,7 @@ def _store_verified(root: Path, name: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, root / name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
