@@ -10,6 +10,7 @@ subprocess, stays bounded.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import struct
@@ -154,6 +155,32 @@ def test_unusual_but_valid_images_are_read(app, name, make, mime, digit):
     at = _upload(app, name, make(), mime)
     assert not at.exception and not at.error, _texts(at.error)
     assert at.metric[0].value == str(digit)
+    _still_serves(at)
+
+
+def _big_canvas_png(side=7000) -> bytes:
+    img = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    img.paste((255, 255, 255, 255), (side // 3, side // 4, side // 2, 3 * side // 4))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_big_canvas_png, "too large"),                    # 49 Mpx: would be GBs as floats
+    (lambda: SVG, "not a supported image"),
+    (lambda: _png(render_digit(7, 50, 40, 170))[:200], "truncated or corrupt"),
+], ids=["huge-png", "svg", "truncated-png"])
+def test_crafted_canvas_payloads_get_a_message(app, make, expected):
+    """The canvas value comes from the browser; a crafted client can send any bytes."""
+    url = "data:image/png;base64," + base64.b64encode(make()).decode()
+    app.session_state["canvas"] = {"drawing": {"raw": {"objects": [{"type": "path"}],
+                                                       "background": "#000000"},
+                                               "data": url}, "backgroundFit": None}
+    at = app.run()
+    assert not at.exception
+    assert len(at.metric) == 0
+    assert expected in _texts(at.error), _texts(at.error)
     _still_serves(at)
 
 
