@@ -33,6 +33,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.large_base_example])
 PROFILE = settings.get_profile("reliability")
+# "Never hangs": a property test that takes minutes is a failure, not a slow pass.
+pytestmark = pytest.mark.timeout(180)
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.int64, np.float16, np.float32,
           np.float64, np.bool_]
