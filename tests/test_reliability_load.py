@@ -27,3 +27,34 @@ def test_concurrent_sessions_share_one_model_and_get_predictions(tmp_path_factor
         assert level["errors"] == 0, level["error_samples"]
         assert level["predictions"] >= level["sessions"], level
         assert level["server_rss_peak_mb"] > 0
+
+
+def test_one_predictor_shared_by_many_threads_gives_the_same_answers(tmp_path_factory):
+    """The app shares one Predictor between all sessions (one Streamlit thread each):
+    concurrent first use of both engines and of the feature maps must be safe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from mnist_cnn.predict import Predictor
+    from mnist_cnn.preprocess import to_mnist
+
+    from tests._helpers_app import render_digit
+
+    model = committed_or_small_model(tmp_path_factory.getbasetemp())
+    xs = [to_mnist(render_digit(d, 40 + 10 * d, 30, 170)) for d in (0, 1, 2, 3, 4, 7)]
+    shared = Predictor.from_file(model)      # used concurrently, cold NumPy engine
+    reference = Predictor.from_file(model)   # used sequentially
+
+    def job(k):
+        x, engine = xs[k % len(xs)], ("keras", "numpy")[k % 2]
+        return k, shared.predict_proba(x, engine), shared.feature_maps(x, engine)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(job, range(48)))
+    for k, probs, maps in results:
+        x, engine = xs[k % len(xs)], ("keras", "numpy")[k % 2]
+        np.testing.assert_allclose(probs, reference.predict_proba(x, engine), atol=1e-5)
+        ref_maps = reference.feature_maps(x, engine)
+        assert [n for n, _ in maps] == [n for n, _ in ref_maps]
+        for (_, a), (_, b) in zip(maps, ref_maps, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-4)
