@@ -25,6 +25,7 @@ import os
 import shlex
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +259,10 @@ def load_model(path=None):
     path = Path(path) if path is not None else paths.default_keras_model()
     if not path.is_file():
         raise FileNotFoundError(f"No Keras model at {path}. {KERAS_HINT}")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        # Keras' own message for this case ("File not found") is misleading.
+        raise ValueError(f"{path} is not a valid .keras file (those are zip archives); it is "
+                         f"corrupt or truncated. {KERAS_HINT}")
     keras = _keras()
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
