@@ -10,8 +10,10 @@ session draws a digit with the mouse, waits for the "Prediction" metric,
 presses "Reset canvas", and repeats. It reports, per N: predictions per second
 (all sessions together), median and p95 latency (mouse released -> metric
 shown), errors (timeouts, page errors, lost connections; target 0), misreads
-(wrong digit shown), and the server's resident memory (psutil, sampled every
-0.5 s). At the end it reports how many times the process loaded the model.
+(wrong digit shown), the server's resident memory (psutil, sampled every
+0.5 s) and its CPU use (percent of one core; the machine's cores are shared
+with the browsers, so this shows who the bottleneck is). At the end it reports
+how many times the process loaded the model.
 
 Which clients, and why:
 
@@ -129,6 +131,11 @@ class MemorySampler:
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the server process has used so far."""
+        t = self.proc.cpu_times()
+        return t.user + t.system
 
     def rss_mb(self) -> float:
         import psutil
@@ -252,8 +259,12 @@ def measure(sessions=(1, 5, 20), seconds: float = 60, browsers: int = 3, model=N
         with MemorySampler(server.proc.pid) as mem:
             idle = mem.rss_mb()
             for n in sessions:
-                before = len(mem.samples)
+                before, cpu0, t0 = len(mem.samples), mem.cpu_s(), time.perf_counter()
                 res = asyncio.run(_run_level(server.url, n, seconds, browsers))
+                # Server CPU over the whole level (page opening included), as a share of
+                # one core: shows whether the server or the browsers use up the CPUs.
+                res["server_cpu_pct"] = round(
+                    100 * (mem.cpu_s() - cpu0) / (time.perf_counter() - t0), 1)
                 window = mem.samples[before:] or [mem.rss_mb()]
                 res["server_rss_peak_mb"] = round(max(window), 1)
                 res["server_rss_end_mb"] = round(window[-1], 1)
@@ -270,7 +281,8 @@ def _line(r: dict) -> str:
     return (f"N={r['sessions']:>3}: {r['predictions_per_s']:6.2f} predictions/s "
             f"({r['predictions']} in {r['seconds']:.0f} s), latency median {med} s, "
             f"p95 {p95} s, errors {r['errors']}, misreads {r['misreads']}, "
-            f"server RSS peak {r['server_rss_peak_mb']:.0f} MB")
+            f"server RSS peak {r['server_rss_peak_mb']:.0f} MB, "
+            f"server CPU {r['server_cpu_pct']:.0f} % of a core")
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
