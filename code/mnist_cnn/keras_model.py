@@ -161,8 +161,10 @@ def _make_dataset(x, y, batch_size, seed, augment):
     ds = ds.batch(batch_size)
     if augment:
         aug = augmentation(seed)
-        ds = ds.map(lambda a, b: (aug(a, training=True), b),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # Sequential map: the augmentation layers draw from a stateful seeded
+        # generator, and parallel calls would consume its draws in a different
+        # order each run, so the same seed would not give the same weights.
+        ds = ds.map(lambda a, b: (aug(a, training=True), b))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
