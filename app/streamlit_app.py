@@ -65,10 +65,11 @@ BOOK_URL, APP_URL, REPO_URL = _site_urls()
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def _load_predictor(path: str, mtime_ns: int) -> Predictor:
-    # Keyed by modification time as well as path: a replaced model file is
-    # reloaded on the next interaction, no restart needed. Failures are not
-    # cached, so a missing file that reappears is picked up too.
+def _load_predictor(path: str, mtime_ns: int, size: int) -> Predictor:
+    # Keyed by modification time and size as well as path: a replaced model file
+    # is reloaded on the next interaction, no restart needed (the size catches a
+    # copy that kept the old timestamp, e.g. `cp -p`). Failures are not cached,
+    # so a missing file that reappears is picked up too.
     return Predictor.from_file(path)
 
 
@@ -80,7 +81,7 @@ def get_predictor() -> tuple[Predictor | None, Path, str | None]:
     except OSError:
         return None, path, f"No model file at `{path}`. {GET_A_MODEL}"
     try:
-        return _load_predictor(str(path), stat.st_mtime_ns), path, None
+        return _load_predictor(str(path), stat.st_mtime_ns, stat.st_size), path, None
     except (FileNotFoundError, ValueError) as exc:
         return None, path, f"Could not use the model `{path}`: {exc}"
     except Exception as exc:  # anything else a broken file can throw
@@ -266,6 +267,7 @@ def main() -> None:
     engine, stroke = sidebar_ui(predictor, path)
     if error is not None:
         st.error(error)
+        st.button("Try again")  # a click reruns: a model file that is back gets loaded
         return
     if engine == "numpy" and not predictor.numpy_available():
         st.warning(f"The NumPy engine cannot run this model, using Keras instead: "
