@@ -115,6 +115,42 @@ def test_a_new_model_file_is_picked_up_without_restart(good_model, tmp_path, mon
     assert np.abs(second - first).max() > 0.05
 
 
+def test_a_swapped_model_with_the_same_mtime_is_still_picked_up(good_model, tmp_path,
+                                                                monkeypatch):
+    """`cp -p` / `rsync -t` / unpacking an archive can give the new file the old mtime:
+    the cache key must notice the change anyway (finding F7)."""
+    from tests._helpers_app import small_model
+
+    served = tmp_path / "served.keras"
+    shutil.copyfile(good_model, served)
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(served))
+    at = _predicts(AppTest.from_file(APP, default_timeout=TIMEOUT).run())
+    st = served.stat()
+    tmp = tmp_path / "other.keras"
+    small_model(seed=2).save(tmp)
+    os.replace(tmp, served)
+    os.utime(served, ns=(st.st_atime_ns, st.st_mtime_ns))  # same timestamp as before
+    at = _predicts(at.run())
+    assert not at.error
+    assert "parameters" in _texts(at.sidebar.caption)
+    params = int(_texts(at.sidebar.caption).split(" parameters")[0].split()[-1].replace(",", ""))
+    assert params == small_model(seed=2).count_params()
+
+
+def test_model_error_offers_a_retry(good_model, tmp_path, monkeypatch):
+    """After a model error the page has a button to try again once the file is back (F6)."""
+    served = tmp_path / "served.keras"
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(served))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert "No model file" in _texts(at.error)
+    [retry] = [b for b in at.button if "Try again" in b.label]
+    shutil.copyfile(good_model, served)
+    at = retry.click().run()
+    assert not at.exception and not at.error, _texts(at.error)
+    at = _predicts(at)
+    assert at.metric[0].value == "7"
+
+
 # --------------------------------------------------------------------------- (b) Ctrl-C
 
 
@@ -128,7 +164,7 @@ def test_ctrl_c_during_train_numpy_leaves_previous_model_intact(tmp_path):
     before = place_previous_model(tmp_path, "numpy_cnn.npz")
     code, out, stopped = interrupt_training(
         "train-numpy", tmp_path / "numpy_cnn.npz",
-        ["--limit", "2000", "--epochs", "3", "--batch-size", "32"], "epoch 1/3")
+        ["--limit", "2000", "--epochs", "3", "--batch-size", "4"], "epoch 1/3", after=0.3)
     assert code == 130, out[-2000:]
     assert "Interrupted" in out and "Traceback" not in out, out[-2000:]
     assert stopped < 10
@@ -140,7 +176,7 @@ def test_ctrl_c_during_train_keras_leaves_previous_model_intact(tmp_path):
     before = place_previous_model(tmp_path, "cnn_model.keras")
     code, out, stopped = interrupt_training(
         "train-keras", tmp_path / "cnn_model.keras",
-        ["--limit", "3000", "--epochs", "3", "--batch-size", "32"], "Epoch 1/3", after=2.0)
+        ["--limit", "3000", "--epochs", "3", "--batch-size", "8"], "Epoch 1/3", after=1.0)
     assert code == 130, out[-2000:]
     assert "Interrupted" in out and "Traceback" not in out, out[-2000:]
     assert stopped < 20

@@ -83,8 +83,11 @@ def interrupt_training(command: str, out: Path, extra: list[str], progress_marke
     Returns (exit status, combined output, seconds from SIGINT to exit).
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    # A shell starts background jobs with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", command, "--out", str(out),
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     output = ProcessOutput(proc)
     try:
         output.wait_for(progress_marker, timeout)
@@ -198,9 +201,11 @@ def app_model_faults(model: Path, work: Path, rows: list[dict]) -> None:
 def training_interrupts(work: Path, rows: list[dict]) -> None:
     """Scenario 2: Ctrl-C mid-epoch in both trainers."""
     for command, name, extra, marker, after in [
-        ("train-numpy", "numpy_cnn.npz", ["--limit", "2000", "--epochs", "3"], "epoch 1/3", 1.0),
+        # Small batches keep an epoch long enough to land inside it.
+        ("train-numpy", "numpy_cnn.npz", ["--limit", "2000", "--epochs", "3", "--batch-size", "4"],
+         "epoch 1/3", 0.3),
         ("train-keras", "cnn_model.keras", ["--limit", "3000", "--epochs", "3",
-                                            "--batch-size", "32"], "Epoch 1/3", 2.0),
+                                            "--batch-size", "8"], "Epoch 1/3", 1.0),
     ]:
         folder = work / command
         folder.mkdir()
