@@ -127,8 +127,11 @@ def crawl(browser, base_url):
     for name in PAGES:
         page, report = _open(browser, _html_url(base_url, name), base_url)
         # MathJax typesets asynchronously; wait for it where there is math.
+        # (Some math sits in collapsed solution drop-downs: wait on counts, not visibility.)
         if page.locator(".math").count():
-            page.wait_for_selector("mjx-container", timeout=20_000)
+            page.wait_for_function(
+                "document.querySelectorAll('mjx-container').length >= "
+                "document.querySelectorAll('.math').length", timeout=90_000)
         results[name] = {
             "report": report,
             "title": page.locator("main h1").first.inner_text(),
