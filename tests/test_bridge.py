@@ -135,3 +135,15 @@ def test_committed_model_agrees_on_full_test_set():
     np.testing.assert_array_equal(ps.argmax(1), pk.argmax(1))
     assert np.abs(ps - pk).max() <= 1e-4
     assert np.mean(ps.argmax(1) == y_test) >= 0.995
+
+
+def test_evaluate_accepts_a_scratch_npz(tmp_path):
+    keras.utils.set_random_seed(5)
+    model = km.build_model(conv_filters=(4,), dense_units=8)
+    _randomise_batchnorm(model, seed=6)
+    keras_path, npz_path = tmp_path / "m.keras", tmp_path / "m.npz"
+    model.save(keras_path)
+    bridge.from_keras(model).save(npz_path)
+    res_keras, res_npz = km.evaluate_file(keras_path), km.evaluate_file(npz_path)
+    assert res_npz["confusion_matrix"] == res_keras["confusion_matrix"]
+    assert res_npz["outputs"].startswith("probabilities")
