@@ -20,10 +20,10 @@ CHROMIUM ?= /usr/bin/chromium
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: help setup data book book-assets test test-fast chromium tools app lab bench lint clean
+.PHONY: help setup data book book-assets test test-fast chromium tools app lab bench bench-app lint clean
 
 help: ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,11 @@ bench: data ## run the benchmarks and print their figures
 	$(PY) -m mnist_cnn bench train
 	$(PY) -m mnist_cnn bench predict
 	$(PY) -m mnist_cnn bench canvas
+
+bench-app: data chromium ## app benchmarks in a real browser: latency, load (N=1,5,20), faults
+	$(PY) -m mnist_cnn.bench.browser
+	$(PY) -m mnist_cnn.bench.load --sessions 1 5 20 --seconds 60
+	$(PY) -m mnist_cnn.bench.faults
 
 clean: ## remove build output (keeps .venv and the data cache)
 	rm -rf _build .pytest_cache .hypothesis
