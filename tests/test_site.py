@@ -96,7 +96,8 @@ class PageReport:
 def _open(browser, url: str, origin: str):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     report = PageReport()
-    page.on("console", lambda m: report.console_errors.append(m.text) if m.type == "error" else None)
+    page.on("console",
+            lambda m: report.console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: report.console_errors.append(str(e)))
 
     def on_response(response):

