@@ -133,7 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         target = _HANDLERS[args.command]
 
+    # A hosting platform stops a job with SIGTERM: treat it like Ctrl-C so the
+    # atomic writers clean up their temp files and the previous model stays intact.
+    import signal
+
     from mnist_cnn.data import MnistUnavailableError
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not in the main thread (e.g. called from a test runner thread)
+        pass
 
     try:
         return int(_resolve(target)(args) or 0)
