@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -15,3 +16,27 @@ def mnist():
     from mnist_cnn.data import load_mnist
 
     return load_mnist(progress=False)
+
+
+# --------------------------------------------------------------------------- the app
+APP_FILE = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+APP_TIMEOUT = 120  # seconds per AppTest run: the first one loads TensorFlow and the model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """The committed Keras model, or a small trained one if it is missing."""
+    from tests._helpers_app import committed_or_small_model
+
+    return committed_or_small_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def app(model_path, monkeypatch):
+    """The Streamlit app under AppTest, serving ``model_path``, after its first run."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))
+    at = AppTest.from_file(APP_FILE, default_timeout=APP_TIMEOUT).run()
+    assert not at.exception
+    return at

@@ -9,23 +9,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests._helpers_app import committed_or_small_model, render_digit
+from tests._helpers_app import render_digit
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 TIMEOUT = 120
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return committed_or_small_model(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def app(model_path, monkeypatch):
-    monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception
-    return at
+# The `app` and `model_path` fixtures are in conftest.py.
 
 
 def _png(arr) -> bytes:

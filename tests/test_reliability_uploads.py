@@ -22,10 +22,9 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-from tests._helpers_app import committed_or_small_model, render_digit
-from tests.test_app_streamlit import APP, TIMEOUT, _draw, _png, _texts, _upload
+from tests._helpers_app import render_digit
+from tests.test_app_streamlit import _draw, _png, _texts, _upload
 
 # Peak memory the upload path may use on a hostile file, over the process baseline.
 MEMORY_BOUND_MB = 300
@@ -113,17 +112,7 @@ VALID_ODD = [("sixteen-bit.png", png16, "image/png", 3),
 # --------------------------------------------------------------------------- app
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return committed_or_small_model(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def app(model_path, monkeypatch):
-    monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception
-    return at
+# The `app` and `model_path` fixtures are in conftest.py.
 
 
 def _still_serves(at):
