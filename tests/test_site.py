@@ -51,8 +51,12 @@ def site_dir() -> Path:
     if prebuilt:
         return Path(prebuilt)
     jb = Path(sys.executable).with_name("jupyter-book")
+    # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
+    # chapters' kernels must not inherit it, or plt.show() renders no figure (and
+    # jupyter-cache would keep those figure-less outputs for `make book`).
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     proc = subprocess.run([str(jb), "build", ".", "-n", "-W", "--keep-going"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=3600)
+                          capture_output=True, text=True, timeout=3600, env=env)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
     # -W turns every warning into a failure, so the exit status is the verdict.
     assert proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
@@ -128,6 +132,12 @@ def crawl(browser, base_url):
     for name in PAGES:
         page, report = _open(browser, _html_url(base_url, name), base_url)
         # MathJax typesets asynchronously; wait for it where there is math.
+        # Figures load lazily (below the fold); make them load now and wait for each.
+        page.evaluate("""() => Promise.all([...document.images].map(img => {
+            img.loading = "eager";
+            return img.complete ? null : new Promise(done => {
+                img.addEventListener("load", done); img.addEventListener("error", done); });
+        }))""")
         # (Some math sits in collapsed solution drop-downs: wait on counts, not visibility.)
         if page.locator(".math").count():
             page.wait_for_function(
