@@ -1,7 +1,7 @@
 """Fault benchmark: break things on purpose, end to end, and time the recovery.
 
 ``python -m mnist_cnn.bench.faults [--model PATH] [--skip-browser] [--json]``
-(run it under the CPU lock: ``flock /tmp/cnn_team/heavy.lock python -m mnist_cnn.bench.faults``)
+(run it on an otherwise idle machine: it measures recovery times; also ``make bench-app``)
 
 Scenarios, each printed as one line (what happened, how long it took):
 

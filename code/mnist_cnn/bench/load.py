@@ -1,8 +1,8 @@
 """Load benchmark: N people drawing at once on one app process.
 
 ``python -m mnist_cnn.bench.load [--sessions 1 5 20] [--seconds 60] [--browsers 3]
-[--model PATH] [--json]``  (run it under the CPU lock:
-``flock /tmp/cnn_team/heavy.lock python -m mnist_cnn.bench.load``)
+[--model PATH] [--json]``  (run it on an otherwise idle machine: the browsers
+and the app share its cores; also ``make bench-app``)
 
 Starts the app once (``streamlit run app/streamlit_app.py`` on a free loopback
 port), then for each N drives N concurrent sessions for ``--seconds``: each
