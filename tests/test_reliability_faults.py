@@ -217,7 +217,7 @@ def test_corrupted_cache_file_is_replaced_on_next_load(tmp_path, raw_files, vict
     (x_train, y_train), (x_test, y_test) = data.load_mnist(tmp_path, sources=[], progress=False)
     assert set(data.verify_cache(tmp_path).values()) == {"ok"}
     assert (tmp_path / victim).read_bytes() == raw_files[victim]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(data.FILES)  # no .part files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(data.FILES)  # no temp files
     assert x_train.shape == (60000, 28, 28) and y_test.shape == (10000,)
 
 

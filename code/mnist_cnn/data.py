@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import os
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cnn._io import sha256_bytes, sha256_file
+from mnist_cnn._io import atomic_write, sha256_bytes, sha256_file
 
 # SHA-256 of the raw (uncompressed) IDX files, as published with the dataset.
 FILES: dict[str, str] = {
@@ -133,16 +132,8 @@ def _store_verified(root: Path, name: str, data: bytes) -> None:
     digest = sha256_bytes(data)
     if digest != FILES[name]:
         raise ValueError(f"{name}: SHA-256 {digest[:12]}... does not match {FILES[name][:12]}...")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, root / name)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(root / name) as fh:
+        fh.write(data)
 
 
 # --------------------------------------------------------------------------- sources
