@@ -31,8 +31,7 @@ _BENCHES = {
 def _cmd_data(args: argparse.Namespace) -> int:
     from mnist_cnn import data
 
-    report = data.fetch_mnist(args.cache_dir, progress=not args.quiet)
-    loaded = data.load_mnist(report.cache_dir, progress=False)
+    loaded, report = data.load_mnist_with_report(args.cache_dir, progress=not args.quiet)
     if report.replaced:
         print(f"Replaced corrupt cached file(s): {', '.join(report.replaced)}")
     (_, y_train), (_, y_test) = loaded

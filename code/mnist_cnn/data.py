@@ -375,12 +375,20 @@ def load_mnist(cache_dir: str | os.PathLike | None = None,
         (60000,), (10000, 28, 28), (10000,); pixels 0-255, white digit on black,
         exactly as in the original files.
     """
+    return load_mnist_with_report(cache_dir, sources, progress)[0]
+
+
+def load_mnist_with_report(cache_dir: str | os.PathLike | None = None,
+                           sources: Sequence[Source] | None = None,
+                           progress: bool = True):
+    """:func:`load_mnist`, plus the :class:`FetchReport` saying where the files
+    came from: ``(data, report)``. The files are verified once."""
     report = fetch_mnist(cache_dir, sources, progress)
     out = []
     for split in ("train", "test"):
         images, labels = (_read_idx(report.cache_dir / n) for n in _SPLITS[split])
         out.append((images, labels))
-    return tuple(out)
+    return tuple(out), report
 
 
 def data_hashes() -> dict[str, str]:
