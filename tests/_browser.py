@@ -1,7 +1,8 @@
 """Headless Debian Chromium through Playwright, for the app and site checks.
 
-Uses the system browser (`make test` installs Debian's chromium), never a
-browser downloaded by `playwright install`.
+The browser, its flags and the launch live in :mod:`mnist_cnn.bench.browser`
+(shared with the benchmarks); this adds what a test does when the browser is
+missing: fail in CI (`make test` installs Debian chromium), skip elsewhere.
 """
 
 from __future__ import annotations
@@ -10,14 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps trying to reach
-# Google services, which a closed network refuses, noisily.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from mnist_cnn.bench.browser import CHROMIUM, launch_browser
 
 
 def require_chromium() -> str:
@@ -30,5 +24,5 @@ def require_chromium() -> str:
 
 def launch(playwright):
     """A headless Chromium browser."""
-    return playwright.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS,
-                                      headless=True)
+    require_chromium()
+    return launch_browser(playwright)
