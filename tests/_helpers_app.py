@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+TIMEOUT = 120  # seconds per AppTest run: the first one loads TensorFlow and the model
 
 
 def small_model(input_shape=(28, 28, 1), logits=False, seed=0, filters=(8, 16)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -19,10 +18,6 @@ def mnist():
 
 
 # --------------------------------------------------------------------------- the app
-APP_FILE = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
-APP_TIMEOUT = 120  # seconds per AppTest run: the first one loads TensorFlow and the model
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """The committed Keras model, or a small trained one if it is missing."""
@@ -36,7 +31,9 @@ def app(model_path, monkeypatch):
     """The Streamlit app under AppTest, serving ``model_path``, after its first run."""
     from streamlit.testing.v1 import AppTest
 
+    from tests._helpers_app import APP, TIMEOUT
+
     monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))
-    at = AppTest.from_file(APP_FILE, default_timeout=APP_TIMEOUT).run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
     return at

@@ -2,18 +2,13 @@
 
 import base64
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests._helpers_app import render_digit
-
-APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
-TIMEOUT = 120
-
+from tests._helpers_app import APP, TIMEOUT, render_digit
 
 # The `app` and `model_path` fixtures are in conftest.py.
 

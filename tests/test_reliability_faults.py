@@ -30,8 +30,8 @@ from mnist_cnn.bench.faults import (
 from mnist_cnn.preprocess import to_mnist
 from streamlit.testing.v1 import AppTest
 
-from tests._helpers_app import committed_or_small_model, render_digit
-from tests.test_app_streamlit import APP, TIMEOUT, _draw, _texts
+from tests._helpers_app import APP, TIMEOUT, committed_or_small_model, render_digit
+from tests.test_app_streamlit import _draw, _texts
 
 # --------------------------------------------------------------------------- (a) the app
 
