@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -159,27 +160,28 @@ def _check_untouched(folder: Path, before: dict[str, str]) -> None:
     assert now == before, f"folder changed: {sorted(now)} vs {sorted(before)}"  # no temp files
 
 
-@pytest.mark.slow
-def test_ctrl_c_during_train_numpy_leaves_previous_model_intact(tmp_path):
-    before = place_previous_model(tmp_path, "numpy_cnn.npz")
-    code, out, stopped = interrupt_training(
-        "train-numpy", tmp_path / "numpy_cnn.npz",
-        ["--limit", "2000", "--epochs", "3", "--batch-size", "4"], "epoch 1/3", after=0.3)
-    assert code == 130, out[-2000:]
-    assert "Interrupted" in out and "Traceback" not in out, out[-2000:]
-    assert stopped < 10
-    _check_untouched(tmp_path, before)
+# (command, model file, extra arguments, progress marker, wait after it, stop time limit)
+_NUMPY_RUN = ("train-numpy", "numpy_cnn.npz",
+              ["--limit", "2000", "--epochs", "3", "--batch-size", "4"], "epoch 1/3", 0.3, 10)
+_KERAS_RUN = ("train-keras", "cnn_model.keras",
+              ["--limit", "3000", "--epochs", "3", "--batch-size", "8"], "Epoch 1/3", 1.0, 20)
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_train_keras_leaves_previous_model_intact(tmp_path):
-    before = place_previous_model(tmp_path, "cnn_model.keras")
-    code, out, stopped = interrupt_training(
-        "train-keras", tmp_path / "cnn_model.keras",
-        ["--limit", "3000", "--epochs", "3", "--batch-size", "8"], "Epoch 1/3", after=1.0)
+@pytest.mark.parametrize(("run", "sig"), [
+    (_NUMPY_RUN, signal.SIGINT),   # Ctrl-C
+    (_KERAS_RUN, signal.SIGINT),
+    (_NUMPY_RUN, signal.SIGTERM),  # what a hosting platform sends to stop a job
+], ids=["numpy-ctrl-c", "keras-ctrl-c", "numpy-sigterm"])
+def test_interrupted_training_leaves_previous_model_intact(tmp_path, run, sig):
+    command, name, extra, marker, after, limit = run
+    before = place_previous_model(tmp_path, name)
+    code, out, stopped = interrupt_training(command, tmp_path / name, extra, marker,
+                                            after=after, sig=sig)
     assert code == 130, out[-2000:]
-    assert "Interrupted" in out and "Traceback" not in out, out[-2000:]
-    assert stopped < 20
+    assert "Interrupted; no partial files were written." in out, out[-2000:]
+    assert "Traceback" not in out, out[-2000:]
+    assert stopped < limit
     _check_untouched(tmp_path, before)
 
 

@@ -75,12 +75,14 @@ class ProcessOutput:
 
 
 def interrupt_training(command: str, out: Path, extra: list[str], progress_marker: str,
-                       after: float = 1.0, timeout: float = 240) -> tuple[int, str, float]:
+                       after: float = 1.0, timeout: float = 240,
+                       sig: signal.Signals = signal.SIGINT) -> tuple[int, str, float]:
     """Start ``python -m mnist_cnn <command> --out <out> <extra>``, wait until its
     progress output shows ``progress_marker`` (i.e. mid-epoch), wait ``after`` s
-    more, send SIGINT (what Ctrl-C sends).
+    more, send ``sig``: SIGINT is what Ctrl-C sends, SIGTERM what a hosting
+    platform sends to stop a job.
 
-    Returns (exit status, combined output, seconds from SIGINT to exit).
+    Returns (exit status, combined output, seconds from the signal to exit).
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     # A shell starts background jobs with SIGINT ignored, and Python then never raises
@@ -95,7 +97,7 @@ def interrupt_training(command: str, out: Path, extra: list[str], progress_marke
         if proc.poll() is not None:
             raise AssertionError("training finished before it could be interrupted")
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         code = proc.wait(timeout=60)
         stopped = time.monotonic() - t0
     finally:
