@@ -42,8 +42,10 @@ _DEFAULT_APP_URL = "https://cnn-from-scratch.streamlit.app"
 _DEFAULT_REPO_URL = "https://github.com/cnn-from-scratch/cnn-from-scratch"
 
 
+@st.cache_resource(show_spinner=False)
 def _site_urls() -> tuple[str, str, str]:
-    """(book URL, live app URL, repository URL) read from _config.yml."""
+    """(book URL, live app URL, repository URL) read from _config.yml, once per
+    process: Streamlit re-executes this script on every interaction."""
     book, app, repo = _DEFAULT_BOOK_URL, _DEFAULT_APP_URL, _DEFAULT_REPO_URL
     try:
         import yaml
