@@ -20,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: help setup data book book-assets test test-fast chromium tools app lab bench bench-app lint clean
+.PHONY: help setup data notebooks book book-assets test test-fast chromium tools app lab bench bench-app lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,7 +54,13 @@ $(MATHJAX):
 
 book-assets: $(MATHJAX) ## fetch what the site serves itself (MathJax)
 
-book: data book-assets ## build the book to _build/html (executes every chapter)
+# Colab opens only .ipynb files on GitHub: each chapter has an unexecuted notebook
+# copy, book/<chapter>.ipynb, written from the .md (never edit it). The tests fail
+# when one is stale; `make book` refreshes them, commit them with the chapter.
+notebooks: setup ## rewrite the chapters' Colab notebooks (book/*.ipynb) from the .md files
+	$(PY) tools/colab_notebooks.py
+
+book: notebooks data book-assets ## build the book to _build/html (executes every chapter)
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
 
@@ -79,8 +85,8 @@ test: data book-assets chromium tools lint ## run the whole test suite
 test-fast: data ## the suite without slow and browser tests
 	$(PY) -m pytest -m "not slow and not browser"
 
-lint: setup ## ruff on code, tests and app
-	$(VENV)/bin/ruff check code tests app
+lint: setup ## ruff on code, tests, app and tools
+	$(VENV)/bin/ruff check code tests app tools
 
 app: setup ## run the canvas app (http://localhost:8501)
 	$(VENV)/bin/streamlit run app/streamlit_app.py
