@@ -1,8 +1,10 @@
-"""Every chapter opens as a notebook (jupytext) and follows the course's shape.
+"""Every chapter opens as a notebook (jupytext) and follows the course's shape,
+and its Colab notebook (book/<chapter>.ipynb) is the chapter as it is now.
 
 Execution is covered by the real Jupyter Book build in tests/test_site.py
 (`jupyter-book build . -n -W --keep-going` executes every chapter and fails on
-any error); here we check what a reader opening a chapter in JupyterLab gets.
+any error) and, for the Colab notebooks, by tests/test_colab.py; here we check
+what a reader opening a chapter in JupyterLab or Colab gets.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import jupytext
 import nbformat
 import pytest
 import yaml
+
+from tools import colab_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,3 +61,36 @@ def test_every_markdown_file_in_book_is_in_the_toc():
     in_toc = {p.resolve() for p in CHAPTERS} | {(ROOT / "book" / "index.md").resolve()}
     on_disk = {p.resolve() for p in (ROOT / "book").glob("*.md")}
     assert on_disk - in_toc == set()
+
+
+def test_every_chapter_has_a_colab_notebook_and_nothing_else_does():
+    assert colab_notebooks.chapters() == CHAPTERS
+    expected = {colab_notebooks.notebook_path(p) for p in CHAPTERS}
+    assert set((ROOT / "book").glob("*.ipynb")) == expected
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_colab_notebook_is_the_chapter_plus_its_setup_cell(path):
+    """What the Colab button opens is what `make notebooks` writes from the chapter
+    now: a stale or hand-edited notebook fails here."""
+    notebook = colab_notebooks.notebook_path(path)
+    assert notebook.is_file(), f"{notebook.name} is missing: run `make notebooks`"
+    assert notebook.read_text() == colab_notebooks.render(path), (
+        f"{notebook.name} differs from {path.name}: run `make notebooks` and commit it")
+    # Independently of how render() works: jupytext's cells, in order, unexecuted,
+    # with the setup cell (and its note) as the first code cell.
+    nb = nbformat.read(notebook, as_version=4)
+    nbformat.validate(nb)
+    ids = [c.id for c in nb.cells]
+    assert len(set(ids)) == len(ids)
+    setup = ids.index("colab-setup")
+    assert ids[setup - 1] == "colab-setup-note"
+    assert all(c.cell_type != "code" for c in nb.cells[:setup])
+    chapter = jupytext.read(path)
+    rest = nb.cells[:setup - 1] + nb.cells[setup + 1:]
+    assert [(c.cell_type, c.source, c.metadata) for c in rest] == [
+        (c.cell_type, c.source, c.metadata) for c in chapter.cells]
+    assert all(c.outputs == [] and c.execution_count is None
+               for c in nb.cells if c.cell_type == "code")
+    assert nb.metadata.kernelspec == chapter.metadata["kernelspec"]
+    assert 'if "google.colab" in sys.modules:' in nb.cells[setup].source

@@ -31,6 +31,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 LIVE_APP_URL = CONFIG["sphinx"]["config"]["myst_substitutions"]["live_app_url"]
+REPO_URL, BRANCH = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
+GITHUB_REPO = REPO_URL.removeprefix("https://github.com/")  # org/name
+LAUNCH = CONFIG["launch_buttons"]
 
 
 def _toc_pages() -> list[str]:
@@ -157,6 +160,10 @@ def crawl(browser, base_url):
             "math": page.locator(".math").count(),
             "mathjax": page.locator("mjx-container").count(),
             "app_links": page.locator(f'a[href^="{LIVE_APP_URL}"]').count(),
+            # The rocket menu's entries (hidden until opened): {"Binder": url, ...}.
+            "launch": dict(page.eval_on_selector_all(
+                ".dropdown-launch-buttons a",
+                "els => els.map(e => [e.textContent.trim(), e.href])")),
         }
         if name in ("book/index", CHAPTERS[-1]):
             shot = ROOT / "_build" / f"site_{name.split('/')[-1]}.png"
@@ -186,6 +193,21 @@ def test_page_has_title_goals_and_live_app_link(crawl, name):
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_shows_executed_figures(crawl, name):
     assert crawl[name]["figures"] >= 1, "no rendered figure from executed code"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_launches_on_binder_and_colab(crawl, name):
+    """The launch menu opens the chapter's notebook on Binder and on Colab, and that
+    notebook is committed: Colab reads it from GitHub, Binder from the repository."""
+    notebook = f"{name}.ipynb"
+    assert crawl[name]["launch"] == {
+        "Binder": f"{LAUNCH['binderhub_url']}/v2/gh/{GITHUB_REPO}/{BRANCH}"
+                  f"?urlpath=lab/tree/{notebook}",
+        "Colab": f"{LAUNCH['colab_url']}/github/{GITHUB_REPO}/blob/{BRANCH}/{notebook}",
+    }
+    tracked = subprocess.run(["git", "-c", f"safe.directory={ROOT}", "ls-files",
+                              "--error-unmatch", notebook], cwd=ROOT, capture_output=True)
+    assert tracked.returncode == 0, f"{notebook} is not committed (git add it)"
 
 
 @pytest.mark.parametrize("name", PAGES)

@@ -1,0 +1,148 @@
+"""The Colab notebooks (book/<chapter>.ipynb) run: their setup cell does nothing
+outside Colab, and on a simulated Colab every chapter runs from a fresh clone.
+
+The simulation is as close to Colab as this machine gets without Google: a kernel
+where ``google.colab`` is imported, started in an empty folder (Colab's /content),
+in a Python environment that has the dependencies but not the course library;
+the setup cell clones a git repository made from this working tree (instead of
+GitHub) and pip-installs it, then every chapter runs after it. Not simulated:
+Colab's own Python and preinstalled package versions, and the restart it takes
+when the install upgrades a package Colab had already imported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tools import colab_notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = colab_notebooks.chapters()
+SIMULATED_KERNEL = "colab-simulated"
+FAKE_COLAB = 'import sys, types\nsys.modules["google.colab"] = types.ModuleType("google.colab")'
+# What the kernel reports after a notebook ran (one JSON line).
+REPORT = ('import json, os, sys\nimport mnist_cnn\nfrom mnist_cnn import paths\n'
+          'print(json.dumps({"cwd": os.getcwd(), "library": mnist_cnn.__file__,\n'
+          '                  "models": str(paths.models_dir()),\n'
+          '                  "MNIST_CNN_MODELS": os.environ.get("MNIST_CNN_MODELS")}))')
+
+
+def _run(nb, cwd: Path, kernel_name: str = "python3", timeout: int = 900):
+    NotebookClient(nb, kernel_name=kernel_name, timeout=timeout,
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def _text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-c", f"safe.directory={cwd}", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_setup_cell_does_nothing_outside_colab(tmp_path):
+    """As committed (GitHub URL, /content checkout), in an ordinary kernel: no output,
+    no clone, same folder, no environment change - Binder and local runs are untouched."""
+    source = nbformat.read(colab_notebooks.notebook_path(CHAPTERS[0]), as_version=4)
+    setup = next(c for c in source.cells if c.get("id") == "colab-setup")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(setup.source),
+        nbformat.v4.new_code_cell('import json, os, sys\nprint(json.dumps({"cwd": os.getcwd(), '
+                                  '"env": os.environ.get("MNIST_CNN_MODELS"), '
+                                  '"colab": "google.colab" in sys.modules}))')])
+    _run(nb, tmp_path, timeout=120)
+    assert nb.cells[0].outputs == []
+    assert json.loads(_text(nb.cells[1])) == {"cwd": str(tmp_path), "env": None, "colab": False}
+    assert list(tmp_path.iterdir()) == []
+    assert not Path(colab_notebooks.COLAB_CHECKOUT).exists()
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory, request):
+    """A simulated Colab: (content folder, checkout path, repository URL), with the
+    setup cell already run once (it cloned and installed)."""
+    tmp = tmp_path_factory.mktemp("colab")
+    # The "GitHub repository": this working tree (tracked and untracked, not ignored).
+    origin = tmp / "origin"
+    files = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT)
+    for rel in filter(None, files.split("\0")):
+        if (ROOT / rel).is_file():
+            (origin / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, origin / rel)
+    _, branch = colab_notebooks.repository()
+    _git("init", "-q", "-b", branch, cwd=origin)
+    _git("add", "-A", cwd=origin)
+    _git("-c", "user.name=test", "-c", "user.email=test@example.com",
+         "commit", "-q", "-m", "snapshot", cwd=origin)
+    # Colab's Python: the dependencies are there (ours, through a .pth file), the
+    # course library is not (the .pth of our editable install is not processed there).
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
+                              "get_paths()['purelib'])"], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    Path(purelib, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    kernels = tmp / "jupyter" / "kernels" / SIMULATED_KERNEL
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (simulated Colab)", "language": "python"}))
+    mp = pytest.MonkeyPatch()
+    request.addfinalizer(mp.undo)
+    mp.setenv("JUPYTER_PATH", str(tmp / "jupyter"))
+    for name in ("MNIST_CNN_MODELS", "MNIST_CNN_MODEL", "MPLBACKEND"):
+        mp.delenv(name, raising=False)
+    content = tmp / "content"
+    content.mkdir()
+    checkout = content / "cnn-from-scratch"
+    url = f"file://{origin}"
+
+    first = _notebook(CHAPTERS[0], url, checkout)
+    first.cells = first.cells[:first.cells.index(_setup(first)) + 1]
+    _run(first, content, SIMULATED_KERNEL)
+    out = _text(_setup(first))
+    assert "Fetching the course repository" in out and "Installing the course library" in out
+    assert "restarting" not in out
+    assert (checkout / "models" / "cnn_model.keras").is_file()
+    return content, checkout, url
+
+
+def _notebook(chapter: Path, url: str, checkout: Path):
+    """The chapter's Colab notebook (as render() writes it, pointing at ``url``),
+    run as Colab would: google.colab imported first, a report at the end."""
+    nb = nbformat.reads(colab_notebooks.render(chapter, repo_url=url, checkout=str(checkout)),
+                        as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(FAKE_COLAB))
+    nb.cells.append(nbformat.v4.new_code_cell(REPORT))
+    return nb
+
+
+def _setup(nb):
+    return next(c for c in nb.cells if c.get("id") == "colab-setup")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_runs_on_simulated_colab(colab, chapter):
+    content, checkout, url = colab
+    nb = _run(_notebook(chapter, url, checkout), content, SIMULATED_KERNEL)
+    # Already cloned and installed: the cell only points the chapter at the checkout.
+    assert _text(_setup(nb)).strip() == (
+        f"Ready: the course library is installed, working in {checkout / 'book'}")
+    report = json.loads(_text(nb.cells[-1]))
+    assert report["cwd"] == str(checkout / "book")
+    # The installed copy, not this checkout's editable one, and the clone's models.
+    assert not report["library"].startswith(str(ROOT))
+    assert report["models"] == report["MNIST_CNN_MODELS"] == str(checkout / "models")
