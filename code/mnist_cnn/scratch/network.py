@@ -8,21 +8,89 @@ loading a file never runs code from it).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from mnist_cnn._io import atomic_path
 from mnist_cnn.scratch import functional as F
-from mnist_cnn.scratch.layers import DTYPE, Layer, ReLU, Softmax, layer_from_config
+from mnist_cnn.scratch.fused import ConvReluPool
+from mnist_cnn.scratch.layers import (DTYPE, Conv2D, Dropout, Layer, MaxPooling2D, ReLU, Softmax,
+                                      layer_from_config)
 
-__all__ = ["Sequential", "FORMAT"]
+__all__ = ["Sequential", "FORMAT", "blas_threads"]
 
 FORMAT = "mnist_cnn.scratch.Sequential"
 FORMAT_VERSION = 1
+
+
+def _execution_path(layers, fuse: bool):
+    """The steps forward/backward run: the layers, with every Conv2D -> ReLU ->
+    MaxPooling2D run replaced by one fused step when ``fuse``."""
+    path, i = [], 0
+    while i < len(layers):
+        trio = layers[i : i + 3]
+        if fuse and len(trio) == 3 and isinstance(trio[0], Conv2D) \
+                and isinstance(trio[1], ReLU) and isinstance(trio[2], MaxPooling2D):
+            path.append(ConvReluPool(*trio))
+            i += 3
+        else:
+            path.append(layers[i])
+            i += 1
+    return path
+
+
+def _loss_and_backward(path, x, y, training):
+    """Forward through ``path`` to the logits, softmax cross-entropy, backward."""
+    if isinstance(path[-1], Softmax):
+        path = path[:-1]          # folded into the loss gradient
+    out = x
+    for step in path:
+        out = step.forward(out, training=training)
+    loss = F.cross_entropy(out, y, from_logits=True)
+    dout = F.softmax_cross_entropy_backward(out, y).astype(out.dtype, copy=False)
+    for step in reversed(path):
+        dout = step.backward(dout)
+    return loss, out
+
+
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    if workers not in _EXECUTORS:
+        _EXECUTORS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="mnist_cnn")
+    return _EXECUTORS[workers]
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:            # not on Linux
+        return os.cpu_count() or 1
+
+
+def _default_workers(shards: int) -> int:
+    return max(1, min(shards, _cpus()))
+
+
+@contextmanager
+def blas_threads(workers: int):
+    """Give each of ``workers`` threads its share of the CPUs inside BLAS.
+
+    NumPy's matrix multiply (OpenBLAS) starts one thread per CPU by default;
+    with several shards multiplying at once that would oversubscribe the cores.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, _cpus() // max(1, workers)), user_api="blas"):
+        yield
 
 
 class Sequential:
@@ -35,9 +103,15 @@ class Sequential:
 
     Layers followed by a ReLU get He initialisation, the others Glorot (Keras'
     default); weights are float32.
+
+    Execution: each Conv2D -> ReLU -> MaxPooling2D run is computed by one fused
+    operation (:mod:`mnist_cnn.scratch.fused`, the same numbers with far fewer
+    passes over memory) unless ``fuse=False``. :meth:`activations` always goes
+    layer by layer, since it returns every layer's output.
     """
 
-    def __init__(self, layers: list[Layer], input_shape=(28, 28, 1), seed: int = 0):
+    def __init__(self, layers: list[Layer], input_shape=(28, 28, 1), seed: int = 0,
+                 fuse: bool = True):
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         names = [layer.name for layer in layers]
@@ -54,6 +128,17 @@ class Sequential:
             layer.need_dx = i > 0   # nobody needs dL/d(image): skip that work
             shape = layer.build(shape, rng)
         self.output_shape = shape
+        self.fuse = fuse
+
+    @property
+    def fuse(self) -> bool:
+        """Whether forward/backward run Conv2D -> ReLU -> MaxPooling2D fused."""
+        return self._fuse
+
+    @fuse.setter
+    def fuse(self, value: bool) -> None:
+        self._fuse = bool(value)
+        self._path = _execution_path(self.layers, self._fuse)
 
     # ------------------------------------------------------------------ passes
     def _check_input(self, x):
@@ -69,41 +154,77 @@ class Sequential:
     def forward(self, x, training: bool = False):
         """Inputs: x (N, *input_shape). Returns the last layer's output (N, *output_shape)."""
         x = self._check_input(x)
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        for step in self._path:
+            x = step.forward(x, training=training)
         return x
 
     def backward(self, dout):
         """Backpropagate dL/d(output) through every layer (fills each layer's grads).
         Returns dL/dx of the first layer's input, or None (it is not computed)."""
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        for step in reversed(self._path):
+            dout = step.backward(dout)
         return dout
 
-    def _logits_layers(self):
-        """Layers up to the logits: a final Softmax is folded into the loss."""
-        if isinstance(self.layers[-1], Softmax):
-            return self.layers[:-1]
-        return self.layers
-
-    def loss_and_backward(self, x, y, training: bool = True):
+    def loss_and_backward(self, x, y, training: bool = True, shards: int = 1,
+                          workers: int | None = None):
         """One forward + backward pass with softmax cross-entropy on the logits.
 
         Inputs: x (N, *input_shape), y integer labels (N,).
+        - shards: split the batch into this many parts, each run by its own
+          replica of the network (shared weights, own caches and dropout
+          stream); the gradients are combined as a weighted mean, which is the
+          gradient of the whole batch's mean loss.
+        - workers: threads running the shards (default: one per shard, at most
+          one per CPU). NumPy releases the GIL inside its loops and matrix
+          multiplies, so shards use several cores at once. The numbers depend on
+          ``shards`` only, never on ``workers`` or the machine.
+
         Returns (loss: float, logits (N, K)); every layer's grads are filled.
         Softmax followed by cross-entropy has the simple gradient (p - onehot(y)) / N,
         which is also the stable way to compute it, so a final Softmax layer is
         skipped here and the fused gradient used instead.
         """
-        out = self._check_input(x)
-        layers = self._logits_layers()
-        for layer in layers:
-            out = layer.forward(out, training=training)
-        loss = F.cross_entropy(out, y, from_logits=True)
-        dout = F.softmax_cross_entropy_backward(out, y).astype(out.dtype, copy=False)
-        for layer in reversed(layers):
-            dout = layer.backward(dout)
-        return loss, out
+        x = self._check_input(x)
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+        shards = max(1, min(int(shards), len(x)))
+        if shards == 1:
+            return _loss_and_backward(self._path, x, y, training)
+        bounds = np.linspace(0, len(x), shards + 1).round().astype(int)
+        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        replicas = [self._replica() for _ in parts]
+
+        def run(i):
+            layers, path = replicas[i]
+            return _loss_and_backward(path, x[parts[i]], y[parts[i]], training)
+
+        workers = _default_workers(shards) if workers is None else max(1, int(workers))
+        if workers == 1:
+            results = [run(i) for i in range(shards)]
+        else:
+            results = list(_executor(workers).map(run, range(shards)))
+        weights = [(p.stop - p.start) / len(x) for p in parts]
+        for j, layer in enumerate(self.layers):
+            if layer.params:
+                layer.grads = {k: sum(w * replicas[i][0][j].grads[k]
+                                      for i, w in enumerate(weights))
+                               for k in layer.params}
+        loss = float(sum(w * r[0] for w, r in zip(weights, results, strict=True)))
+        return loss, np.concatenate([r[1] for r in results])
+
+    def _replica(self):
+        """Layers sharing this network's weights (the same ``params`` dicts) with
+        their own caches and grads, and the execution path over them. Dropout
+        layers get an independent stream drawn from the original's generator,
+        so replicas are reproducible."""
+        layers = []
+        for layer in self.layers:
+            twin = copy.copy(layer)
+            if isinstance(layer, Dropout):
+                twin._rng = np.random.default_rng(layer._rng.integers(2**63))
+            layers.append(twin)
+        return layers, _execution_path(layers, self._fuse)
 
     def activations(self, x):
         """[(layer_name, output)] for every layer, in order (inference mode)."""

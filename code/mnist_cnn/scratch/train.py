@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
-from mnist_cnn.scratch.network import Sequential
+from mnist_cnn.scratch.network import Sequential, _default_workers, blas_threads
 from mnist_cnn.scratch.optim import Adam, exponential_decay
 
 __all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED",
@@ -31,6 +31,7 @@ LR_DECAY = 0.8       # ... multiplied by this after every epoch
 DROPOUT = 0.3
 SHIFT = 2            # training images are shifted by up to this many pixels (augmentation)
 SEED = 0
+SHARDS = 2           # each batch is split in two halves run on two threads (same numbers on any machine)
 
 
 def build_model(seed: int = SEED, dropout: float = DROPOUT) -> Sequential:
@@ -89,7 +90,8 @@ def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
 
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
-        shift: int = 0, progress: bool = True, desc: str = "train") -> dict:
+        shift: int = 0, progress: bool = True, desc: str = "train", shards: int = SHARDS,
+        workers: int | None = None) -> dict:
     """Train ``model`` in place with mini-batch gradient descent.
 
     Inputs:
@@ -101,6 +103,9 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
       network's own seed this makes a run bit-for-bit repeatable
     - validation_data: optional (x_val, y_val), evaluated after each epoch
     - shift: augment each batch with random shifts of up to ``shift`` pixels (0: off)
+    - shards, workers: each batch is split into ``shards`` parts computed by
+      ``workers`` threads (see :meth:`Sequential.loss_and_backward`); the
+      numbers depend on ``shards`` only
 
     Returns the history: {"loss", "accuracy", "lr", "seconds"[, "val_loss",
     "val_accuracy"]}, one entry per epoch (training loss/accuracy are running
@@ -120,6 +125,7 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     n = len(x)
     steps = -(-n // batch_size)
     params = model.parameters()
+    workers = _default_workers(shards) if workers is None else max(1, int(workers))
     for epoch in range(epochs):
         if schedule is not None:
             optimizer.lr = float(schedule(epoch))
@@ -128,18 +134,20 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not progress, leave=True, mininterval=0.5)
-        for step in bar:
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
-            if shift:
-                xb = random_shift(xb, rng, shift)
-            loss, logits = model.loss_and_backward(xb, yb, training=True)
-            optimizer.step(params, model.gradients())
-            loss_sum += loss * len(idx)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-            seen += len(idx)
-            if step % 20 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        with blas_threads(workers):   # the shards' threads share the CPUs
+            for step in bar:
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                if shift:
+                    xb = random_shift(xb, rng, shift)
+                loss, logits = model.loss_and_backward(xb, yb, training=True, shards=shards,
+                                                       workers=workers)
+                optimizer.step(params, model.gradients())
+                loss_sum += loss * len(idx)
+                correct += int((logits.argmax(axis=1) == yb).sum())
+                seen += len(idx)
+                if step % 20 == 0 or step == steps - 1:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         bar.close()
         history["seconds"].append(time.perf_counter() - t0)
         history["loss"].append(loss_sum / seen)

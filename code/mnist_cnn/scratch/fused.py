@@ -1,0 +1,232 @@
+"""Conv2D -> ReLU -> MaxPooling2D as one operation: the numbers of the three
+ops in :mod:`mnist_cnn.scratch.functional`, with far less memory traffic.
+
+Written out, the block makes many passes over its largest tensor, the
+convolution output: write it, add the bias, write the ReLU output, read four
+strided views to pool it; backward, find every window's maximum again, write a
+full-size gradient, mask it by the ReLU, read it twice more for dW and db. On
+MNIST's first layer that tensor is 128 x 26 x 26 x 32 floats (11 MB) per batch,
+and these passes, not the matrix multiplies, dominated the training time.
+Deep-learning frameworks fuse such chains for the same reason (XLA, oneDNN's
+post-ops). Three exact identities do it here:
+
+1. **Compute the convolution where pooling reads it, grouped by offset.**  Pool
+   window ``(r, q)`` reads the convolution at ``(S*r + a, S*q + b)`` for the
+   P x P offsets ``(a, b)``. For a fixed offset those positions form a regular
+   grid, i.e. a strided convolution of the input. So the block runs P*P strided
+   convolutions, one matrix multiply for all of them, and gets P*P *contiguous*
+   slabs; pooling is then an elementwise maximum of contiguous arrays. Positions
+   no window reads (the last row and column when 11 x 11 is pooled to 5 x 5) are
+   never computed.
+2. **Bias and ReLU commute with max.**  Both are non-decreasing, so
+   ``max_i relu(z_i + b) = relu(max_i z_i + b)`` (exactly, also in floating
+   point, because rounding is monotone too). They are applied to the pooled
+   output, P*P times smaller.
+3. **Backward on the small tensor.**  The ReLU mask is applied to the pooled
+   gradient; each window's gradient goes to its first maximum (row-major, as
+   :func:`mnist_cnn.scratch.functional.max_pool2d_backward`); dW and dx are one
+   matrix multiply each over all offsets. Overlapping windows (stride < pool)
+   simply compute a shared position twice; by linearity the gradients add up as
+   they should.
+
+The one difference from the unfused chain: the unfused pool compares
+``z + b`` and this one compares ``z``, so if rounding makes two different
+``z`` equal after adding ``b``, the tie can be routed to the other element.
+Both are valid (sub)gradients, and such ties need two values within one unit in
+the last place of each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from mnist_cnn.scratch import functional as F
+
+__all__ = ["conv2d_relu_maxpool", "conv2d_relu_maxpool_backward", "ConvReluPool"]
+
+# Below this many input channels the patch matrix is built transposed (one
+# contiguous row per kernel tap), which copies long runs of pixels instead of
+# runs of C_in values; the first layer of an MNIST network has C_in = 1.
+_FEW_CHANNELS = 4
+_CHUNK_BYTES = 1 << 20
+
+
+def _grid_cols(xp, kh, kw, s, pool, ps, ph, pw):
+    """The receptive fields read by the pool windows, grouped by window offset.
+
+    Returns ``cols`` of shape (P*P, N*PH*PW, KH*KW*C_in): ``cols[g]`` holds, for
+    window offset g = a*P + b, one row per (image, window row, window column);
+    the columns are ordered (kh, kw, c_in) like ``w.reshape(-1, C_out)``. With
+    few input channels it is a transposed view of a (K, P*P, M) array; NumPy's
+    matmul takes either layout without copying.
+    """
+    n, _, _, c = xp.shape
+    step = ps * s                       # input step between neighbouring windows
+    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))       # (N, H', W', C, KH, KW)
+    few = c < _FEW_CHANNELS
+    shape = (kh, kw, c, pool, pool, n, ph, pw) if few else (pool, pool, n, ph, pw, kh, kw, c)
+    buf = np.empty(shape, xp.dtype)
+    for a in range(pool):
+        for b in range(pool):
+            v = win[:, a * s : a * s + (ph - 1) * step + 1 : step,
+                    b * s : b * s + (pw - 1) * step + 1 : step]         # (N, PH, PW, C, KH, KW)
+            if few:
+                np.copyto(buf[:, :, :, a, b], v.transpose(4, 5, 3, 0, 1, 2))
+            else:
+                np.copyto(buf[a, b], v.transpose(0, 1, 2, 4, 5, 3))
+    k, groups = kh * kw * c, pool * pool
+    if few:
+        return buf.reshape(k, groups, n * ph * pw).transpose(1, 2, 0)
+    return buf.reshape(groups, n * ph * pw, k)
+
+
+def _row_chunk(ph, pw, groups, c_out, itemsize) -> int:
+    """Rows (whole images) per chunk so that one chunk's P*P convolution
+    outputs stay in a core's cache (about 1 MB)."""
+    per_image = ph * pw * groups * c_out * itemsize
+    return ph * pw * max(1, _CHUNK_BYTES // per_image)
+
+
+def conv2d_relu_maxpool(x, w, b, stride=1, padding="valid", pool_size=2, pool_stride=None):
+    """``max_pool2d(relu(conv2d(x, w, b, stride, padding)), pool_size, pool_stride)``.
+
+    Inputs: as :func:`mnist_cnn.scratch.functional.conv2d` plus the pooling
+    window P and its stride S (default P, "valid" pooling as Keras).
+
+    Returns (out, cache): out has shape (N, PH, PW, C_out) with
+    PH = floor((H_conv - P) / S) + 1, the same numbers as the three ops.
+
+    With few input channels a convolution output costs more to store and read
+    back than to compute (9 multiply-adds per value on MNIST's first layer), so
+    it is computed in cache-sized chunks of images, pooled at once, and
+    recomputed in the backward pass instead of kept.
+    """
+    stride, padding, pads, out_h, out_w = F._conv_setup(x, w, b, stride, padding)
+    n = x.shape[0]
+    kh, kw, c_in, c_out = w.shape
+    pool, ps, ph, pw = F._pool_setup(np.empty((0, out_h, out_w, 0)), pool_size, pool_stride)
+    groups, m = pool * pool, n * ph * pw
+
+    cols = _grid_cols(F._pad(x, pads), kh, kw, stride, pool, ps, ph, pw)
+    w2 = w.reshape(-1, c_out)
+    recompute = c_in < _FEW_CHANNELS
+    if recompute:
+        z = None
+        zmax = np.empty((m, c_out), np.result_type(x, w))
+        rows = _row_chunk(ph, pw, groups, c_out, zmax.itemsize)
+        tmp = np.empty((min(rows, m), c_out), zmax.dtype)
+        for r0 in range(0, m, rows):
+            r1 = min(m, r0 + rows)
+            zc = zmax[r0:r1]
+            np.matmul(cols[0, r0:r1], w2, out=zc)
+            for g in range(1, groups):
+                np.maximum(zc, np.matmul(cols[g, r0:r1], w2, out=tmp[: r1 - r0]), out=zc)
+    else:
+        z = (cols.reshape(groups * m, -1) @ w2).reshape(groups, m, c_out)   # conv, no bias
+        zmax = z[0].copy()
+        for g in range(1, groups):
+            np.maximum(zmax, z[g], out=zmax)
+    out = zmax + b if b is not None else zmax.copy()
+    np.maximum(out, 0, out=out)
+    cache = {"x_shape": x.shape, "cols": cols, "z": z, "zmax": zmax, "out": out, "w": w,
+             "b": b, "stride": stride, "pads": pads, "pool": pool, "pool_stride": ps,
+             "pooled_shape": (ph, pw)}
+    return out.reshape(n, ph, pw, c_out), cache
+
+
+def _route(g, zk, zmax, taken, out):
+    """dz for one window offset: the pooled gradient where this offset holds the
+    window's first maximum, 0 elsewhere. Updates ``taken``; returns it."""
+    hit = zk == zmax
+    if taken is None:
+        taken = hit
+    else:
+        hit &= ~taken
+        taken |= hit
+    np.multiply(g, hit, out=out)
+    return taken
+
+
+def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
+    """Backward pass of :func:`conv2d_relu_maxpool`.
+
+    Inputs: dout (N, PH, PW, C_out); the cache; need_dx as in ``conv2d_backward``.
+    Returns (dx (N, H, W, C_in) or None, dw (KH, KW, C_in, C_out), db (C_out,)).
+    """
+    w, cols, z, zmax, out = cache["w"], cache["cols"], cache["z"], cache["zmax"], cache["out"]
+    kh, kw, c_in, c_out = w.shape
+    groups, m, _ = cols.shape
+    g = dout.reshape(m, c_out) * (out > 0)          # ReLU backward, on the pooled size
+    db = np.ones(m, g.dtype) @ g                     # sum over the batch and positions
+    dz = np.empty((groups, m, c_out), g.dtype)
+    if z is None:                                    # recompute the convolution chunk by chunk
+        w2 = w.reshape(-1, c_out)
+        dw = np.zeros(w2.shape, g.dtype)
+        rows = _row_chunk(*cache["pooled_shape"], groups, c_out, g.itemsize)
+        tmp = np.empty((min(rows, m), c_out), g.dtype)
+        for r0 in range(0, m, rows):
+            r1 = min(m, r0 + rows)
+            taken = None
+            for k in range(groups):
+                zk = np.matmul(cols[k, r0:r1], w2, out=tmp[: r1 - r0])
+                taken = _route(g[r0:r1], zk, zmax[r0:r1], taken, dz[k, r0:r1])
+                dw += cols[k, r0:r1].T @ dz[k, r0:r1]
+        dw = dw.reshape(w.shape)
+    else:
+        taken = None
+        for k in range(groups):
+            taken = _route(g, z[k], zmax, taken, dz[k])
+        dw = (cols.reshape(groups * m, -1).T @ dz.reshape(-1, c_out)).reshape(w.shape)
+    if not need_dx:
+        return None, dw, db
+
+    # Each receptive field got dz @ W^T; add the fields back onto the input.
+    # One slab per kernel tap (i, j) keeps the source of every addition contiguous.
+    n, h, wd, _ = cache["x_shape"]
+    s, pads, pool, ps = cache["stride"], cache["pads"], cache["pool"], cache["pool_stride"]
+    ph, pw = cache["pooled_shape"]
+    step = ps * s
+    taps = np.matmul(dz.reshape(-1, c_out), w.reshape(kh * kw, c_in, c_out).transpose(0, 2, 1))
+    taps = taps.reshape(kh, kw, pool, pool, n, ph, pw, c_in)
+    dxp = np.zeros((n, h + sum(pads[0]), wd + sum(pads[1]), c_in), g.dtype)
+    for a in range(pool):
+        for b in range(pool):
+            for i in range(kh):
+                for j in range(kw):
+                    r0, c0 = a * s + i, b * s + j
+                    dxp[:, r0 : r0 + (ph - 1) * step + 1 : step,
+                        c0 : c0 + (pw - 1) * step + 1 : step] += taps[i, j, a, b]
+    dx = dxp[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd]
+    return dx, dw, db
+
+
+class ConvReluPool:
+    """One step of a network's execution path standing for three layers:
+    ``Conv2D``, ``ReLU``, ``MaxPooling2D`` (see :class:`mnist_cnn.scratch.Sequential`).
+
+    It reads the convolution's weights and settings from the layer objects and
+    writes the convolution's gradients into ``conv.grads``, so optimisers, save
+    and load see the same layers as without fusion.
+    """
+
+    def __init__(self, conv, relu, pool):
+        self.conv, self.relu, self.pool = conv, relu, pool
+        self.name = f"{conv.name}+{relu.name}+{pool.name}"
+        self._cache = None
+
+    def forward(self, x, training=False):
+        c, p = self.conv, self.pool
+        out, self._cache = conv2d_relu_maxpool(x, c.params["W"], c.params.get("b"), c.strides,
+                                               c.padding, p.pool_size, p.strides)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = conv2d_relu_maxpool_backward(dout, self._cache, need_dx=self.conv.need_dx)
+        self.conv.grads = {"W": dw}
+        if self.conv.use_bias:
+            self.conv.grads["b"] = db
+        return dx
+
+    def __repr__(self) -> str:
+        return f"ConvReluPool({self.name})"

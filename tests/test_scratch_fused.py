@@ -1,0 +1,193 @@
+"""The fused Conv2D -> ReLU -> MaxPooling2D operation and sharded training steps:
+the same numbers as the layer-by-layer computation, gradient checked, and
+reproducible whatever the number of threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
+from mnist_cnn.scratch import functional as F
+from mnist_cnn.scratch import fused
+from mnist_cnn.scratch.fused import ConvReluPool, conv2d_relu_maxpool, conv2d_relu_maxpool_backward
+
+from tests._helpers_scratch import check_backward
+
+# (x shape, w shape, conv stride, padding, pool, pool stride): one input channel
+# (recomputing path) and several (stored path), overlapping and odd-sized pools,
+# strided convolutions, "same" padding with its asymmetric case, dropped edges.
+CASES = [
+    ((3, 9, 9, 1), (3, 3, 1, 4), 1, "valid", 2, None),
+    ((2, 11, 10, 5), (3, 2, 5, 3), 1, "same", 3, 2),
+    ((2, 12, 12, 2), (3, 3, 2, 4), 2, "same", 2, 1),
+    ((2, 13, 13, 6), (3, 3, 6, 5), 1, "valid", 2, None),
+    ((4, 10, 10, 1), (5, 5, 1, 3), 1, "same", 2, 2),
+]
+
+
+def _unfused(x, w, b, s, pad, pool, ps):
+    c, cc = F.conv2d(x, w, b, s, pad)
+    r, rc = F.relu(c)
+    out, pc = F.max_pool2d(r, pool, ps)
+    return out, (cc, rc, pc)
+
+
+def _unfused_backward(dout, caches, need_dx=True):
+    cc, rc, pc = caches
+    d = F.relu_backward(F.max_pool2d_backward(dout, pc), rc)
+    return F.conv2d_backward(d, cc, need_dx)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_same_numbers_as_the_three_ops_with_ties(case):
+    """Small integers make every product and sum exact; a mostly blank input (as
+    MNIST's background) gives many ties (windows whose values all equal the bias)
+    and zeros at the ReLU: forward and backward must agree exactly."""
+    xs, ws, s, pad, pool, ps = case
+    rng = np.random.default_rng(1)
+    x = rng.integers(-2, 3, xs) * (rng.random(xs) < 0.3).astype(np.float64)
+    w = rng.integers(-1, 2, ws).astype(np.float64)
+    b = rng.integers(-3, 1, ws[3]).astype(np.float64)
+    ref, caches = _unfused(x, w, b, s, pad, pool, ps)
+    out, cache = conv2d_relu_maxpool(x, w, b, s, pad, pool, ps)
+    np.testing.assert_array_equal(out, ref)
+    assert 0.05 < (ref == 0).mean() < 0.95     # the ReLU really cuts, and not everything
+    dout = rng.integers(-3, 4, ref.shape).astype(np.float64)
+    for got, want in zip(conv2d_relu_maxpool_backward(dout, cache),
+                         _unfused_backward(dout, caches), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradient_check(case):
+    xs, ws, s, pad, pool, ps = case
+    rng = np.random.default_rng(2)
+    inputs = {"x": rng.standard_normal(xs), "w": rng.standard_normal(ws),
+              "b": rng.standard_normal(ws[3])}
+    state = {}
+
+    def forward(x, w, b):
+        out, state["cache"] = conv2d_relu_maxpool(x, w, b, s, pad, pool, ps)
+        return out
+
+    def grads(dout):
+        dx, dw, db = conv2d_relu_maxpool_backward(dout, state["cache"])
+        return {"x": dx, "w": dw, "b": db}
+
+    for name, err in check_backward(forward, grads, inputs, rng).items():
+        assert err < 1e-7, (name, err)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3000, 1 << 30])
+def test_chunking_does_not_change_the_numbers(monkeypatch, chunk_bytes):
+    """The first-layer path computes in chunks of images (one image per chunk,
+    a ragged last chunk, one chunk): same output and gradients as unchunked."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 12, 12, 1))
+    w, b = rng.standard_normal((3, 3, 1, 4)), rng.standard_normal(4)
+    ref, caches = _unfused(x, w, b, 1, "valid", 2, None)
+    monkeypatch.setattr(fused, "_CHUNK_BYTES", chunk_bytes)
+    out, cache = conv2d_relu_maxpool(x, w, b)
+    assert cache["z"] is None            # the recomputing path
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    for got, want in zip(conv2d_relu_maxpool_backward(dout, cache, need_dx=True),
+                         _unfused_backward(dout, caches), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(4)
+    for c_in in (1, 8):
+        x = rng.random((2, 10, 10, c_in), dtype=np.float32)
+        w = rng.standard_normal((3, 3, c_in, 4)).astype(np.float32)
+        out, cache = conv2d_relu_maxpool(x, w, np.zeros(4, np.float32))
+        assert out.dtype == np.float32
+        assert all(g.dtype == np.float32 for g in conv2d_relu_maxpool_backward(out, cache))
+
+
+def test_bad_arguments_raise_the_ops_errors():
+    with pytest.raises(ValueError, match="channel mismatch"):
+        conv2d_relu_maxpool(np.zeros((1, 8, 8, 2)), np.zeros((3, 3, 1, 4)), np.zeros(4))
+    with pytest.raises(ValueError, match="larger than the input"):
+        conv2d_relu_maxpool(np.zeros((1, 4, 4, 1)), np.zeros((3, 3, 1, 4)), np.zeros(4),
+                            pool_size=3)
+
+
+def _net(fuse=True, dropout=0.0, seed=0):
+    return Sequential([Conv2D(4, 3, name="c1"), ReLU(name="r1"), MaxPooling2D(2, name="p1"),
+                       Conv2D(6, 3, padding="same", name="c2"), ReLU(name="r2"),
+                       MaxPooling2D(2, name="p2"), Flatten(name="f"), Dense(8, name="d"),
+                       ReLU(name="r3"), Dropout(dropout, name="drop"), Dense(10, name="out")],
+                      input_shape=(14, 14, 1), seed=seed, fuse=fuse)
+
+
+def test_network_runs_conv_relu_pool_fused_with_the_same_results():
+    fused_net, plain = _net(True).astype(np.float64), _net(False).astype(np.float64)
+    assert [type(s) for s in fused_net._path][:2] == [ConvReluPool, ConvReluPool]
+    assert plain._path == plain.layers
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((6, 14, 14, 1)), rng.integers(0, 10, 6)
+    la, oa = fused_net.loss_and_backward(x, y)
+    lb, ob = plain.loss_and_backward(x, y)
+    assert la == pytest.approx(lb, rel=1e-12)
+    np.testing.assert_allclose(oa, ob, rtol=1e-12, atol=1e-12)
+    for ga, gb in zip(fused_net.gradients(), plain.gradients(), strict=True):
+        np.testing.assert_allclose(ga, gb, rtol=1e-10, atol=1e-12)
+    # Inference and the per-layer activations agree too.
+    np.testing.assert_allclose(fused_net.predict_proba(x), plain.predict_proba(x), rtol=1e-12)
+    assert [n for n, _ in fused_net.activations(x)] == [layer.name for layer in plain.layers]
+
+
+def test_shards_give_the_whole_batch_gradient():
+    """Without dropout, the weighted mean of the shards' gradients is the gradient
+    of the whole batch's mean loss, for even and uneven splits."""
+    net = _net().astype(np.float64)
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((7, 14, 14, 1)), rng.integers(0, 10, 7)
+    loss1, logits1 = net.loss_and_backward(x, y)
+    g1 = [g.copy() for g in net.gradients()]
+    for shards in (2, 3, 7, 50):
+        loss, logits = net.loss_and_backward(x, y, shards=shards, workers=2)
+        assert loss == pytest.approx(loss1, rel=1e-12)
+        np.testing.assert_allclose(logits, logits1, rtol=1e-12, atol=1e-12)
+        for a, b in zip(net.gradients(), g1, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_sharded_numbers_do_not_depend_on_the_threads():
+    """With dropout on, one thread or two give bit-identical steps, and so does a
+    second network with the same seed."""
+    rng = np.random.default_rng(7)
+    x = rng.random((16, 14, 14, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 16)
+
+    def run(workers):
+        net = _net(dropout=0.5, seed=3)
+        out = [net.loss_and_backward(x, y, shards=2, workers=workers) for _ in range(3)]
+        return out, net.gradients()
+
+    (s1, g1), (s2, g2) = run(1), run(2)
+    for (la, oa), (lb, ob) in zip(s1, s2, strict=True):
+        assert la == lb
+        np.testing.assert_array_equal(oa, ob)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Dropout is really active and the replicas' streams move on between steps.
+    assert s1[0][0] != s1[1][0]
+
+
+def test_replicas_share_the_weights_not_the_state():
+    net = _net(dropout=0.5)
+    layers, path = net._replica()
+    for a, b in zip(layers, net.layers, strict=True):
+        assert a.params is b.params and a is not b
+    drop = net.layers[9]
+    assert layers[9]._rng is not drop._rng
+    assert isinstance(path[0], ConvReluPool) and path[0].conv is layers[0]
+
+
+def test_loss_and_backward_rejects_mismatched_labels():
+    net = _net()
+    with pytest.raises(ValueError, match="same length"):
+        net.loss_and_backward(np.zeros((4, 14, 14, 1), np.float32), np.zeros(3, int), shards=2)
