@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
+from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential, fused
 from mnist_cnn.scratch import functional as F
-from mnist_cnn.scratch import fused
 from mnist_cnn.scratch.fused import ConvReluPool, conv2d_relu_maxpool, conv2d_relu_maxpool_backward
 
 from tests._helpers_scratch import check_backward

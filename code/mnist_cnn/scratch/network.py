@@ -21,10 +21,18 @@ import numpy as np
 from mnist_cnn._io import atomic_path
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fused import ConvReluPool
-from mnist_cnn.scratch.layers import (DTYPE, Conv2D, Dropout, Layer, MaxPooling2D, ReLU, Softmax,
-                                      layer_from_config)
+from mnist_cnn.scratch.layers import (
+    DTYPE,
+    Conv2D,
+    Dropout,
+    Layer,
+    MaxPooling2D,
+    ReLU,
+    Softmax,
+    layer_from_config,
+)
 
-__all__ = ["Sequential", "FORMAT", "blas_threads"]
+__all__ = ["Sequential", "FORMAT", "blas_threads", "keep_freed_memory"]
 
 FORMAT = "mnist_cnn.scratch.Sequential"
 FORMAT_VERSION = 1
@@ -78,6 +86,33 @@ def _cpus() -> int:
 
 def _default_workers(shards: int) -> int:
     return max(1, min(shards, _cpus()))
+
+
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory() -> None:
+    """Ask the C allocator (glibc) to keep freed memory for reuse.
+
+    A training step allocates tens of MB of short-lived arrays. By default glibc
+    hands large blocks straight back to the operating system, so the next step
+    gets fresh pages, and the kernel zero-fills each 4 KiB page on first touch:
+    about 3,200 page faults and 20-25 % of the step time here. Raising the
+    mmap and trim thresholds keeps those blocks in the process for reuse.
+    Process-wide and idempotent; a no-op where glibc's ``mallopt`` is missing.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: the maximum glibc accepts
+        libc.mallopt(-1, 1 << 30)     # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 @contextmanager

@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
-from mnist_cnn.scratch.network import Sequential, _default_workers, blas_threads
+from mnist_cnn.scratch.network import Sequential, _default_workers, blas_threads, keep_freed_memory
 from mnist_cnn.scratch.optim import Adam, exponential_decay
 
-__all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED",
+__all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED", "SHARDS",
            "build_model", "prepare_images", "random_shift", "fit", "evaluate",
            "cli_train_numpy"]
 
@@ -31,7 +31,7 @@ LR_DECAY = 0.8       # ... multiplied by this after every epoch
 DROPOUT = 0.3
 SHIFT = 2            # training images are shifted by up to this many pixels (augmentation)
 SEED = 0
-SHARDS = 2           # each batch is split in two halves run on two threads (same numbers on any machine)
+SHARDS = 2           # each batch is split in two halves, run on two threads (see fit)
 
 
 def build_model(seed: int = SEED, dropout: float = DROPOUT) -> Sequential:
@@ -125,6 +125,7 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     n = len(x)
     steps = -(-n // batch_size)
     params = model.parameters()
+    keep_freed_memory()
     workers = _default_workers(shards) if workers is None else max(1, int(workers))
     for epoch in range(epochs):
         if schedule is not None:
@@ -216,6 +217,7 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
         "train_examples": int(len(y_train)),
         "epochs": epochs,
         "batch_size": batch_size,
+        "shards": SHARDS,
         "optimizer": {"name": "Adam", "lr": LR, "lr_decay_per_epoch": LR_DECAY},
         "dropout": DROPOUT,
         "augmentation": f"random shifts of up to {SHIFT} pixels",
