@@ -52,6 +52,11 @@ _FEW_CHANNELS = 4
 _CHUNK_BYTES = 1 << 20
 
 
+def _grid(start: int, count: int, step: int) -> slice:
+    """The ``count`` indices start, start + step, ... as a slice (a view when indexing)."""
+    return slice(start, start + (count - 1) * step + 1, step)
+
+
 def _grid_cols(xp, kh, kw, s, pool, ps, ph, pw):
     """The receptive fields read by the pool windows, grouped by window offset.
 
@@ -69,8 +74,7 @@ def _grid_cols(xp, kh, kw, s, pool, ps, ph, pw):
     buf = np.empty(shape, xp.dtype)
     for a in range(pool):
         for b in range(pool):
-            v = win[:, a * s : a * s + (ph - 1) * step + 1 : step,
-                    b * s : b * s + (pw - 1) * step + 1 : step]         # (N, PH, PW, C, KH, KW)
+            v = win[:, _grid(a * s, ph, step), _grid(b * s, pw, step)]  # (N, PH, PW, C, KH, KW)
             if few:
                 np.copyto(buf[:, :, :, a, b], v.transpose(4, 5, 3, 0, 1, 2))
             else:
@@ -110,8 +114,8 @@ def conv2d_relu_maxpool(x, w, b, stride=1, padding="valid", pool_size=2, pool_st
 
     cols = _grid_cols(F._pad(x, pads), kh, kw, stride, pool, ps, ph, pw)
     w2 = w.reshape(-1, c_out)
-    recompute = c_in < _FEW_CHANNELS
-    if recompute:
+    rows = None                         # rows per chunk when recomputing, else None
+    if c_in < _FEW_CHANNELS:
         z = None
         zmax = np.empty((m, c_out), np.result_type(x, w))
         rows = _row_chunk(ph, pw, groups, c_out, zmax.itemsize)
@@ -131,7 +135,7 @@ def conv2d_relu_maxpool(x, w, b, stride=1, padding="valid", pool_size=2, pool_st
     np.maximum(out, 0, out=out)
     cache = {"x_shape": x.shape, "cols": cols, "z": z, "zmax": zmax, "out": out, "w": w,
              "b": b, "stride": stride, "pads": pads, "pool": pool, "pool_stride": ps,
-             "pooled_shape": (ph, pw)}
+             "pooled_shape": (ph, pw), "rows": rows}
     return out.reshape(n, ph, pw, c_out), cache
 
 
@@ -163,7 +167,7 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
     if z is None:                                    # recompute the convolution chunk by chunk
         w2 = w.reshape(-1, c_out)
         dw = np.zeros(w2.shape, g.dtype)
-        rows = _row_chunk(*cache["pooled_shape"], groups, c_out, g.itemsize)
+        rows = cache["rows"]
         tmp = np.empty((min(rows, m), c_out), g.dtype)
         for r0 in range(0, m, rows):
             r1 = min(m, r0 + rows)
@@ -194,9 +198,8 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
         for b in range(pool):
             for i in range(kh):
                 for j in range(kw):
-                    r0, c0 = a * s + i, b * s + j
-                    dxp[:, r0 : r0 + (ph - 1) * step + 1 : step,
-                        c0 : c0 + (pw - 1) * step + 1 : step] += taps[i, j, a, b]
+                    dxp[:, _grid(a * s + i, ph, step),
+                        _grid(b * s + j, pw, step)] += taps[i, j, a, b]
     dx = dxp[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd]
     return dx, dw, db
 

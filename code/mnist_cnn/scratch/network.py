@@ -231,7 +231,7 @@ class Sequential:
         replicas = [self._replica() for _ in parts]
 
         def run(i):
-            layers, path = replicas[i]
+            _, path = replicas[i]
             return _loss_and_backward(path, x[parts[i]], y[parts[i]], training)
 
         workers = _default_workers(shards) if workers is None else max(1, int(workers))
