@@ -113,6 +113,38 @@ def test_loss_decreases_on_a_small_batch(mnist_small, make_opt):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_adam_matches_the_textbook_update():
+    """Adam's in-place update equals Kingma & Ba's formulas with bias-corrected
+    moments (float64, several steps, changing gradients), and it keeps working
+    when the parameters change dtype (its work arrays follow them)."""
+    rng = np.random.default_rng(3)
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
+    params = [rng.standard_normal((4, 3)), rng.standard_normal(5)]
+    ref = [p.copy() for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    opt = Adam(lr, b1, b2, eps)
+    for t in range(1, 6):
+        grads = [rng.standard_normal(p.shape) for p in params]
+        opt.step(params, grads)
+        for i, g in enumerate(grads):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            ref[i] = ref[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    for p, r in zip(params, ref, strict=True):
+        np.testing.assert_allclose(p, r, rtol=1e-12, atol=1e-15)
+    as32 = [p.astype(np.float32) for p in params]
+    opt.state.update(m=[a.astype(np.float32) for a in m], v=[a.astype(np.float32) for a in v])
+    opt.step(as32, [np.ones_like(p) for p in as32])
+    t = 6
+    for p, r, mi, vi in zip(as32, ref, m, v, strict=True):
+        m6, v6 = b1 * mi + (1 - b1), b2 * vi + (1 - b2)
+        want = r - lr * (m6 / (1 - b1**t)) / (np.sqrt(v6 / (1 - b2**t)) + eps)
+        assert p.dtype == np.float32
+        np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-6)
+
+
 def test_overfits_100_images(mnist_small):
     x, y = mnist_small[0][:100], mnist_small[1][:100]
     net = _tiny_cnn()

@@ -67,6 +67,7 @@ class Adam:
         self.lr, self.beta1 = float(lr), float(beta1)
         self.beta2, self.eps = float(beta2), float(eps)
         self.state: dict = {"step": 0, "m": None, "v": None}
+        self._scratch = None      # two work arrays per parameter (not state)
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
         st = self.state
@@ -79,13 +80,27 @@ class Adam:
         # Fold both bias corrections into the step size (as Keras does).
         lr_t = self.lr * np.sqrt(1 - b2**t) / (1 - b1**t)
         eps_t = self.eps * np.sqrt(1 - b2**t)
-        for p, g, m, v in zip(params, grads, st["m"], st["v"], strict=True):
+        if self._scratch is None or [(a.shape, a.dtype) for a, _ in self._scratch] \
+                != [(p.shape, p.dtype) for p in params]:
+            self._scratch = [(np.empty_like(p), np.empty_like(p)) for p in params]
+        # The update, written with ``out=`` so that no temporary arrays are
+        # allocated (the same operations, in the same order, as
+        # ``p -= lr_t * m / (sqrt(v) + eps_t)`` with m and v updated first).
+        for p, g, m, v, (s, u) in zip(params, grads, st["m"], st["v"], self._scratch,
+                                      strict=True):
             dt = p.dtype.type
+            np.multiply(g, dt(1 - b1), out=s)
             m *= dt(b1)
-            m += dt(1 - b1) * g
+            m += s                                  # m = b1 m + (1 - b1) g
+            np.multiply(g, g, out=s)
+            s *= dt(1 - b2)
             v *= dt(b2)
-            v += dt(1 - b2) * (g * g)
-            p -= dt(lr_t) * m / (np.sqrt(v) + dt(eps_t))
+            v += s                                  # v = b2 v + (1 - b2) g^2
+            np.sqrt(v, out=s)
+            s += dt(eps_t)
+            np.multiply(m, dt(lr_t), out=u)
+            u /= s
+            p -= u                                  # p -= lr_t m / (sqrt(v) + eps_t)
 
 
 def exponential_decay(lr0: float, rate: float) -> Callable[[int], float]:
