@@ -201,7 +201,7 @@ class Sequential:
         return dout
 
     def loss_and_backward(self, x, y, training: bool = True, shards: int = 1,
-                          workers: int | None = None):
+                          workers: int | None = None, processes: bool = False):
         """One forward + backward pass with softmax cross-entropy on the logits.
 
         Inputs: x (N, *input_shape), y integer labels (N,).
@@ -209,10 +209,13 @@ class Sequential:
           replica of the network (shared weights, own caches and dropout
           stream); the gradients are combined as a weighted mean, which is the
           gradient of the whole batch's mean loss.
-        - workers: threads running the shards (default: one per shard, at most
-          one per CPU). NumPy releases the GIL inside its loops and matrix
-          multiplies, so shards use several cores at once. The numbers depend on
-          ``shards`` only, never on ``workers`` or the machine.
+        - workers: how many shards run at once (default: one per shard, at most
+          one per CPU). The numbers depend on ``shards`` only, never on
+          ``workers``, ``processes`` or the machine.
+        - processes: run the shards beyond the first in worker processes
+          (:mod:`mnist_cnn.scratch.parallel`) instead of threads. NumPy releases
+          the GIL inside its loops and matrix multiplies, so threads use several
+          cores too, but the Python part of each NumPy call still takes turns.
 
         Returns (loss: float, logits (N, K)); every layer's grads are filled.
         Softmax followed by cross-entropy has the simple gradient (p - onehot(y)) / N,
@@ -228,36 +231,51 @@ class Sequential:
             return _loss_and_backward(self._path, x, y, training)
         bounds = np.linspace(0, len(x), shards + 1).round().astype(int)
         parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        replicas = [self._replica() for _ in parts]
+        seeds = [self._dropout_seeds() for _ in parts]
+        keys = [(j, k) for j, layer in enumerate(self.layers) for k in layer.params]
 
         def run(i):
-            _, path = replicas[i]
-            return _loss_and_backward(path, x[parts[i]], y[parts[i]], training)
+            layers, path = self._replica(seeds[i])
+            out = _loss_and_backward(path, x[parts[i]], y[parts[i]], training)
+            return out, [layers[j].grads[k] for j, k in keys]
 
         workers = _default_workers(shards) if workers is None else max(1, int(workers))
-        if workers == 1:
-            results = [run(i) for i in range(shards)]
-        else:
-            results = list(_executor(workers).map(run, range(shards)))
-        weights = [(p.stop - p.start) / len(x) for p in parts]
-        for j, layer in enumerate(self.layers):
-            if layer.params:
-                layer.grads = {k: sum(w * replicas[i][0][j].grads[k]
-                                      for i, w in enumerate(weights))
-                               for k in layer.params}
-        loss = float(sum(w * r[0] for w, r in zip(weights, results, strict=True)))
-        return loss, np.concatenate([r[1] for r in results])
+        results = None
+        if processes and workers > 1:
+            from mnist_cnn.scratch.parallel import run_shards
 
-    def _replica(self):
+            results = run_shards(self, x, y, parts, seeds, training, min(workers, shards), run)
+        if results is None:
+            if workers == 1:
+                results = [run(i) for i in range(shards)]
+            else:
+                results = list(_executor(workers).map(run, range(shards)))
+        weights = [(p.stop - p.start) / len(x) for p in parts]
+        for layer in self.layers:
+            if layer.params:
+                layer.grads = {}
+        for q, (j, k) in enumerate(keys):
+            self.layers[j].grads[k] = sum(w * r[1][q] for w, r in zip(weights, results,
+                                                                     strict=True))
+        loss = float(sum(w * r[0][0] for w, r in zip(weights, results, strict=True)))
+        return loss, np.concatenate([r[0][1] for r in results])
+
+    def _dropout_seeds(self) -> list[int]:
+        """A fresh seed for each Dropout layer, drawn from its generator."""
+        return [int(layer._rng.integers(2**63)) for layer in self.layers
+                if isinstance(layer, Dropout)]
+
+    def _replica(self, seeds=None):
         """Layers sharing this network's weights (the same ``params`` dicts) with
         their own caches and grads, and the execution path over them. Dropout
-        layers get an independent stream drawn from the original's generator,
-        so replicas are reproducible."""
+        layers get an independent stream seeded by ``seeds`` (default: drawn
+        from the original's generator), so replicas are reproducible."""
+        seeds = iter(self._dropout_seeds() if seeds is None else seeds)
         layers = []
         for layer in self.layers:
             twin = copy.copy(layer)
             if isinstance(layer, Dropout):
-                twin._rng = np.random.default_rng(layer._rng.integers(2**63))
+                twin._rng = np.random.default_rng(next(seeds))
             layers.append(twin)
         return layers, _execution_path(layers, self._fuse)
 

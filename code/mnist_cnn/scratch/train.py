@@ -31,7 +31,7 @@ LR_DECAY = 0.8       # ... multiplied by this after every epoch
 DROPOUT = 0.3
 SHIFT = 2            # training images are shifted by up to this many pixels (augmentation)
 SEED = 0
-SHARDS = 2           # each batch is split in two halves, run on two threads (see fit)
+SHARDS = 2           # each batch is split in two halves, run on two cores (see fit)
 
 
 def build_model(seed: int = SEED, dropout: float = DROPOUT) -> Sequential:
@@ -91,7 +91,7 @@ def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
         shift: int = 0, progress: bool = True, desc: str = "train", shards: int = SHARDS,
-        workers: int | None = None) -> dict:
+        workers: int | None = None, processes: bool = True) -> dict:
     """Train ``model`` in place with mini-batch gradient descent.
 
     Inputs:
@@ -103,8 +103,9 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
       network's own seed this makes a run bit-for-bit repeatable
     - validation_data: optional (x_val, y_val), evaluated after each epoch
     - shift: augment each batch with random shifts of up to ``shift`` pixels (0: off)
-    - shards, workers: each batch is split into ``shards`` parts computed by
-      ``workers`` threads (see :meth:`Sequential.loss_and_backward`); the
+    - shards, workers, processes: each batch is split into ``shards`` parts
+      computed ``workers`` at a time, in worker processes (or threads with
+      ``processes=False``; see :meth:`Sequential.loss_and_backward`); the
       numbers depend on ``shards`` only
 
     Returns the history: {"loss", "accuracy", "lr", "seconds"[, "val_loss",
@@ -135,14 +136,14 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not progress, leave=True, mininterval=0.5)
-        with blas_threads(workers):   # the shards' threads share the CPUs
+        with blas_threads(workers):   # the shards share the CPUs
             for step in bar:
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
                 if shift:
                     xb = random_shift(xb, rng, shift)
                 loss, logits = model.loss_and_backward(xb, yb, training=True, shards=shards,
-                                                       workers=workers)
+                                                       workers=workers, processes=processes)
                 optimizer.step(params, model.gradients())
                 loss_sum += loss * len(idx)
                 correct += int((logits.argmax(axis=1) == yb).sum())

@@ -1,0 +1,368 @@
+"""The shards of a training step in worker processes.
+
+:meth:`mnist_cnn.scratch.Sequential.loss_and_backward` splits a batch into
+shards and combines their gradients. On threads, the shards share one Python
+interpreter: NumPy releases the global interpreter lock (GIL) inside its loops
+and matrix multiplies, but the Python part of every call (argument parsing,
+allocation, dispatch) holds it, and a step makes several hundred calls. Measured
+on the course network (64 images per shard, one BLAS thread each): 10.9 ms for a
+shard alone, 12.7 ms with the other shard on a second thread, 11.4 ms with it in
+a second process. So :func:`run_shards` sends shards to worker processes instead.
+
+A worker holds its own copy of the network, rebuilt from
+:meth:`Sequential.get_config`, whose weights are views of shared memory. For
+each step the parent copies its current weights and the worker's images into
+shared memory and sends one short message; the worker runs forward and backward
+and writes its gradients and logits back into shared memory. The gradients are
+combined by the parent exactly as for threads, and the dropout seeds are drawn
+by the parent, so the numbers are the same as on threads, bit for bit.
+
+Workers are started once (a fresh interpreter running only this module, safe
+next to TensorFlow's and OpenBLAS' threads, which forking is not) and kept for
+the next steps and calls; Ctrl-C goes to the parent only, and a worker exits
+when the parent closes its socket or exits. If a worker
+cannot be started or dies, the step is completed on threads with a warning and
+the same numbers; a new worker is started next time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+import warnings
+from multiprocessing import resource_tracker, shared_memory
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+__all__ = ["run_shards", "shutdown", "WorkerLost"]
+
+_ALIGN = 64                 # bytes: every array in shared memory starts on a cache line
+_REPLY_TIMEOUT = 600.0      # seconds a step may take in a worker before it counts as lost
+
+
+class WorkerLost(RuntimeError):
+    """A worker process could not be started, died, or stopped answering."""
+
+
+# ---------------------------------------------------------------- shared memory layout
+def _offsets(specs):
+    """Byte offsets of arrays with the given (shape, dtype) laid out one after
+    another, each aligned; returns (offsets, total bytes)."""
+    offsets, pos = [], 0
+    for shape, dtype in specs:
+        pos = -(-pos // _ALIGN) * _ALIGN
+        offsets.append(pos)
+        pos += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return offsets, max(pos, 1)
+
+
+def _views(buf, specs, offsets, base=0):
+    return [np.ndarray(shape, dtype, buffer=buf, offset=base + off)
+            for (shape, dtype), off in zip(specs, offsets, strict=True)]
+
+
+def _io_specs(rows, input_shape, x_dtype, output_shape):
+    """Images, labels and logits of up to ``rows`` examples (logits as float64:
+    any float dtype converts to it and back exactly)."""
+    return [((rows, *input_shape), x_dtype), ((rows,), np.int64),
+            ((rows, *output_shape), np.float64)]
+
+
+def _param_keys(layers):
+    """(layer index, parameter name) of every parameter, in a fixed order."""
+    return [(j, k) for j, layer in enumerate(layers) for k in layer.params]
+
+
+# ---------------------------------------------------------------- the worker process
+def _worker_main(fd, blas_limit):
+    """Loop of a worker process talking over the socket ``fd``: ("attach", ...)
+    builds the network on shared memory, ("step", ...) runs shards, ("close",)
+    or a closed socket (the parent is gone) ends it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent creates and removes the shared memory blocks; a worker that
+    # registered them too would have Python's resource tracker remove or warn
+    # about them when it exits.
+    resource_tracker.register = lambda name, rtype: None
+    conn = Connection(fd)
+    from threadpoolctl import threadpool_limits
+
+    from mnist_cnn.scratch import network as nw
+
+    nw.keep_freed_memory()
+    state = None
+    with threadpool_limits(limits=blas_limit, user_api="blas"):
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == "close":
+                break
+            try:
+                if msg[0] == "attach":
+                    if state is not None:
+                        state.close()
+                    state = _WorkerState(*msg[1:])
+                    conn.send(("ok",))
+                elif msg[0] == "step":
+                    conn.send(("ok", state.step(*msg[1:])))
+                else:
+                    raise ValueError(f"unknown message {msg[0]!r}")
+            except Exception:   # noqa: BLE001 - reported to the parent, which raises it
+                conn.send(("error", traceback.format_exc()))
+    if state is not None:
+        state.close()
+
+
+class _WorkerState:
+    """A worker's copy of the network, its weights in shared memory."""
+
+    def __init__(self, config_json, fuse, specs, names, rows, x_dtype, slots):
+        from mnist_cnn.scratch.layers import layer_from_config
+        from mnist_cnn.scratch.network import Sequential
+
+        config = json.loads(config_json)
+        self.net = Sequential([layer_from_config(c) for c in config["layers"]],
+                              input_shape=tuple(config["input_shape"]),
+                              seed=config.get("seed", 0), fuse=fuse)
+        self.shms = [shared_memory.SharedMemory(name=n) for n in names]
+        params_shm, grads_shm, io_shm = self.shms
+        keys = _param_keys(self.net.layers)
+        self.specs = [(tuple(shape), np.dtype(dtype)) for shape, dtype in specs]
+        self.offsets, self.nbytes = _offsets(self.specs)
+        for (j, k), view in zip(keys, _views(params_shm.buf, self.specs, self.offsets),
+                                strict=True):
+            self.net.layers[j].params[k] = view
+        self.keys, self.grads_buf = keys, grads_shm.buf
+        io = _io_specs(rows, self.net.input_shape, x_dtype, self.net.output_shape)
+        self.x, self.y, self.logits = _views(io_shm.buf, io, _offsets(io)[0])
+        self.slots = slots
+
+    def step(self, jobs, training):
+        """Run each (slot, first row, last row, dropout seeds) job; returns
+        [(loss, logits dtype name)] in job order."""
+        from mnist_cnn.scratch.network import _loss_and_backward
+
+        out = []
+        for slot, r0, r1, seeds in jobs:
+            layers, path = self.net._replica(seeds)
+            loss, logits = _loss_and_backward(path, self.x[r0:r1], self.y[r0:r1], training)
+            self.logits[r0:r1] = logits
+            grads = _views(self.grads_buf, self.specs, self.offsets, base=slot * self.nbytes)
+            for (j, k), view in zip(self.keys, grads, strict=True):
+                np.copyto(view, layers[j].grads[k])
+            out.append((float(loss), logits.dtype.str))
+        return out
+
+    def close(self):
+        self.net = self.x = self.y = self.logits = self.grads_buf = None
+        for shm in self.shms:
+            try:
+                shm.close()
+            except BufferError:    # a view is still alive somewhere; the OS frees it at exit
+                pass
+
+
+# ---------------------------------------------------------------- the parent's side
+class _Worker:
+    """One worker process, the shared memory it works in, and what it holds."""
+
+    # The worker is a fresh interpreter that imports only this module (unlike
+    # multiprocessing's "spawn", it never re-runs the user's script or notebook).
+    _CODE = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+             "from mnist_cnn.scratch.parallel import _worker_main; "
+             "_worker_main(int(sys.argv[2]), int(sys.argv[3]))")
+
+    def __init__(self, blas_limit):
+        ours, theirs = socket.socketpair()
+        path = [os.path.abspath(p) for p in sys.path if isinstance(p, str)]
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", self._CODE, json.dumps(path), str(theirs.fileno()),
+                 str(blas_limit)],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                start_new_session=True)      # Ctrl-C in a terminal goes to the parent only
+        except (OSError, ValueError) as exc:
+            ours.close()
+            raise WorkerLost(f"could not start a worker process: {exc}") from exc
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.key = None
+        self.shms: list[shared_memory.SharedMemory] = []
+
+    def _request(self, msg):
+        try:
+            self.conn.send(msg)
+        except (OSError, ValueError) as exc:
+            raise WorkerLost(f"worker process is gone ({exc})") from exc
+
+    def _reply(self):
+        try:
+            if not self.conn.poll(_REPLY_TIMEOUT):
+                raise WorkerLost(f"worker process did not answer in {_REPLY_TIMEOUT:.0f} s")
+            reply = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self.proc.poll()
+            raise WorkerLost(f"worker process exited unexpectedly (exit code {code})") from exc
+        if reply[0] == "error":
+            raise RuntimeError(f"a training worker process failed:\n{reply[1]}")
+        return reply[1] if len(reply) > 1 else None
+
+    def prepare(self, net, rows, x_dtype, slots):
+        """Make sure the worker holds ``net``'s architecture with room for
+        ``rows`` examples and ``slots`` gradient sets; returns the parent's
+        views: (params, [grads per slot], x, y, logits)."""
+        config = json.dumps(net.get_config())
+        params = [net.layers[j].params[k] for j, k in _param_keys(net.layers)]
+        specs = [(p.shape, p.dtype) for p in params]
+        key = (config, net.fuse, tuple((s, d.str) for s, d in specs), np.dtype(x_dtype).str)
+        if self.key is None or self.key[:4] != key or self.key[4] < rows or self.key[5] < slots:
+            self._release()
+            offsets, nbytes = _offsets(specs)
+            io = _io_specs(rows, net.input_shape, x_dtype, net.output_shape)
+            io_offsets, io_bytes = _offsets(io)
+            self.shms = [shared_memory.SharedMemory(create=True, size=size)
+                         for size in (nbytes, nbytes * slots, io_bytes)]
+            self._request(("attach", config, net.fuse, [(s, d.str) for s, d in specs],
+                           [s.name for s in self.shms], rows, np.dtype(x_dtype).str, slots))
+            self._reply()
+            self.key = (*key, rows, slots)
+            self.views = (_views(self.shms[0].buf, specs, offsets),
+                          [_views(self.shms[1].buf, specs, offsets, base=s * nbytes)
+                           for s in range(slots)],
+                          *_views(self.shms[2].buf, io, io_offsets))
+        return self.views
+
+    def _release(self):
+        self.views = None
+        for shm in self.shms:
+            try:
+                shm.close()
+                shm.unlink()
+            except (BufferError, FileNotFoundError):
+                pass
+        self.shms, self.key = [], None
+
+    def close(self, wait=1.0):
+        try:
+            self.conn.send(("close",))
+        except (OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.conn.close()
+        self._release()
+
+
+_WORKERS: dict[int, list[_Worker]] = {}
+
+
+def _workers(count, blas_limit) -> list[_Worker]:
+    pool = _WORKERS.get(blas_limit, [])
+    while len(pool) < count:
+        pool.append(_Worker(blas_limit))
+    _WORKERS[blas_limit] = pool
+    return pool[:count]
+
+
+def shutdown() -> None:
+    """Stop every worker process and free its shared memory (also done at exit)."""
+    for pool in _WORKERS.values():
+        for worker in pool:
+            worker.close()
+    _WORKERS.clear()
+
+
+atexit.register(shutdown)
+
+
+def _discard(worker) -> None:
+    for pool in _WORKERS.values():
+        if worker in pool:
+            pool.remove(worker)
+    worker.close(wait=0.1)
+
+
+def run_shards(net, x, y, parts, seeds, training, workers, local):
+    """Run shard i of ``parts`` (slices of x, y) with dropout seeds ``seeds[i]``:
+    shards i with i % workers == 0 in this process (``local(i)`` returns
+    ((loss, logits), grads)), the others in worker process i % workers.
+
+    Returns [((loss, logits), grads)] in shard order, grads in the order of
+    :func:`_param_keys` (arrays from workers are views of shared memory, valid
+    until the next call), or None if no worker could take its shards before any
+    work started; the caller then runs them all on threads.
+    """
+    from mnist_cnn.scratch.network import _cpus
+
+    blas_limit = max(1, _cpus() // workers)
+    mine = {p: [i for i in range(len(parts)) if i % workers == p] for p in range(1, workers)}
+    params = [net.layers[j].params[k] for j, k in _param_keys(net.layers)]
+    busy: list[tuple[_Worker, list]] = []
+    try:
+        try:
+            pool = _workers(workers - 1, blas_limit)
+            for p, worker in enumerate(pool, start=1):
+                shared, _, xs, ys, _ = worker.prepare(
+                    net, sum(parts[i].stop - parts[i].start for i in mine[p]), x.dtype,
+                    len(mine[p]))
+                for dst, src in zip(shared, params, strict=True):
+                    np.copyto(dst, src)
+                jobs, r0 = [], 0
+                for slot, i in enumerate(mine[p]):
+                    r1 = r0 + parts[i].stop - parts[i].start
+                    xs[r0:r1], ys[r0:r1] = x[parts[i]], y[parts[i]]
+                    jobs.append((slot, r0, r1, seeds[i]))
+                    r0 = r1
+                busy.append((worker, jobs))
+                worker._request(("step", jobs, training))
+        except WorkerLost as exc:
+            warnings.warn(f"{exc}; running the shards on threads instead", RuntimeWarning,
+                          stacklevel=3)
+            _discard_dead()
+            for worker, _ in busy:
+                _discard(worker)
+            return None
+        results: list = [None] * len(parts)
+        for i in range(0, len(parts), workers):
+            results[i] = local(i)
+        for p, (worker, jobs) in enumerate(list(busy), start=1):
+            try:
+                replies = worker._reply()
+            except WorkerLost as exc:
+                warnings.warn(f"{exc}; running its shards on threads instead", RuntimeWarning,
+                              stacklevel=3)
+                busy.remove((worker, jobs))
+                _discard(worker)
+                for i in mine[p]:
+                    results[i] = local(i)
+                continue
+            _, grads, _, _, logits = worker.views
+            for (slot, r0, r1, _), i, (loss, dtype) in zip(jobs, mine[p], replies, strict=True):
+                results[i] = ((loss, logits[r0:r1].astype(np.dtype(dtype))), grads[slot])
+            busy = [b for b in busy if b[0] is not worker]
+        return results
+    except BaseException:
+        # Interrupted (Ctrl-C) or failed while workers may still be busy: their
+        # next answer would belong to this step, so they are stopped, not reused.
+        for worker, _ in busy:
+            _discard(worker)
+        raise
+
+
+def _discard_dead() -> None:
+    for pool in _WORKERS.values():
+        for worker in list(pool):
+            if worker.proc.poll() is not None:
+                _discard(worker)
