@@ -22,12 +22,14 @@ post-ops). Three exact identities do it here:
    ``max_i relu(z_i + b) = relu(max_i z_i + b)`` (exactly, also in floating
    point, because rounding is monotone too). They are applied to the pooled
    output, P*P times smaller.
-3. **Backward on the small tensor.**  The ReLU mask is applied to the pooled
-   gradient; each window's gradient goes to its first maximum (row-major, as
-   :func:`mnist_cnn.scratch.functional.max_pool2d_backward`); dW and dx are one
-   matrix multiply each over all offsets. Overlapping windows (stride < pool)
-   simply compute a shared position twice; by linearity the gradients add up as
-   they should.
+3. **Backward on the small tensor.**  The forward pass records, per window
+   and channel, which offset held the first maximum (row-major, as
+   :func:`mnist_cnn.scratch.functional.max_pool2d_backward`; one byte each).
+   The ReLU mask is applied to the pooled gradient, which then goes to that
+   offset's slab; dW and dx are matrix multiplies over all offsets. The
+   convolution output itself is never stored. Overlapping windows (stride <
+   pool) simply compute a shared position twice; by linearity the gradients add
+   up as they should.
 
 The one difference from the unfused chain: the unfused pool compares
 ``z + b`` and this one compares ``z``, so if rounding makes two different
@@ -101,10 +103,10 @@ def conv2d_relu_maxpool(x, w, b, stride=1, padding="valid", pool_size=2, pool_st
     Returns (out, cache): out has shape (N, PH, PW, C_out) with
     PH = floor((H_conv - P) / S) + 1, the same numbers as the three ops.
 
-    With few input channels a convolution output costs more to store and read
+    With few input channels a convolution output costs more to write and read
     back than to compute (9 multiply-adds per value on MNIST's first layer), so
-    it is computed in cache-sized chunks of images, pooled at once, and
-    recomputed in the backward pass instead of kept.
+    it is computed and pooled in cache-sized chunks of images, and the backward
+    pass works through the same chunks.
     """
     stride, padding, pads, out_h, out_w = F._conv_setup(x, w, b, stride, padding)
     n = x.shape[0]
@@ -114,42 +116,39 @@ def conv2d_relu_maxpool(x, w, b, stride=1, padding="valid", pool_size=2, pool_st
 
     cols = _grid_cols(F._pad(x, pads), kh, kw, stride, pool, ps, ph, pw)
     w2 = w.reshape(-1, c_out)
-    rows = None                         # rows per chunk when recomputing, else None
-    if c_in < _FEW_CHANNELS:
-        z = None
-        zmax = np.empty((m, c_out), np.result_type(x, w))
-        rows = _row_chunk(ph, pw, groups, c_out, zmax.itemsize)
-        tmp = np.empty((min(rows, m), c_out), zmax.dtype)
-        for r0 in range(0, m, rows):
-            r1 = min(m, r0 + rows)
-            zc = zmax[r0:r1]
+    dtype = np.result_type(x, w)
+    zmax = np.empty((m, c_out), dtype)
+    arg = np.zeros((m, c_out), np.uint8)    # which offset holds each window's first maximum
+    # With few input channels, chunks of whole images small enough for the cache;
+    # otherwise all offsets in one matrix multiply.
+    rows = _row_chunk(ph, pw, groups, c_out, zmax.itemsize) if c_in < _FEW_CHANNELS else m
+    z = None if c_in < _FEW_CHANNELS else \
+        (cols.reshape(groups * m, -1) @ w2).reshape(groups, m, c_out)   # conv, no bias
+    tmp = np.empty((min(rows, m), c_out), dtype) if z is None else None
+    better = np.empty((min(rows, m), c_out), bool)
+    for r0 in range(0, m, rows):
+        r1 = min(m, r0 + rows)
+        zc, ac, bc = zmax[r0:r1], arg[r0:r1], better[: r1 - r0]
+        if z is None:
             np.matmul(cols[0, r0:r1], w2, out=zc)
-            for g in range(1, groups):
-                np.maximum(zc, np.matmul(cols[g, r0:r1], w2, out=tmp[: r1 - r0]), out=zc)
-    else:
-        z = (cols.reshape(groups * m, -1) @ w2).reshape(groups, m, c_out)   # conv, no bias
-        zmax = z[0].copy()
+        else:
+            zc[...] = z[0, r0:r1]
         for g in range(1, groups):
-            np.maximum(zmax, z[g], out=zmax)
+            zg = np.matmul(cols[g, r0:r1], w2, out=tmp[: r1 - r0]) if z is None \
+                else z[g, r0:r1]
+            np.greater(zg, zc, out=bc)              # strictly: ties stay with the first
+            # arg = g where offset g is better: offsets come in increasing order,
+            # so that is max(arg, g * better) (two fast passes over bytes).
+            bu = bc.view(np.uint8)
+            np.multiply(bu, np.uint8(g), out=bu)
+            np.maximum(ac, bu, out=ac)
+            np.maximum(zc, zg, out=zc)
     out = zmax + b if b is not None else zmax.copy()
     np.maximum(out, 0, out=out)
-    cache = {"x_shape": x.shape, "cols": cols, "z": z, "zmax": zmax, "out": out, "w": w,
-             "b": b, "stride": stride, "pads": pads, "pool": pool, "pool_stride": ps,
-             "pooled_shape": (ph, pw), "rows": rows}
+    cache = {"x_shape": x.shape, "cols": cols, "arg": arg, "out": out, "w": w, "rows": rows,
+             "stride": stride, "pads": pads, "pool": pool, "pool_stride": ps,
+             "pooled_shape": (ph, pw)}
     return out.reshape(n, ph, pw, c_out), cache
-
-
-def _route(g, zk, zmax, taken, out):
-    """dz for one window offset: the pooled gradient where this offset holds the
-    window's first maximum, 0 elsewhere. Updates ``taken``; returns it."""
-    hit = zk == zmax
-    if taken is None:
-        taken = hit
-    else:
-        hit &= ~taken
-        taken |= hit
-    np.multiply(g, hit, out=out)
-    return taken
 
 
 def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
@@ -158,30 +157,25 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
     Inputs: dout (N, PH, PW, C_out); the cache; need_dx as in ``conv2d_backward``.
     Returns (dx (N, H, W, C_in) or None, dw (KH, KW, C_in, C_out), db (C_out,)).
     """
-    w, cols, z, zmax, out = cache["w"], cache["cols"], cache["z"], cache["zmax"], cache["out"]
+    w, cols, arg, out = cache["w"], cache["cols"], cache["arg"], cache["out"]
     kh, kw, c_in, c_out = w.shape
     groups, m, _ = cols.shape
+    rows = cache["rows"]
     g = dout.reshape(m, c_out) * (out > 0)          # ReLU backward, on the pooled size
     db = np.ones(m, g.dtype) @ g                     # sum over the batch and positions
-    dz = np.empty((groups, m, c_out), g.dtype)
-    if z is None:                                    # recompute the convolution chunk by chunk
-        w2 = w.reshape(-1, c_out)
-        dw = np.zeros(w2.shape, g.dtype)
-        rows = cache["rows"]
-        tmp = np.empty((min(rows, m), c_out), g.dtype)
-        for r0 in range(0, m, rows):
-            r1 = min(m, r0 + rows)
-            taken = None
-            for k in range(groups):
-                zk = np.matmul(cols[k, r0:r1], w2, out=tmp[: r1 - r0])
-                taken = _route(g[r0:r1], zk, zmax[r0:r1], taken, dz[k, r0:r1])
-                dw += cols[k, r0:r1].T @ dz[k, r0:r1]
-        dw = dw.reshape(w.shape)
-    else:
-        taken = None
+    # dz: the pooled gradient routed to each window's first maximum, one slab
+    # per offset; kept whole if dx needs it, else one chunk at a time.
+    dz = np.empty((groups, m if need_dx else min(rows, m), c_out), g.dtype)
+    hit = np.empty((min(rows, m), c_out), bool)
+    dw = np.zeros((kh * kw * c_in, c_out), g.dtype)
+    for r0 in range(0, m, rows):
+        r1 = min(m, r0 + rows)
+        d, h = (dz[:, r0:r1] if need_dx else dz[:, : r1 - r0]), hit[: r1 - r0]
         for k in range(groups):
-            taken = _route(g, z[k], zmax, taken, dz[k])
-        dw = (cols.reshape(groups * m, -1).T @ dz.reshape(-1, c_out)).reshape(w.shape)
+            np.equal(arg[r0:r1], k, out=h)
+            np.multiply(g[r0:r1], h, out=d[k])
+            dw += cols[k, r0:r1].T @ d[k]
+    dw = dw.reshape(w.shape)
     if not need_dx:
         return None, dw, db
 

@@ -255,8 +255,10 @@ class Sequential:
             if layer.params:
                 layer.grads = {}
         for q, (j, k) in enumerate(keys):
-            self.layers[j].grads[k] = sum(w * r[1][q] for w, r in zip(weights, results,
-                                                                     strict=True))
+            total = np.multiply(results[0][1][q], weights[0])
+            for w, r in zip(weights[1:], results[1:], strict=True):
+                total += w * r[1][q]
+            self.layers[j].grads[k] = total
         loss = float(sum(w * r[0][0] for w, r in zip(weights, results, strict=True)))
         return loss, np.concatenate([r[0][1] for r in results])
 
