@@ -165,16 +165,20 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
     db = np.ones(m, g.dtype) @ g                     # sum over the batch and positions
     # dz: the pooled gradient routed to each window's first maximum, one slab
     # per offset; kept whole if dx needs it, else one chunk at a time.
-    dz = np.empty((groups, m if need_dx else min(rows, m), c_out), g.dtype)
+    whole = need_dx or rows >= m
+    dz = np.empty((groups, m if whole else rows, c_out), g.dtype)
     hit = np.empty((min(rows, m), c_out), bool)
     dw = np.zeros((kh * kw * c_in, c_out), g.dtype)
     for r0 in range(0, m, rows):
         r1 = min(m, r0 + rows)
-        d, h = (dz[:, r0:r1] if need_dx else dz[:, : r1 - r0]), hit[: r1 - r0]
+        d, h = (dz[:, r0:r1] if whole else dz[:, : r1 - r0]), hit[: r1 - r0]
         for k in range(groups):
             np.equal(arg[r0:r1], k, out=h)
             np.multiply(g[r0:r1], h, out=d[k])
-            dw += cols[k, r0:r1].T @ d[k]
+            if not whole:
+                dw += cols[k, r0:r1].T @ d[k]
+    if whole:                                        # one matrix multiply over all offsets
+        dw = cols.reshape(groups * m, -1).T @ dz.reshape(-1, c_out)
     dw = dw.reshape(w.shape)
     if not need_dx:
         return None, dw, db

@@ -250,7 +250,8 @@ class Sequential:
                 results = [run(i) for i in range(shards)]
             else:
                 results = list(_executor(workers).map(run, range(shards)))
-        weights = [(p.stop - p.start) / len(x) for p in parts]
+        # Python floats: a NumPy float64 scalar would make float32 gradients float64.
+        weights = [float(p.stop - p.start) / len(x) for p in parts]
         for layer in self.layers:
             if layer.params:
                 layer.grads = {}
