@@ -183,21 +183,29 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
     if not need_dx:
         return None, dw, db
 
-    # Each receptive field got dz @ W^T; add the fields back onto the input.
-    # One slab per kernel tap (i, j) keeps the source of every addition contiguous.
+    # Put the routed gradient back on the convolution's grid (the positions the
+    # windows read; overlapping windows add up), then each receptive field got
+    # dz @ W^T: one slab per kernel tap (i, j), each added onto the input with
+    # one shifted (and, for strided convolutions, strided) addition.
     n, h, wd, _ = cache["x_shape"]
     s, pads, pool, ps = cache["stride"], cache["pads"], cache["pool"], cache["pool_stride"]
     ph, pw = cache["pooled_shape"]
-    step = ps * s
-    taps = np.matmul(dz.reshape(-1, c_out), w.reshape(kh * kw, c_in, c_out).transpose(0, 2, 1))
-    taps = taps.reshape(kh, kw, pool, pool, n, ph, pw, c_in)
-    dxp = np.zeros((n, h + sum(pads[0]), wd + sum(pads[1]), c_in), g.dtype)
+    gh, gw = ps * (ph - 1) + pool, ps * (pw - 1) + pool       # the grid pooling reads
+    grid = np.zeros((n, gh, gw, c_out), g.dtype)
     for a in range(pool):
         for b in range(pool):
-            for i in range(kh):
-                for j in range(kw):
-                    dxp[:, _grid(a * s + i, ph, step),
-                        _grid(b * s + j, pw, step)] += taps[i, j, a, b]
+            view = grid[:, _grid(a, ph, ps), _grid(b, pw, ps)]
+            if ps >= pool:
+                view[...] = dz[a * pool + b].reshape(n, ph, pw, c_out)
+            else:
+                view += dz[a * pool + b].reshape(n, ph, pw, c_out)
+    taps = np.matmul(grid.reshape(-1, c_out),
+                     w.reshape(kh * kw, c_in, c_out).transpose(0, 2, 1))
+    taps = taps.reshape(kh, kw, n, gh, gw, c_in)
+    dxp = np.zeros((n, h + sum(pads[0]), wd + sum(pads[1]), c_in), g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, _grid(i, gh, s), _grid(j, gw, s)] += taps[i, j]
     dx = dxp[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd]
     return dx, dw, db
 
