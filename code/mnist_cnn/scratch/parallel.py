@@ -136,14 +136,15 @@ class _WorkerState:
         params_shm, grads_shm, io_shm = self.shms
         keys = _param_keys(self.net.layers)
         self.specs = [(tuple(shape), np.dtype(dtype)) for shape, dtype in specs]
-        self.offsets, self.nbytes = _offsets(self.specs)
-        for (j, k), view in zip(keys, _views(params_shm.buf, self.specs, self.offsets),
+        offsets, nbytes = _offsets(self.specs)
+        for (j, k), view in zip(keys, _views(params_shm.buf, self.specs, offsets),
                                 strict=True):
             self.net.layers[j].params[k] = view
-        self.keys, self.grads_buf = keys, grads_shm.buf
+        self.keys = keys
+        self.grads = [_views(grads_shm.buf, self.specs, offsets, base=slot * nbytes)
+                      for slot in range(slots)]
         io = _io_specs(rows, self.net.input_shape, x_dtype, self.net.output_shape)
         self.x, self.y, self.logits = _views(io_shm.buf, io, _offsets(io)[0])
-        self.slots = slots
 
     def step(self, jobs, training):
         """Run each (slot, first row, last row, dropout seeds) job; returns
@@ -155,14 +156,13 @@ class _WorkerState:
             layers, path = self.net._replica(seeds)
             loss, logits = _loss_and_backward(path, self.x[r0:r1], self.y[r0:r1], training)
             self.logits[r0:r1] = logits
-            grads = _views(self.grads_buf, self.specs, self.offsets, base=slot * self.nbytes)
-            for (j, k), view in zip(self.keys, grads, strict=True):
+            for (j, k), view in zip(self.keys, self.grads[slot], strict=True):
                 np.copyto(view, layers[j].grads[k])
             out.append((float(loss), logits.dtype.str))
         return out
 
     def close(self):
-        self.net = self.x = self.y = self.logits = self.grads_buf = None
+        self.net = self.x = self.y = self.logits = self.grads = None
         for shm in self.shms:
             try:
                 shm.close()
@@ -246,8 +246,11 @@ class _Worker:
         for shm in self.shms:
             try:
                 shm.close()
-                shm.unlink()
-            except (BufferError, FileNotFoundError):
+            except BufferError:    # a view is still alive; the memory goes with the process
+                pass
+            try:
+                shm.unlink()       # the name, in any case
+            except FileNotFoundError:
                 pass
         self.shms, self.key = [], None
 
