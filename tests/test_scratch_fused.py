@@ -14,13 +14,15 @@ from tests._helpers_scratch import check_backward
 
 # (x shape, w shape, conv stride, padding, pool, pool stride): one input channel
 # (recomputing path) and several (stored path), overlapping and odd-sized pools,
-# strided convolutions, "same" padding with its asymmetric case, dropped edges.
+# strided convolutions, "same" padding with its asymmetric case, dropped edges,
+# and pools that skip positions (stride > window).
 CASES = [
     ((3, 9, 9, 1), (3, 3, 1, 4), 1, "valid", 2, None),
     ((2, 11, 10, 5), (3, 2, 5, 3), 1, "same", 3, 2),
     ((2, 12, 12, 2), (3, 3, 2, 4), 2, "same", 2, 1),
     ((2, 13, 13, 6), (3, 3, 6, 5), 1, "valid", 2, None),
     ((4, 10, 10, 1), (5, 5, 1, 3), 1, "same", 2, 2),
+    ((2, 12, 11, 3), (3, 3, 3, 4), 1, "valid", 2, 3),
 ]
 
 
