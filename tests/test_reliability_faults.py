@@ -329,3 +329,25 @@ def test_npz_with_object_array_is_refused_by_the_cli(tmp_path):
     assert res.returncode == 1
     assert "error:" in res.stderr and str(evil) in res.stderr and "Traceback" not in res.stderr
     assert "pickle" in res.stderr.lower() or "not a valid" in res.stderr
+
+
+def test_model_and_card_are_replaced_together_or_not_at_all(tmp_path):
+    from mnist_cnn import _io
+
+    model, card = tmp_path / "m.npz", tmp_path / "m.json"
+    model.write_bytes(b"old model")
+    card.write_text("old card")
+    with pytest.raises(RuntimeError, match="hashing failed"), \
+            _io.atomic_pair(model, card) as (tmp, tmp_card):
+        tmp.write_bytes(b"new model")
+        assert model.read_bytes() == b"old model"        # nothing in place yet
+        raise RuntimeError("hashing failed")
+    assert model.read_bytes() == b"old model" and card.read_text() == "old card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npz"]   # no temp files
+
+    with _io.atomic_pair(model, card) as (tmp, tmp_card):
+        assert tmp.parent == tmp_path and tmp.suffix == ".npz"   # savers pick the format by suffix
+        tmp.write_bytes(b"new model")
+        tmp_card.write_text("new card")
+    assert model.read_bytes() == b"new model" and card.read_text() == "new card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npz"]

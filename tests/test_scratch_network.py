@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from mnist_cnn import _io
 from mnist_cnn.scratch import (
     Conv2D,
     Dense,
@@ -259,5 +260,28 @@ def test_cli_train_numpy_small_run(tmp_path, capsys):
                 "command", "test_loss", "sha256"):
         assert key in card
     assert "--limit 256" in card["command"]
+    assert card["sha256"] == _io.sha256_file(out)
     assert "test accuracy" in capsys.readouterr().out
     assert main(["train-numpy", "--epochs", "0", "--out", str(out)]) == 1
+
+
+@pytest.mark.slow
+def test_cli_train_numpy_failed_save_keeps_the_previous_model_and_card(tmp_path, capsys,
+                                                                       monkeypatch):
+    """The disk fills up while the card is written: a clear error, and the
+    previous model and card are both untouched (no new model beside an old card)."""
+    from mnist_cnn.cli import main
+
+    out = tmp_path / "tiny.npz"
+    run = ["train-numpy", "--limit", "128", "--epochs", "1", "--out", str(out)]
+    assert main(run) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"tiny.npz", "tiny.json"}
+
+    def full_disk(path, obj):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(_io, "write_json", full_disk)
+    assert main([*run, "--seed", "1"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -81,6 +81,21 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+@contextlib.contextmanager
+def atomic_pair(path: str | os.PathLike, other: str | os.PathLike) -> Iterator[tuple[Path, Path]]:
+    """Temporary paths beside ``path`` and ``other`` (a model and its card),
+    renamed over them back to back, ``path`` first, only when the block succeeds.
+
+    Everything slow (saving, hashing, writing the card) happens on the temp
+    files, so an error or Ctrl-C inside the block leaves both previous files as
+    they were, and no model is put in place without its card. (Two files cannot
+    be replaced in one step; the card records the model's SHA-256, so the
+    microseconds between the two renames are still detectable.)
+    """
+    with atomic_path(other) as tmp_other, atomic_path(path) as tmp:
+        yield tmp, tmp_other
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as pretty JSON, atomically."""
     with atomic_write(path, "w") as fh:

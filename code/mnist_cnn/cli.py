@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted; no partial files were written.", file=sys.stderr)
         return 130
-    except (MnistUnavailableError, FileNotFoundError, ValueError) as exc:
-        # Expected failures (no data, missing/corrupt model, bad arguments): a clear
-        # message, not a traceback.
+    except (MnistUnavailableError, OSError, ValueError) as exc:
+        # Expected failures (no data, missing/corrupt model, bad arguments, a file
+        # that cannot be written, e.g. a full disk): a clear message, not a traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -460,55 +460,56 @@ def cli_train_keras(args: argparse.Namespace) -> int:
     # never-compiled twin and save that (the .keras format has no include_optimizer).
     shipped = build_model()
     shipped.set_weights(model.get_weights())
-    with _io.atomic_path(out) as tmp:
-        shipped.save(tmp)
-    size = out.stat().st_size
     if sys.argv[1:2] == ["train-keras"]:  # run from the command line: record it verbatim
         command = "python -m mnist_cnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     else:
         command = (f"python -m mnist_cnn train-keras --epochs {epochs} --seed {seed} "
                    f"--batch-size {batch_size}"
                    + (f" --limit {args.limit}" if args.limit is not None else ""))
-    hist = {k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()}
-    card = {
-        "model": out.name,
-        "framework": "keras",
-        "test_accuracy": round(res["test_accuracy"], 6),
-        "test_loss": round(res["test_loss"], 6),
-        "test_errors": res["errors"],
-        "per_class_accuracy": res["per_class_accuracy"],
-        "confusion_matrix": res["confusion_matrix"],
-        "parameters": int(model.count_params()),
-        "file_size_bytes": int(size),
-        "sha256": _io.sha256_file(out),
-        "training_seconds": round(train_seconds, 1),
-        "epochs_run": len(history.history.get("loss", [])),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "train_images": int(len(x_train)),
-        "validation_images": int(min(VALIDATION_SIZE, len(x_train) // 10)),
-        "recipe": {"conv_filters": list(CONV_FILTERS), "kernel_size": KERNEL_SIZE,
-                   "dense_units": DENSE_UNITS, "dropout": DROPOUT,
-                   "block_dropout": BLOCK_DROPOUT,
-                   "learning_rate": LEARNING_RATE, "lr_schedule": "cosine",
-                   "lr_final_fraction": LR_FINAL_FRACTION, "optimizer": "Adam",
-                   "augmentation": {"rotation": ROTATION, "translation": TRANSLATION,
-                                    "zoom": ZOOM},
-                   "early_stopping_patience": EARLY_STOP_PATIENCE,
-                   "label_smoothing": LABEL_SMOOTHING,
-                   "restore": "best val_accuracy (later epoch on ties)"},
-        "history": hist,
-        "input": "float32 (N, 28, 28, 1), pixels in [0, 1], white digit on black",
-        "output": "(N, 10) probabilities (Softmax)",
-        "data_hashes": data_hashes(),
-        "versions": _io.library_versions("tensorflow", "keras"),
-        "architecture": architecture(model),
-        "summary": _summary_text(model),
-        "command": command,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    _io.write_json(paths.card_path(out), card)
+    # model and card are written as temp files, then put in place together
+    with _io.atomic_pair(out, paths.card_path(out)) as (tmp, tmp_card):
+        shipped.save(tmp)
+        size = tmp.stat().st_size
+        hist = {k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()}
+        card = {
+            "model": out.name,
+            "framework": "keras",
+            "test_accuracy": round(res["test_accuracy"], 6),
+            "test_loss": round(res["test_loss"], 6),
+            "test_errors": res["errors"],
+            "per_class_accuracy": res["per_class_accuracy"],
+            "confusion_matrix": res["confusion_matrix"],
+            "parameters": int(model.count_params()),
+            "file_size_bytes": int(size),
+            "sha256": _io.sha256_file(tmp),
+            "training_seconds": round(train_seconds, 1),
+            "epochs_run": len(history.history.get("loss", [])),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "train_images": int(len(x_train)),
+            "validation_images": int(min(VALIDATION_SIZE, len(x_train) // 10)),
+            "recipe": {"conv_filters": list(CONV_FILTERS), "kernel_size": KERNEL_SIZE,
+                       "dense_units": DENSE_UNITS, "dropout": DROPOUT,
+                       "block_dropout": BLOCK_DROPOUT,
+                       "learning_rate": LEARNING_RATE, "lr_schedule": "cosine",
+                       "lr_final_fraction": LR_FINAL_FRACTION, "optimizer": "Adam",
+                       "augmentation": {"rotation": ROTATION, "translation": TRANSLATION,
+                                        "zoom": ZOOM},
+                       "early_stopping_patience": EARLY_STOP_PATIENCE,
+                       "label_smoothing": LABEL_SMOOTHING,
+                       "restore": "best val_accuracy (later epoch on ties)"},
+            "history": hist,
+            "input": "float32 (N, 28, 28, 1), pixels in [0, 1], white digit on black",
+            "output": "(N, 10) probabilities (Softmax)",
+            "data_hashes": data_hashes(),
+            "versions": _io.library_versions("tensorflow", "keras"),
+            "architecture": architecture(model),
+            "summary": _summary_text(model),
+            "command": command,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _io.write_json(tmp_card, card)
     print(f"Saved {out} ({size / 1024:.0f} KiB, {model.count_params():,} parameters): "
           f"test accuracy {res['test_accuracy'] * 100:.2f} % in {train_seconds:.0f} s "
           f"of training; card {paths.card_path(out)}")

@@ -179,7 +179,7 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
     (``--limit`` N: the first N images), evaluate on the 10,000 test images, save
     the model atomically with a model card beside it, print a one-line summary."""
     from mnist_cnn import paths
-    from mnist_cnn._io import library_versions, sha256_file, write_json
+    from mnist_cnn._io import atomic_pair, library_versions, sha256_file, write_json
     from mnist_cnn.data import data_hashes, load_mnist
 
     epochs = EPOCHS if args.epochs is None else args.epochs
@@ -207,34 +207,36 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
     train_seconds = time.perf_counter() - t0
     test = evaluate(model, x_test, y_test)
 
-    model.save(out)
-    card = {
-        "model": out.name,
-        "engine": "numpy (mnist_cnn.scratch)",
-        "sha256": sha256_file(out),
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "test_examples": int(len(y_test)),
-        "train_examples": int(len(y_train)),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "shards": SHARDS,
-        "optimizer": {"name": "Adam", "lr": LR, "lr_decay_per_epoch": LR_DECAY},
-        "dropout": DROPOUT,
-        "augmentation": f"random shifts of up to {SHIFT} pixels",
-        "note": "test figures per epoch are monitoring only (no early stopping or selection)",
-        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
-        "params": model.count_params(),
-        "seconds_per_epoch": float(np.mean(history["seconds"])),
-        "train_minutes": train_seconds / 60,
-        "seed": seed,
-        "data_sha256": data_hashes(),
-        "versions": library_versions(),
-        "architecture": model.summary(),
-        "command": _command_line(args),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    write_json(paths.card_path(out), card)
+    # model and card are written as temp files, then put in place together
+    with atomic_pair(out, paths.card_path(out)) as (tmp, tmp_card):
+        model.save(tmp)
+        card = {
+            "model": out.name,
+            "engine": "numpy (mnist_cnn.scratch)",
+            "sha256": sha256_file(tmp),
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "test_examples": int(len(y_test)),
+            "train_examples": int(len(y_train)),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "shards": SHARDS,
+            "optimizer": {"name": "Adam", "lr": LR, "lr_decay_per_epoch": LR_DECAY},
+            "dropout": DROPOUT,
+            "augmentation": f"random shifts of up to {SHIFT} pixels",
+            "note": "test figures per epoch are monitoring only (no early stopping or selection)",
+            "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+            "params": model.count_params(),
+            "seconds_per_epoch": float(np.mean(history["seconds"])),
+            "train_minutes": train_seconds / 60,
+            "seed": seed,
+            "data_sha256": data_hashes(),
+            "versions": library_versions(),
+            "architecture": model.summary(),
+            "command": _command_line(args),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json(tmp_card, card)
     print(f"NumPy CNN: test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}) after "
           f"{epochs} epochs on {len(y_train):,} images in {train_seconds / 60:.1f} min "
           f"({card['seconds_per_epoch']:.1f} s/epoch); saved {out} and {paths.card_path(out).name}")
