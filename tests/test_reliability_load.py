@@ -1,8 +1,9 @@
 """A small run of the load benchmark: concurrent browser sessions on one app process.
 
 The full figures (N = 1, 5, 20 for 60 s) come from ``python -m mnist_cnn.bench.load``;
-this checks the behaviour behind them: every session gets its predictions, no
-errors, and the process loads the model once however many sessions there are.
+this checks the behaviour behind them: every session gets its predictions (each
+the digit it drew), no errors, and the process loads the model once however many
+sessions there are.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ def test_concurrent_sessions_share_one_model_and_get_predictions(tmp_path_factor
 
     model = committed_or_small_model(tmp_path_factory.getbasetemp())
     log = tmp_path_factory.mktemp("load") / "server.log"
-    res = measure(sessions=(3,), seconds=6, browsers=2, model=model, log_path=log)
+    # A fixed number of digits per session, not a time window: how many fit into a
+    # few seconds depends on the machine, what each session must get does not.
+    res = measure(sessions=(3,), rounds=2, browsers=2, model=model, log_path=log)
     assert res["model_loads"] == 1, log.read_text()[-2000:]
-    for level in res["levels"]:
-        assert level["errors"] == 0, level["error_samples"]
-        assert level["predictions"] >= level["sessions"], level
-        assert level["server_rss_peak_mb"] > 0
+    [level] = res["levels"]
+    assert level["errors"] == 0, (level["error_samples"], log.read_text()[-2000:])
+    # Every session got both of its predictions, and each showed the digit that
+    # session drew (sessions draw different digits at the same time: no cross-talk).
+    assert level["per_session"] == [2, 2, 2], level
+    assert level["misreads"] == 0, level
+    assert level["predictions"] == 6
+    assert level["median_latency_s"] > 0 and level["median_draw_s"] > 0
+    assert level["server_rss_peak_mb"] > 0
 
 
 def test_one_predictor_shared_by_many_threads_gives_the_same_answers(tmp_path_factory):

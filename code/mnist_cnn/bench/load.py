@@ -1,19 +1,24 @@
 """Load benchmark: N people drawing at once on one app process.
 
-``python -m mnist_cnn.bench.load [--sessions 1 5 20] [--seconds 60] [--browsers 3]
-[--model PATH] [--json]``  (run it on an otherwise idle machine: the browsers
+``python -m mnist_cnn.bench.load [--sessions 1 5 20] [--seconds 60 | --rounds R]
+[--browsers 3] [--model PATH] [--json]``  (run it on an otherwise idle machine: the browsers
 and the app share its cores; also ``make bench-app``)
 
 Starts the app once (``streamlit run app/streamlit_app.py`` on a free loopback
 port), then for each N drives N concurrent sessions for ``--seconds``: each
-session draws a digit with the mouse, waits for the "Prediction" metric,
-presses "Reset canvas", and repeats. It reports, per N: predictions per second
-(all sessions together), median and p95 latency (mouse released -> metric
+session draws a digit with the mouse, waits for the "Prediction" metric, presses
+"Reset canvas", and repeats (or, with ``--rounds R``, each session draws exactly
+R digits however long that takes: the count no longer depends on the machine's
+speed, which is what the test suite needs). It reports, per N: predictions per
+second (all sessions together), median and p95 latency (mouse released -> metric
 shown), errors (timeouts, page errors, lost connections; target 0), misreads
-(wrong digit shown), the server's resident memory (psutil, sampled every
-0.5 s) and its CPU use (percent of one core; the machine's cores are shared
-with the browsers, so this shows who the bottleneck is). At the end it reports
-how many times the process loaded the model.
+(wrong digit shown), predictions per session (each must get its share), the
+server's resident memory (psutil, sampled every 0.5 s) and its CPU use (percent
+of one core; the machine's cores are shared with the browsers, so this shows who
+the bottleneck is). At the end it reports how many times the process loaded the
+model. An error sample says what the page showed when it happened (alerts,
+exceptions, the run/connection status), so a failure on a machine far away can
+be diagnosed from its output alone.
 
 Which clients, and why:
 
@@ -30,7 +35,14 @@ Which clients, and why:
   session state, exactly like a separate visitor; what pages share is only
   the browser's own process. That is the "lighter client": a page instead of
   a whole browser. Pages are driven concurrently with Playwright's asyncio API.
-- Background-page throttling is switched off so every page draws at full speed.
+- Each page has its own browser context, which headless Chromium shows as its
+  own window. Pages sharing one context are tabs of one window, and only the
+  front tab renders at full rate: the others get a frame about once a second,
+  and every mouse event sent to them waits for one (measured: a 25-point
+  stroke took 15-23 s in a background tab, 0.45 s in the front one). The
+  benchmark then measured tab throttling instead of the app, and a wait in a
+  background tab could exceed its timeout. The flags below switch off
+  Chromium's other background throttling (timers, renderer priority).
 
 Model loads are counted from the server's output: the server is started
 through a small bootstrap that wraps ``Predictor.from_file`` to print one line
@@ -68,7 +80,7 @@ from mnist_cnn.bench.browser import (
 from mnist_cnn.bench.canvas import stroke_points
 
 LOAD_MARKER = "MNIST_CNN_BENCH_MODEL_LOAD"
-# Keep hidden pages running at full speed (several pages share a browser).
+# Keep pages in windows that are not in front running at full speed.
 EXTRA_ARGS = ["--disable-background-timer-throttling", "--disable-renderer-backgrounding",
               "--disable-backgrounding-occluded-windows"]
 # (digit, left, top, size) in canvas pixels; single-stroke digits, so the
@@ -162,8 +174,32 @@ class MemorySampler:
         self._thread.join()
 
 
+# What the page shows, for error reports: Streamlit's alerts and exceptions, its
+# status widget ("Running...", "Connecting") and dialogs (e.g. a lost connection).
+_PAGE_STATE_JS = """() => {
+  const texts = (sel) => [...document.querySelectorAll(sel)]
+      .map((e) => e.innerText.trim().replace(/\\s+/g, " ").slice(0, 160)).filter(Boolean);
+  return {alerts: texts('[data-testid="stAlert"]'),
+          exceptions: texts('[data-testid="stException"]'),
+          status: texts('[data-testid="stStatusWidget"]'),
+          dialogs: texts('[role="dialog"]'),
+          metrics: texts('[data-testid="stMetricValue"]')};
+}"""
+
+
+async def _page_state(page) -> str:
+    """A one-line summary of what the page shows (best effort: never raises)."""
+    try:
+        state = await asyncio.wait_for(page.evaluate(_PAGE_STATE_JS), timeout=5)
+    except Exception as exc:  # noqa: BLE001 - a crashed or hung page is itself the answer
+        return f"page state unavailable: {type(exc).__name__}"
+    shown = [f"{name}={vals}" for name, vals in state.items() if vals]
+    return "page shows " + ("; ".join(shown) if shown else "no alert, status or metric")
+
+
 async def _session(k: int, page, url: str, results: dict) -> None:
-    """One visitor: open the app, then draw / wait for the prediction / reset until deadline."""
+    """One visitor: open the app, then draw / wait for the prediction / reset until the
+    deadline (or for ``results["rounds"]`` digits)."""
     errors = results["errors"]
     page.on("pageerror", lambda e: errors.append(f"session {k}: page error: {e}"))
     try:
@@ -172,15 +208,17 @@ async def _session(k: int, page, url: str, results: dict) -> None:
         await canvas.wait_for(state="visible", timeout=TIMEOUT_MS)
         box = await canvas.bounding_box()
     except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
-        errors.append(f"session {k}: could not open the app: {type(exc).__name__}: {exc}")
+        errors.append(f"session {k}: could not open the app: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0]} ({await _page_state(page)})")
         return
     results["ready"] += 1
     # Start together: sessions that opened early wait for the common start signal.
     await results["start"].wait()
-    deadline = results["deadline"]
+    deadline, rounds = results["deadline"], results["rounds"]
+    done = 0  # rounds finished, failed or not
     i = k  # sessions start on different digits
     metric = page.locator(METRIC_VALUE)
-    while time.perf_counter() < deadline:
+    while done < rounds if rounds else time.perf_counter() < deadline:
         digit, left, top, size = STROKES[i % len(STROKES)]
         i += 1
         try:
@@ -189,6 +227,7 @@ async def _session(k: int, page, url: str, results: dict) -> None:
                 await metric.wait_for(state="detached", timeout=TIMEOUT_MS)
             [pts] = stroke_points(digit, left, top, size)
             await page.mouse.move(box["x"] + pts[0][0], box["y"] + pts[0][1])
+            t_draw = time.perf_counter()
             await page.mouse.down()
             for x, y in pts[1:]:
                 await page.mouse.move(box["x"] + x, box["y"] + y)
@@ -198,30 +237,37 @@ async def _session(k: int, page, url: str, results: dict) -> None:
             shown = (await metric.inner_text()).strip()
             t1 = time.perf_counter()
         except Exception as exc:  # noqa: BLE001
-            if time.perf_counter() >= deadline + TIMEOUT_MS / 1000:
+            done += 1
+            if not rounds and time.perf_counter() >= deadline + TIMEOUT_MS / 1000:
                 break
-            errors.append(f"session {k}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            errors.append(f"session {k}: {type(exc).__name__}: {str(exc).splitlines()[0]} "
+                          f"({await _page_state(page)})")
             continue
-        if t1 <= deadline:  # count only predictions completed inside the window
+        done += 1
+        if rounds or t1 <= deadline:  # count only predictions completed inside the window
             # (opening 20 pages on two cores takes a while: the clock starts after)
             results["latencies"].append(t1 - t0)
+            results["draw_s"].append(t0 - t_draw)
+            results["per_session"][k] += 1
             if shown != str(digit):
                 results["misreads"] += 1
 
 
-async def _run_level(url: str, n: int, seconds: float, browsers: int) -> dict:
+async def _run_level(url: str, n: int, seconds: float, browsers: int,
+                     rounds: int | None = None) -> dict:
     from playwright.async_api import async_playwright
 
-    results = {"latencies": [], "errors": [], "misreads": 0, "ready": 0,
-               "start": asyncio.Event()}
+    results = {"latencies": [], "draw_s": [], "errors": [], "misreads": 0, "ready": 0,
+               "start": asyncio.Event(), "rounds": rounds, "per_session": [0] * n}
     async with async_playwright() as pw:
         launched = [await pw.chromium.launch(executable_path=CHROMIUM,
                                              args=CHROMIUM_ARGS + EXTRA_ARGS, headless=True)
                     for _ in range(min(n, browsers))]
         try:
-            contexts = [await b.new_context(viewport={"width": 1300, "height": 1000})
-                        for b in launched]
-            pages = [await contexts[k % len(contexts)].new_page() for k in range(n)]
+            # One context (= one window) per session: see the module doc.
+            contexts = [await launched[k % len(launched)].new_context(
+                viewport={"width": 1300, "height": 1000}) for k in range(n)]
+            pages = [await c.new_page() for c in contexts]
             tasks = [asyncio.create_task(_session(k, p, url, results))
                      for k, p in enumerate(pages)]
             # Wait until every session has its canvas (or failed), then start the clock.
@@ -229,9 +275,12 @@ async def _run_level(url: str, n: int, seconds: float, browsers: int) -> dict:
             while results["ready"] + len(results["errors"]) < n:
                 await asyncio.sleep(0.2)
             open_s = time.perf_counter() - t_open
-            results["deadline"] = time.perf_counter() + seconds
+            t_start = time.perf_counter()
+            results["deadline"] = t_start + seconds
             results["start"].set()
             await asyncio.gather(*tasks)
+            if rounds:  # the level lasts as long as the sessions take
+                seconds = time.perf_counter() - t_start
         finally:
             for b in launched:
                 await b.close()
@@ -240,9 +289,13 @@ async def _run_level(url: str, n: int, seconds: float, browsers: int) -> dict:
         "sessions": n,
         "seconds": seconds,
         "open_s": round(open_s, 1),
+        "rounds": rounds,
         "predictions": len(lat),
+        "per_session": results["per_session"],
         "predictions_per_s": round(len(lat) / seconds, 2),
         "median_latency_s": round(statistics.median(lat), 3) if lat else None,
+        # The client's own time to draw a stroke: shows the browsers keep up.
+        "median_draw_s": round(statistics.median(results["draw_s"]), 3) if lat else None,
         "p95_latency_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3) if lat else None,
         "errors": len(results["errors"]),
         "error_samples": results["errors"][:5],
@@ -251,8 +304,11 @@ async def _run_level(url: str, n: int, seconds: float, browsers: int) -> dict:
 
 
 def measure(sessions=(1, 5, 20), seconds: float = 60, browsers: int = 3, model=None,
-            log_path=None) -> dict:
-    """Run every load level against one app process; returns the figures (see module doc)."""
+            log_path=None, rounds: int | None = None) -> dict:
+    """Run every load level against one app process; returns the figures (see module doc).
+
+    ``rounds``: each session draws exactly this many digits (``seconds`` is then unused
+    and each level's ``seconds`` is how long it took)."""
     log_path = log_path or Path(tempfile.mkdtemp(prefix="mnist-load-")) / "server.log"
     levels = []
     with CountingAppServer(model=model, log_path=log_path) as server:
@@ -260,7 +316,7 @@ def measure(sessions=(1, 5, 20), seconds: float = 60, browsers: int = 3, model=N
             idle = mem.rss_mb()
             for n in sessions:
                 before, cpu0, t0 = len(mem.samples), mem.cpu_s(), time.perf_counter()
-                res = asyncio.run(_run_level(server.url, n, seconds, browsers))
+                res = asyncio.run(_run_level(server.url, n, seconds, browsers, rounds))
                 # Server CPU over the whole level (page opening included), as a share of
                 # one core: shows whether the server or the browsers use up the CPUs.
                 res["server_cpu_pct"] = round(
@@ -277,10 +333,13 @@ def measure(sessions=(1, 5, 20), seconds: float = 60, browsers: int = 3, model=N
 
 def _line(r: dict) -> str:
     med = "-" if r["median_latency_s"] is None else f"{r['median_latency_s']:.2f}"
+    draw = "-" if r["median_draw_s"] is None else f"{r['median_draw_s']:.2f}"
     p95 = "-" if r["p95_latency_s"] is None else f"{r['p95_latency_s']:.2f}"
     return (f"N={r['sessions']:>3}: {r['predictions_per_s']:6.2f} predictions/s "
             f"({r['predictions']} in {r['seconds']:.0f} s), latency median {med} s, "
-            f"p95 {p95} s, errors {r['errors']}, misreads {r['misreads']}, "
+            f"p95 {p95} s, drawing a stroke {draw} s, "
+            f"per session {min(r['per_session'])}-{max(r['per_session'])}, "
+            f"errors {r['errors']}, misreads {r['misreads']}, "
             f"server RSS peak {r['server_rss_peak_mb']:.0f} MB, "
             f"server CPU {r['server_cpu_pct']:.0f} % of a core")
 
@@ -297,6 +356,8 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 5, 20],
                         help="concurrent sessions per level (default: 1 5 20)")
     parser.add_argument("--seconds", type=float, default=60.0, help="duration of each level")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="each session draws exactly this many digits (instead of --seconds)")
     parser.add_argument("--browsers", type=int, default=3,
                         help="browser processes; sessions are spread over them as pages")
     parser.add_argument("--model", default=None, help="model file (default: $MNIST_CNN_MODEL "
@@ -304,13 +365,14 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     parser.add_argument("--log", default=None, help="write the app server's output here")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
-    if any(n < 1 for n in args.sessions) or args.seconds <= 0 or args.browsers < 1:
-        parser.error("--sessions, --seconds and --browsers must be positive")
+    if (any(n < 1 for n in args.sessions) or args.seconds <= 0 or args.browsers < 1
+            or (args.rounds is not None and args.rounds < 1)):
+        parser.error("--sessions, --seconds, --rounds and --browsers must be positive")
     if not Path(CHROMIUM).is_file():
         print(f"error: {CHROMIUM} is missing (install Debian chromium: `make chromium`)",
               file=sys.stderr)
         return 1
-    res = measure(args.sessions, args.seconds, args.browsers, args.model, args.log)
+    res = measure(args.sessions, args.seconds, args.browsers, args.model, args.log, args.rounds)
     errors = sum(r["errors"] for r in res["levels"])
     print(f"Load: {len(res['levels'])} levels on one app process; model loaded "
           f"{res['model_loads']} time(s); server RSS idle {res['server_rss_idle_mb']:.0f} MB; "
