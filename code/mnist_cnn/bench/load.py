@@ -197,6 +197,12 @@ async def _page_state(page) -> str:
     return "page shows " + ("; ".join(shown) if shown else "no alert, status or metric")
 
 
+async def _describe(exc: Exception, page) -> str:
+    """An error sample: the exception's type and first line, and what the page showed."""
+    first = (str(exc).splitlines() or [""])[0]  # some exceptions have no message
+    return f"{type(exc).__name__}: {first} ({await _page_state(page)})"
+
+
 async def _session(k: int, page, url: str, results: dict) -> None:
     """One visitor: open the app, then draw / wait for the prediction / reset until the
     deadline (or for ``results["rounds"]`` digits)."""
@@ -208,19 +214,18 @@ async def _session(k: int, page, url: str, results: dict) -> None:
         await canvas.wait_for(state="visible", timeout=TIMEOUT_MS)
         box = await canvas.bounding_box()
     except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
-        errors.append(f"session {k}: could not open the app: {type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0]} ({await _page_state(page)})")
+        errors.append(f"session {k}: could not open the app: {await _describe(exc, page)}")
         return
     results["ready"] += 1
     # Start together: sessions that opened early wait for the common start signal.
     await results["start"].wait()
     deadline, rounds = results["deadline"], results["rounds"]
-    done = 0  # rounds finished, failed or not
-    i = k  # sessions start on different digits
+    started = 0  # rounds started (each ends in a prediction or an error)
     metric = page.locator(METRIC_VALUE)
-    while done < rounds if rounds else time.perf_counter() < deadline:
-        digit, left, top, size = STROKES[i % len(STROKES)]
-        i += 1
+    while (started < rounds) if rounds else (time.perf_counter() < deadline):
+        # sessions start on different digits
+        digit, left, top, size = STROKES[(k + started) % len(STROKES)]
+        started += 1
         try:
             if await metric.count():
                 await page.locator(RESET_BUTTON).click(timeout=TIMEOUT_MS)
@@ -237,13 +242,10 @@ async def _session(k: int, page, url: str, results: dict) -> None:
             shown = (await metric.inner_text()).strip()
             t1 = time.perf_counter()
         except Exception as exc:  # noqa: BLE001
-            done += 1
             if not rounds and time.perf_counter() >= deadline + TIMEOUT_MS / 1000:
                 break
-            errors.append(f"session {k}: {type(exc).__name__}: {str(exc).splitlines()[0]} "
-                          f"({await _page_state(page)})")
+            errors.append(f"session {k}: {await _describe(exc, page)}")
             continue
-        done += 1
         if rounds or t1 <= deadline:  # count only predictions completed inside the window
             # (opening 20 pages on two cores takes a while: the clock starts after)
             results["latencies"].append(t1 - t0)
