@@ -59,4 +59,4 @@ def committed_or_small_model(tmp_dir):
 
 # The digit stroke paths and their PIL rendering live in the package (the chapter
 # and the browser tests use them too).
-from mnist_cnn.bench.canvas import DIGIT_STROKES, render_digit, stroke_points  # noqa: E402,F401
+from mnist_cnn.canvas import DIGIT_STROKES, render_digit, stroke_points  # noqa: E402,F401

@@ -4,7 +4,8 @@ import argparse
 
 import numpy as np
 import pytest
-from mnist_cnn.bench.canvas import CANVAS, HEIGHT_RANGE, main, run, simulate_canvas
+from mnist_cnn.bench.canvas import main, run
+from mnist_cnn.canvas import CANVAS, HEIGHT_RANGE, simulate_canvas
 
 from tests._helpers_app import committed_or_small_model
 
