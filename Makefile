@@ -85,8 +85,8 @@ test: data book-assets chromium tools lint ## run the whole test suite
 test-fast: data ## the suite without slow and browser tests
 	$(PY) -m pytest -m "not slow and not browser"
 
-lint: setup ## ruff on code, tests, app and tools
-	$(VENV)/bin/ruff check code tests app tools
+lint: setup ## ruff on code, tests, app, tools and benchmarks
+	$(VENV)/bin/ruff check code tests app tools benchmarks
 
 app: setup ## run the canvas app (http://localhost:8501)
 	$(VENV)/bin/streamlit run app/streamlit_app.py
@@ -101,9 +101,9 @@ bench: data ## run the benchmarks and print their figures
 	$(PY) -m mnist_cnn bench canvas
 
 bench-app: data chromium ## app benchmarks in a real browser: latency, load (N=1,5,20), faults
-	$(PY) -m mnist_cnn.bench.browser
-	$(PY) -m mnist_cnn.bench.load --sessions 1 5 20 --seconds 60
-	$(PY) -m mnist_cnn.bench.faults
+	$(PY) -m benchmarks.browser
+	$(PY) -m benchmarks.load --sessions 1 5 20 --seconds 60
+	$(PY) -m benchmarks.faults
 
 clean: ## remove build output (keeps .venv and the data cache)
 	rm -rf _build .pytest_cache .hypothesis

@@ -9,10 +9,13 @@ headless Chromium (the same driver as the browser tests) and saves the page.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from mnist_cnn import paths
-from mnist_cnn.bench.browser import (
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the browser driver lives in benchmarks/, beside app/
+
+from benchmarks.browser import (  # noqa: E402
     AppServer,
     draw_digit,
     launch_browser,
@@ -23,8 +26,7 @@ from mnist_cnn.bench.browser import (
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(paths.REPO_ROOT / "book" / "_static" /
-                                             "app_screenshot.png"))
+    parser.add_argument("--out", default=str(REPO / "book" / "_static" / "app_screenshot.png"))
     parser.add_argument("--model", default=None)
     parser.add_argument("--digit", type=int, default=3)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Headless Debian Chromium through Playwright, for the app and site checks.
 
-The browser, its flags and the launch live in :mod:`mnist_cnn.bench.browser`
+The browser, its flags and the launch live in :mod:`benchmarks.browser`
 (shared with the benchmarks); this adds what a test does when the browser is
 missing: fail in CI (`make test` installs Debian chromium), skip elsewhere.
 """
@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
-from mnist_cnn.bench.browser import CHROMIUM, launch_browser
+
+from benchmarks.browser import CHROMIUM, launch_browser
 
 
 def require_chromium() -> str:

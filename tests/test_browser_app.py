@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_cnn.bench.browser import (
+from PIL import Image
+
+from benchmarks.browser import (
     CHROMIUM,
     METRIC_VALUE,
     AppServer,
@@ -19,8 +21,6 @@ from mnist_cnn.bench.browser import (
     wait_for_full_result,
     wait_for_prediction,
 )
-from PIL import Image
-
 from tests._helpers_app import committed_or_small_model, render_digit, trained_small_model
 
 pytestmark = pytest.mark.browser

@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mnist_cnn import data
-from mnist_cnn.bench.faults import (
+from mnist_cnn.preprocess import to_mnist
+from streamlit.testing.v1 import AppTest
+
+from benchmarks.faults import (
     DROP_CAPS,
     folder_hashes,
     interrupt_training,
     place_previous_model,
 )
-from mnist_cnn.preprocess import to_mnist
-from streamlit.testing.v1 import AppTest
-
 from tests._helpers_app import APP, TIMEOUT, committed_or_small_model, render_digit
 from tests.test_app_streamlit import _draw, _texts
 

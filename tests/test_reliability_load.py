@@ -1,6 +1,6 @@
 """A small run of the load benchmark: concurrent browser sessions on one app process.
 
-The full figures (N = 1, 5, 20 for 60 s) come from ``python -m mnist_cnn.bench.load``;
+The full figures (N = 1, 5, 20 for 60 s) come from ``python -m benchmarks.load``;
 this checks the behaviour behind them: every session gets its predictions (each
 the digit it drew), no errors, and the process loads the model once however many
 sessions there are.
@@ -18,7 +18,7 @@ from tests._helpers_app import committed_or_small_model
 @pytest.mark.slow
 def test_concurrent_sessions_share_one_model_and_get_predictions(tmp_path_factory):
     require_chromium()
-    from mnist_cnn.bench.load import measure
+    from benchmarks.load import measure
 
     model = committed_or_small_model(tmp_path_factory.getbasetemp())
     log = tmp_path_factory.mktemp("load") / "server.log"

@@ -1,6 +1,6 @@
 """Load benchmark: N people drawing at once on one app process.
 
-``python -m mnist_cnn.bench.load [--sessions 1 5 20] [--seconds 60 | --rounds R]
+``python -m benchmarks.load [--sessions 1 5 20] [--seconds 60 | --rounds R]
 [--browsers 3] [--model PATH] [--json]``  (run it on an otherwise idle machine: the browsers
 and the app share its cores; also ``make bench-app``)
 
@@ -50,7 +50,7 @@ per load before handing over to Streamlit's own command line, so the app's
 code is untouched. The model must be loaded once per process, whatever N is.
 
 The browser flags and the system Chromium are those of
-:mod:`mnist_cnn.bench.browser` (never ``playwright install``).
+:mod:`benchmarks.browser` (never ``playwright install``).
 """
 
 from __future__ import annotations
@@ -67,17 +67,18 @@ import threading
 import time
 from pathlib import Path
 
-from mnist_cnn import paths
-from mnist_cnn.bench.browser import (
+from mnist_cnn.canvas import stroke_points
+
+from benchmarks.browser import (
     APP_SCRIPT,
     CANVAS,
     CHROMIUM,
     CHROMIUM_ARGS,
     METRIC_VALUE,
+    REPO,
     RESET_BUTTON,
     AppServer,
 )
-from mnist_cnn.bench.canvas import stroke_points
 
 LOAD_MARKER = "MNIST_CNN_BENCH_MODEL_LOAD"
 # Keep pages in windows that are not in front running at full speed.
@@ -120,7 +121,7 @@ class CountingAppServer(AppServer):
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=paths.REPO_ROOT)
+                                     cwd=REPO)
         self.wait_healthy()
         return self
 
@@ -346,14 +347,8 @@ def _line(r: dict) -> str:
             f"server CPU {r['server_cpu_pct']:.0f} % of a core")
 
 
-def main(argv: list[str] | argparse.Namespace | None = None) -> int:
-    """Command line; also accepts the ``python -m mnist_cnn bench ...`` Namespace
-    (``--repeats`` = seconds per level, ``--model``, ``--json``)."""
-    if isinstance(argv, argparse.Namespace):
-        ns = argv
-        argv = ["--seconds", str(ns.repeats or 60)] + (["--model", ns.model] if ns.model else [])
-        argv += ["--json"] if getattr(ns, "json", False) else []
-    parser = argparse.ArgumentParser(prog="python -m mnist_cnn.bench.load",
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 5, 20],
                         help="concurrent sessions per level (default: 1 5 20)")

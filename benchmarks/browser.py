@@ -1,6 +1,6 @@
 """Drive the canvas app in a real browser: latency benchmark and helpers.
 
-``python -m mnist_cnn.bench.browser [--strokes 10] [--model PATH] [--json]``
+``python -m benchmarks.browser [--strokes 10] [--model PATH] [--json]``
 
 Starts the app (``streamlit run``) on a free loopback port, opens it in
 headless Chromium (Debian's ``/usr/bin/chromium`` through Playwright, never a
@@ -28,8 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mnist_cnn import paths
-from mnist_cnn.bench.canvas import stroke_points
+from mnist_cnn.canvas import stroke_points
 
 CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps trying to reach
@@ -38,7 +37,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-APP_SCRIPT = paths.REPO_ROOT / "app" / "streamlit_app.py"
+REPO = Path(__file__).resolve().parents[1]
+APP_SCRIPT = REPO / "app" / "streamlit_app.py"
 CANVAS = "canvas.upper-canvas"
 METRIC_VALUE = '[data-testid="stMetricValue"]'
 RESET_BUTTON = 'button[title="Reset canvas & history"]'
@@ -78,7 +78,7 @@ class AppServer:
         out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     cwd=paths.REPO_ROOT)
+                                     cwd=REPO)
         self.wait_healthy()
         return self
 
@@ -211,7 +211,7 @@ def measure(model=None, strokes: int = 10, log_path=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_cnn.bench.browser",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.browser",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--strokes", type=int, default=10)
     parser.add_argument("--model", default=None, help="model file (default: $MNIST_CNN_MODEL "

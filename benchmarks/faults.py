@@ -1,6 +1,6 @@
 """Fault benchmark: break things on purpose, end to end, and time the recovery.
 
-``python -m mnist_cnn.bench.faults [--model PATH] [--skip-browser] [--json]``
+``python -m benchmarks.faults [--model PATH] [--skip-browser] [--json]``
 (run it on an otherwise idle machine: it measures recovery times; also ``make bench-app``)
 
 Scenarios, each printed as one line (what happened, how long it took):
@@ -135,7 +135,7 @@ def app_model_faults(model: Path, work: Path, rows: list[dict]) -> None:
     """Scenario 1: corrupt / delete / restore the model under a running app (browser)."""
     from playwright.sync_api import sync_playwright
 
-    from mnist_cnn.bench.browser import (
+    from benchmarks.browser import (
         CANVAS,
         METRIC_VALUE,
         AppServer,
@@ -279,7 +279,6 @@ def unsafe_files(work: Path, rows: list[dict]) -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-
     from mnist_cnn.keras_model import load_model
     from mnist_cnn.scratch.network import Sequential
 
@@ -332,13 +331,8 @@ def run(model=None, browser: bool = True) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | argparse.Namespace | None = None) -> int:
-    """Command line; also accepts the ``python -m mnist_cnn bench ...`` Namespace."""
-    if isinstance(argv, argparse.Namespace):
-        ns = argv
-        argv = (["--model", ns.model] if ns.model else []) + (
-            ["--json"] if getattr(ns, "json", False) else [])
-    parser = argparse.ArgumentParser(prog="python -m mnist_cnn.bench.faults",
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.faults",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a good Keras model to serve "
                         "(default: $MNIST_CNN_MODEL or models/cnn_model.keras)")
