@@ -73,7 +73,7 @@ def test_conv2d_naive_matches_tf(rng):
     ((2, 7, 8, 2), 3, 3),
 ])
 def test_max_pool_forward_and_gradient_match_tf(rng, xshape, pool, stride):
-    # distinct values: TF and we agree on where the gradient goes when there are no ties
+    # distinct values here; ties have their own test below
     x = (rng.permutation(np.prod(xshape)).reshape(xshape) / np.prod(xshape)).astype(np.float32)
     out, cache = F.max_pool2d(x, pool, stride)
     dout = _u(rng, out.shape)
@@ -85,6 +85,26 @@ def test_max_pool_forward_and_gradient_match_tf(rng, xshape, pool, stride):
     assert out.shape == tuple(t_out.shape)
     assert _maxdiff(out, t_out) < TOL
     assert _maxdiff(F.max_pool2d_backward(dout, cache), tdx) < TOL
+
+
+@pytest.mark.parametrize(("pool", "stride"), [(2, None), (3, 2), (2, 1), (3, 3)])
+def test_max_pool_ties_go_where_tf_sends_them(rng, pool, stride):
+    """Integer values make most windows hold a tie; TensorFlow, our loops and our
+    vectorised pass all send the gradient to the first maximum in row-major order."""
+    x = np.round(rng.standard_normal((2, 9, 8, 3))).astype(np.float32)
+    out, cache = F.max_pool2d(x, pool, stride)
+    _, naive_cache = F.max_pool2d_naive(x, pool, stride)
+    dout = _u(rng, out.shape)
+    tx = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        t_out = tf.nn.max_pool2d(tx, ksize=pool, strides=stride or pool, padding="VALID")
+        scalar = tf.reduce_sum(t_out * dout)
+    tdx = tape.gradient(scalar, tx)
+    ties = sum(int((x[sl] == out).sum()) for sl in F._pool_views(x, cache["pool"],
+               cache["stride"], *out.shape[1:3])) - out.size
+    assert ties > out.size // 4                   # the test is about ties: many of them
+    assert _maxdiff(F.max_pool2d_backward(dout, cache), tdx) < TOL
+    assert _maxdiff(F.max_pool2d_backward_naive(dout, naive_cache), tdx) < TOL
 
 
 def test_dense_relu_softmax_layers_match_keras(rng):

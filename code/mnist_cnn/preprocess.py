@@ -173,18 +173,12 @@ def _as_float(image) -> tuple[np.ndarray, np.ndarray | None]:
 def ink_map(image) -> np.ndarray:
     """Step 1: any image -> ink intensity (H, W) float64 in [0, 1], 1 = strongest ink.
 
-    - With transparency (a canvas: untouched pixels have alpha 0) and opaque
-      pixels of one colour (brush strokes), opacity *is* the ink, whatever the
-      stroke colour and however much of the canvas it covers.
-    - Otherwise (no alpha, or opaque content with its own contrast, like a photo
-      with a transparent margin) the background is the median gray level of the
-      picture's border (transparent pixels count as background), and the ink is
-      whichever direction - darker or lighter than the background - deviates
-      most: that detects dark-on-light (paper) vs light-on-dark (MNIST, a black
-      canvas).
-    The result is stretched so the strongest ink is 1; an image without
-    enough contrast gives all zeros.
-
+    - A canvas (transparent background, opaque strokes of one colour): opacity
+      *is* the ink, whatever the stroke colour.
+    - Anything else: the background is the median grey level of the picture's
+      border, and the ink is whichever direction (darker or lighter than it)
+      deviates most: dark-on-light paper or light-on-dark MNIST.
+    Stretched so the strongest ink is 1; too little contrast gives all zeros.
     Raises ValueError if ``image`` is not an image (see :func:`to_mnist`).
     """
     gray, alpha = _as_float(image)

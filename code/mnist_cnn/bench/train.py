@@ -1,8 +1,10 @@
 """``python -m mnist_cnn bench train``: one training epoch of the course
-architecture in the NumPy engine and in Keras, same data, same batch size,
-same optimiser (Adam), in one run; prints seconds per epoch and the ratio.
+architecture in the plain NumPy engine, in the fast one (the speed layer,
+:mod:`mnist_cnn.scratch.fast`) and in Keras, same data, same batch size, same
+optimiser (Adam), in one run; prints seconds per epoch and each NumPy path's
+ratio to Keras.
 
-Both engines get a warm-up first (Keras traces and compiles its training step on
+Every engine gets a warm-up first (Keras traces and compiles its training step on
 the first call; NumPy/BLAS allocate their buffers), which is not timed. The
 warm-up ends with a partial batch of the same size as the timed epoch's last
 one, so Keras has also traced that shape; otherwise it retraces inside the timed
@@ -67,15 +69,18 @@ def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
     y = y_train.astype(np.int64)
     n_warm = warmup_size(len(x), batch_size)
 
-    net = build_model(seed)
-    fit(net, x[:n_warm], y[:n_warm], epochs=1, batch_size=batch_size, seed=seed,
-        progress=False)
-    t_numpy, hist_np = [], []
-    for r in range(repeat):
-        t0 = time.perf_counter()
-        hist_np.append(fit(net, x, y, epochs=1, batch_size=batch_size, seed=seed + r,
-                           progress=False))
-        t_numpy.append(time.perf_counter() - t0)
+    numpy = {}
+    for path, fast in (("plain", False), ("fast", True)):
+        net = build_model(seed)
+        fit(net, x[:n_warm], y[:n_warm], epochs=1, batch_size=batch_size, seed=seed,
+            progress=False, fast=fast)
+        seconds, hist = [], []
+        for r in range(repeat):
+            t0 = time.perf_counter()
+            hist.append(fit(net, x, y, epochs=1, batch_size=batch_size, seed=seed + r,
+                            progress=False, fast=fast))
+            seconds.append(time.perf_counter() - t0)
+        numpy[path] = (seconds, hist[0]["loss"][0])
 
     model = keras_twin(seed)
     model.fit(x[:n_warm], y[:n_warm], batch_size=batch_size, epochs=1, verbose=0)
@@ -89,13 +94,15 @@ def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
     import keras
     import tensorflow as tf
 
-    return {"images": int(len(x)), "batch_size": batch_size, "params": net.count_params(),
-            "keras_params": int(model.count_params()),
-            "numpy_s_per_epoch": min(t_numpy), "keras_s_per_epoch": min(t_keras),
-            "numpy_epochs_s": t_numpy, "keras_epochs_s": t_keras,
-            "ratio_numpy_over_keras": min(t_numpy) / min(t_keras),
-            "numpy_epoch_loss": hist_np[0]["loss"][0],
-            "keras_epoch_loss": float(hist_k[0].history["loss"][0]),
+    result = {"images": int(len(x)), "batch_size": batch_size, "params": net.count_params(),
+              "keras_params": int(model.count_params()),
+              "keras_s_per_epoch": min(t_keras), "keras_epochs_s": t_keras,
+              "keras_epoch_loss": float(hist_k[0].history["loss"][0])}
+    for path, (seconds, loss) in numpy.items():
+        result.update({f"{path}_s_per_epoch": min(seconds), f"{path}_epochs_s": seconds,
+                       f"ratio_{path}_over_keras": min(seconds) / min(t_keras),
+                       f"{path}_epoch_loss": loss})
+    return {**result,
             "versions": {"numpy": np.__version__, "tensorflow": tf.__version__,
                          "keras": keras.__version__}}
 
@@ -105,16 +112,18 @@ def _list(seconds) -> str:
 
 
 def format_results(r: dict) -> str:
-    return "\n".join([
-        f"bench train: one epoch, {r['images']:,} images, batch {r['batch_size']}, Adam, "
-        f"same architecture ({r['params']:,} params; Keras {r['keras_params']:,})",
-        f"  NumPy (mnist_cnn.scratch): {r['numpy_s_per_epoch']:7.1f} s/epoch  "
-        f"(best of {_list(r['numpy_epochs_s'])}; first epoch loss {r['numpy_epoch_loss']:.4f})",
-        f"  Keras {r['versions']['keras']} / TF {r['versions']['tensorflow']}:   "
-        f"{r['keras_s_per_epoch']:7.1f} s/epoch  (best of {_list(r['keras_epochs_s'])}; "
-        f"first epoch loss {r['keras_epoch_loss']:.4f})",
-        f"  ratio NumPy / Keras: {r['ratio_numpy_over_keras']:.2f}",
-    ])
+    lines = [f"bench train: one epoch, {r['images']:,} images, batch {r['batch_size']}, Adam, "
+             f"same architecture ({r['params']:,} params; Keras {r['keras_params']:,})"]
+    for path, label in (("plain", "NumPy plain (Sequential)"), ("fast", "NumPy fast (FastEngine)")):
+        lines.append(f"  {label:32s} {r[f'{path}_s_per_epoch']:6.1f} s/epoch  (best of "
+                     f"{_list(r[f'{path}_epochs_s'])}; first epoch loss "
+                     f"{r[f'{path}_epoch_loss']:.4f})")
+    keras_label = f"Keras {r['versions']['keras']} / TF {r['versions']['tensorflow']}"
+    lines.append(f"  {keras_label:32s} {r['keras_s_per_epoch']:6.1f} s/epoch  (best of "
+                 f"{_list(r['keras_epochs_s'])}; first epoch loss {r['keras_epoch_loss']:.4f})")
+    lines.append(f"  ratio plain / Keras: {r['ratio_plain_over_keras']:.2f}")
+    lines.append(f"  ratio fast / Keras:  {r['ratio_fast_over_keras']:.2f}")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:

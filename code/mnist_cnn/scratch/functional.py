@@ -11,9 +11,12 @@ Every op is a pair in the CS231n style::
     out, cache = op(x, ...)          # forward: keep what the backward pass needs
     dx, ...    = op_backward(dout, cache)
 
-``conv2d_naive`` / ``max_pool2d_naive`` are the literal loops, written to be
-read; ``conv2d`` / ``max_pool2d`` compute the same numbers with a handful of
-array operations. The dtype of the inputs is kept (float32 in models, float64 in
+``conv2d_naive`` / ``max_pool2d_naive`` (and their ``*_backward_naive``
+passes) are the literal loops, written to be read; ``conv2d`` / ``max_pool2d``
+(and ``conv2d_backward`` / ``max_pool2d_backward``) compute the same numbers
+with a handful of array operations. Each pair has its own cache: pass the cache
+of ``conv2d`` to ``conv2d_backward`` and that of ``conv2d_naive`` to
+``conv2d_backward_naive``. The dtype of the inputs is kept (float32 in models, float64 in
 gradient checks).
 
 Output size of a convolution or pooling window of size ``k`` and stride ``s``
@@ -33,8 +36,10 @@ __all__ = [
     "same_padding",
     "conv2d_naive",
     "conv2d",
+    "conv2d_backward_naive",
     "conv2d_backward",
     "max_pool2d_naive",
+    "max_pool2d_backward_naive",
     "max_pool2d",
     "max_pool2d_backward",
     "relu",
@@ -170,7 +175,7 @@ def conv2d_naive(x, w, b, stride=1, padding="valid"):
     Returns a tuple of:
     - out: shape (N, H_out, W_out, C_out) with
       H_out = floor((H + pad_h - KH) / stride) + 1 (see :func:`conv_output_size`)
-    - cache: for :func:`conv2d_backward`
+    - cache: for :func:`conv2d_backward_naive`
     """
     stride, padding, pads, out_h, out_w = _conv_setup(x, w, b, stride, padding)
     kh, kw, _, c_out = w.shape
@@ -184,7 +189,7 @@ def conv2d_naive(x, w, b, stride=1, padding="valid"):
                 window = xp[i, top:top + kh, left:left + kw, :]       # (KH, KW, C_in)
                 for f in range(c_out):      # each filter: one dot product
                     out[i, r, c, f] = np.sum(window * w[:, :, :, f]) + (0 if b is None else b[f])
-    cache = {"kind": "naive", "x": x, "w": w, "b": b, "stride": stride, "pads": pads}
+    cache = {"x": x, "w": w, "stride": stride, "pads": pads}
     return out, cache
 
 
@@ -223,26 +228,18 @@ def conv2d(x, w, b, stride=1, padding="valid"):
     if b is not None:
         out += b
     out = out.reshape(x.shape[0], out_h, out_w, c_out)
-    cache = {"kind": "im2col", "x_shape": x.shape, "cols": cols, "w": w, "b": b,
-             "stride": stride, "pads": pads}
+    cache = {"x_shape": x.shape, "cols": cols, "w": w, "stride": stride, "pads": pads}
     return out, cache
 
 
 def conv2d_backward(dout, cache, need_dx: bool = True):
-    """Backward pass of a convolution (either :func:`conv2d` or :func:`conv2d_naive`).
+    """Backward pass of :func:`conv2d` (im2col): two matrix multiplies and col2im.
 
-    Inputs:
-    - dout: upstream gradient dL/dout, shape (N, H_out, W_out, C_out)
-    - cache: from the forward call
-    - need_dx: skip dL/dx (returned as None) - the first layer does not need it
+    Inputs: dout = dL/dout (N, H_out, W_out, C_out); the cache of :func:`conv2d`;
+    need_dx False skips dL/dx (returned as None): the first layer does not need it.
 
-    Returns a tuple of:
-    - dx: shape (N, H, W, C_in)
-    - dw: shape (KH, KW, C_in, C_out)
-    - db: shape (C_out,)
+    Returns (dx (N, H, W, C_in), dw (KH, KW, C_in, C_out), db (C_out,)).
     """
-    if cache["kind"] == "naive":
-        return _conv2d_backward_naive(dout, cache, need_dx)
     w, stride, pads = cache["w"], cache["stride"], cache["pads"]
     kh, kw, c_in, c_out = w.shape
     n, h, wd, _ = cache["x_shape"]
@@ -265,9 +262,12 @@ def conv2d_backward(dout, cache, need_dx: bool = True):
     return dx, dw, db
 
 
-def _conv2d_backward_naive(dout, cache, need_dx=True):
-    """The backward pass as loops: each output position sends its gradient back
-    to the window and the kernel that produced it."""
+def conv2d_backward_naive(dout, cache, need_dx: bool = True):
+    """Backward pass of :func:`conv2d_naive`, as loops: each output position sends
+    its gradient back to the window and the kernel that produced it.
+
+    Inputs / returns: as :func:`conv2d_backward`, with the cache of :func:`conv2d_naive`.
+    """
     x, w, stride, pads = cache["x"], cache["w"], cache["stride"], cache["pads"]
     kh, kw, _, c_out = w.shape
     xp = _pad(x, pads)
@@ -315,11 +315,7 @@ def max_pool2d_naive(x, pool_size=2, stride=None):
 
     Returns a tuple of:
     - out: shape (N, H_out, W_out, C), H_out = floor((H - P) / S) + 1
-    - cache: for :func:`max_pool2d_backward`
-
-    Ties: the gradient goes to the *first* maximum of the window in row-major
-    order (top-left first), the element ``np.argmax`` picks. (TensorFlow also
-    sends it to a single element; the tests compare with it on inputs without ties.)
+    - cache: for :func:`max_pool2d_backward_naive`
     """
     p, s, out_h, out_w = _pool_setup(x, pool_size, stride)
     n, _, _, c = x.shape
@@ -330,8 +326,32 @@ def max_pool2d_naive(x, pool_size=2, stride=None):
                 for ch in range(c):
                     window = x[i, r * s : r * s + p, q * s : q * s + p, ch]
                     out[i, r, q, ch] = window.max()
-    cache = {"kind": "naive", "x": x, "pool": p, "stride": s}
+    cache = {"x": x, "pool": p, "stride": s}
     return out, cache
+
+
+def max_pool2d_backward_naive(dout, cache):
+    """Backward pass of :func:`max_pool2d_naive`, as loops.
+
+    Inputs: dout (N, H_out, W_out, C); the cache of :func:`max_pool2d_naive`.
+
+    Returns dx (N, H, W, C): each window's gradient goes entirely to the element
+    that was its maximum; overlapping windows add up. Ties: the *first* maximum
+    in row-major order (top-left first), the element ``np.argmax`` picks and
+    the one TensorFlow's max-pool gradient picks (a test checks both on inputs
+    full of ties).
+    """
+    x, p, s = cache["x"], cache["pool"], cache["stride"]
+    dx = np.zeros_like(x, dtype=np.result_type(dout, x))
+    n, out_h, out_w, c = dout.shape
+    for i in range(n):
+        for r in range(out_h):
+            for q in range(out_w):
+                for ch in range(c):
+                    window = x[i, r * s : r * s + p, q * s : q * s + p, ch]
+                    a, b = np.unravel_index(np.argmax(window), window.shape)
+                    dx[i, r * s + a, q * s + b, ch] += dout[i, r, q, ch]
+    return dx
 
 
 def _pool_views(x, p, s, out_h, out_w):
@@ -339,12 +359,12 @@ def _pool_views(x, p, s, out_h, out_w):
     one per window offset (a, b), in row-major order. Views, not copies."""
     for a in range(p):
         for b in range(p):
-            yield a * p + b, (slice(None), slice(a, a + (out_h - 1) * s + 1, s),
-                              slice(b, b + (out_w - 1) * s + 1, s), slice(None))
+            yield (slice(None), slice(a, a + (out_h - 1) * s + 1, s),
+                   slice(b, b + (out_w - 1) * s + 1, s), slice(None))
 
 
 def max_pool2d(x, pool_size=2, stride=None):
-    """Vectorised max pooling; same numbers and tie rule as :func:`max_pool2d_naive`.
+    """Vectorised max pooling; the same numbers as :func:`max_pool2d_naive`.
 
     Instead of looping over windows, loop over the P*P *offsets inside* a
     window: offset (a, b) of every window at once is the strided view
@@ -352,61 +372,36 @@ def max_pool2d(x, pool_size=2, stride=None):
     of these P*P views. The cache keeps ``x`` and ``out`` (references, no
     copies); the backward pass finds the winners again by comparing.
 
-    Inputs / returns: as :func:`max_pool2d_naive`.
+    Inputs / returns: as :func:`max_pool2d_naive`; the cache is for
+    :func:`max_pool2d_backward`.
     """
     p, s, out_h, out_w = _pool_setup(x, pool_size, stride)
-    out = None
-    for _, sl in _pool_views(x, p, s, out_h, out_w):
-        if out is None:
-            out = x[sl].copy()
-        else:
-            np.maximum(out, x[sl], out=out)
-    cache = {"kind": "fast", "x": x, "out": out, "pool": p, "stride": s}
+    views = _pool_views(x, p, s, out_h, out_w)
+    out = x[next(views)].copy()
+    for view in views:
+        np.maximum(out, x[view], out=out)
+    cache = {"x": x, "out": out, "pool": p, "stride": s}
     return out, cache
 
 
 def max_pool2d_backward(dout, cache):
-    """Backward pass of max pooling (either version).
+    """Backward pass of :func:`max_pool2d`, one window offset at a time.
 
-    Inputs:
-    - dout: shape (N, H_out, W_out, C)
-    - cache: from the forward call
+    Inputs: dout (N, H_out, W_out, C); the cache of :func:`max_pool2d`.
 
-    Returns:
-    - dx: shape (N, H, W, C); each window's gradient goes entirely to the element
-      that was its maximum - on ties, to the *first* maximum in row-major order
-      (top-left first, what ``np.argmax`` picks); overlapping windows add up.
+    Returns dx (N, H, W, C), the same as :func:`max_pool2d_backward_naive`: at
+    each offset, the windows whose maximum sits there (and was not found at an
+    earlier offset: the tie rule, first maximum in row-major order) send their
+    whole gradient to it.
     """
-    p, s = cache["pool"], cache["stride"]
-    x = cache["x"]
-    if cache["kind"] == "naive":
-        dx = np.zeros_like(x, dtype=np.result_type(dout, x))
-        n, out_h, out_w, c = dout.shape
-        for i in range(n):
-            for r in range(out_h):
-                for q in range(out_w):
-                    for ch in range(c):
-                        window = x[i, r * s : r * s + p, q * s : q * s + p, ch]
-                        a, bb = np.unravel_index(np.argmax(window), window.shape)
-                        dx[i, r * s + a, q * s + bb, ch] += dout[i, r, q, ch]
-        return dx
-    out = cache["out"]
+    x, out, p, s = cache["x"], cache["out"], cache["pool"], cache["stride"]
     _, out_h, out_w, _ = out.shape
-    tiled = s == p and out_h * p == x.shape[1] and out_w * p == x.shape[2]
-    # Tiling windows write every element of dx exactly once: no need to zero it.
-    dx = np.empty(x.shape, dout.dtype) if tiled else np.zeros(x.shape, dout.dtype)
-    taken = None   # windows whose gradient has been routed already (tie rule)
-    for _, sl in _pool_views(x, p, s, out_h, out_w):
-        hit = x[sl] == out
-        if taken is None:
-            taken = hit
-        else:
-            hit &= ~taken
-            taken |= hit
-        if s >= p:   # windows do not overlap: each input element belongs to one window
-            np.multiply(dout, hit, out=dx[sl])
-        else:
-            dx[sl] += dout * hit
+    dx = np.zeros(x.shape, dtype=dout.dtype)
+    taken = np.zeros(out.shape, dtype=bool)     # windows whose gradient is routed already
+    for view in _pool_views(x, p, s, out_h, out_w):
+        hit = (x[view] == out) & ~taken
+        taken |= hit
+        dx[view] += dout * hit
     return dx
 
 

@@ -8,124 +8,21 @@ loading a file never runs code from it).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from mnist_cnn._io import atomic_path
 from mnist_cnn.scratch import functional as F
-from mnist_cnn.scratch.fused import ConvReluPool
-from mnist_cnn.scratch.layers import (
-    DTYPE,
-    Conv2D,
-    Dropout,
-    Layer,
-    MaxPooling2D,
-    ReLU,
-    Softmax,
-    layer_from_config,
-)
+from mnist_cnn.scratch.layers import DTYPE, Layer, ReLU, Softmax, layer_from_config
 
-__all__ = ["Sequential", "FORMAT", "blas_threads", "keep_freed_memory"]
+__all__ = ["Sequential", "FORMAT"]
 
 FORMAT = "mnist_cnn.scratch.Sequential"
 FORMAT_VERSION = 1
-
-
-def _execution_path(layers, fuse: bool):
-    """The steps forward/backward run: the layers, with every Conv2D -> ReLU ->
-    MaxPooling2D run replaced by one fused step when ``fuse``."""
-    path, i = [], 0
-    while i < len(layers):
-        trio = layers[i : i + 3]
-        if fuse and len(trio) == 3 and isinstance(trio[0], Conv2D) \
-                and isinstance(trio[1], ReLU) and isinstance(trio[2], MaxPooling2D):
-            path.append(ConvReluPool(*trio))
-            i += 3
-        else:
-            path.append(layers[i])
-            i += 1
-    return path
-
-
-def _loss_and_backward(path, x, y, training):
-    """Forward through ``path`` to the logits, softmax cross-entropy, backward."""
-    if isinstance(path[-1], Softmax):
-        path = path[:-1]          # folded into the loss gradient
-    out = x
-    for step in path:
-        out = step.forward(out, training=training)
-    loss = F.cross_entropy(out, y, from_logits=True)
-    dout = F.softmax_cross_entropy_backward(out, y).astype(out.dtype, copy=False)
-    for step in reversed(path):
-        dout = step.backward(dout)
-    return loss, out
-
-
-_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    if workers not in _EXECUTORS:
-        _EXECUTORS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="mnist_cnn")
-    return _EXECUTORS[workers]
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:            # not on Linux
-        return os.cpu_count() or 1
-
-
-def _default_workers(shards: int) -> int:
-    return max(1, min(shards, _cpus()))
-
-
-_MALLOC_TUNED = False
-
-
-def keep_freed_memory() -> None:
-    """Ask the C allocator (glibc) to keep freed memory for reuse.
-
-    A training step allocates tens of MB of short-lived arrays. By default glibc
-    hands large blocks straight back to the operating system, so the next step
-    gets fresh pages, and the kernel zero-fills each 4 KiB page on first touch:
-    about 3,200 page faults and 20-25 % of the step time here. Raising the
-    mmap and trim thresholds keeps those blocks in the process for reuse.
-    Process-wide and idempotent; a no-op where glibc's ``mallopt`` is missing.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: the maximum glibc accepts
-        libc.mallopt(-1, 1 << 30)     # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-@contextmanager
-def blas_threads(workers: int):
-    """Give each of ``workers`` threads its share of the CPUs inside BLAS.
-
-    NumPy's matrix multiply (OpenBLAS) starts one thread per CPU by default;
-    with several shards multiplying at once that would oversubscribe the cores.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=max(1, _cpus() // max(1, workers)), user_api="blas"):
-        yield
 
 
 class Sequential:
@@ -137,16 +34,12 @@ class Sequential:
     - seed: seeds the weight initialisation and the dropout masks
 
     Layers followed by a ReLU get He initialisation, the others Glorot (Keras'
-    default); weights are float32.
-
-    Execution: each Conv2D -> ReLU -> MaxPooling2D run is computed by one fused
-    operation (:mod:`mnist_cnn.scratch.fused`, the same numbers with far fewer
-    passes over memory) unless ``fuse=False``. :meth:`activations` always goes
-    layer by layer, since it returns every layer's output.
+    default); weights are float32. This is the plain engine: every pass goes
+    layer by layer. The speed layer (:mod:`mnist_cnn.scratch.fast`) runs the
+    same network faster, on top of it.
     """
 
-    def __init__(self, layers: list[Layer], input_shape=(28, 28, 1), seed: int = 0,
-                 fuse: bool = True):
+    def __init__(self, layers: list[Layer], input_shape=(28, 28, 1), seed: int = 0):
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         names = [layer.name for layer in layers]
@@ -163,17 +56,6 @@ class Sequential:
             layer.need_dx = i > 0   # nobody needs dL/d(image): skip that work
             shape = layer.build(shape, rng)
         self.output_shape = shape
-        self.fuse = fuse
-
-    @property
-    def fuse(self) -> bool:
-        """Whether forward/backward run Conv2D -> ReLU -> MaxPooling2D fused."""
-        return self._fuse
-
-    @fuse.setter
-    def fuse(self, value: bool) -> None:
-        self._fuse = bool(value)
-        self._path = _execution_path(self.layers, self._fuse)
 
     # ------------------------------------------------------------------ passes
     def _check_input(self, x):
@@ -189,98 +71,39 @@ class Sequential:
     def forward(self, x, training: bool = False):
         """Inputs: x (N, *input_shape). Returns the last layer's output (N, *output_shape)."""
         x = self._check_input(x)
-        for step in self._path:
-            x = step.forward(x, training=training)
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
         return x
 
     def backward(self, dout):
         """Backpropagate dL/d(output) through every layer (fills each layer's grads).
         Returns dL/dx of the first layer's input, or None (it is not computed)."""
-        for step in reversed(self._path):
-            dout = step.backward(dout)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
         return dout
 
-    def loss_and_backward(self, x, y, training: bool = True, shards: int = 1,
-                          workers: int | None = None, processes: bool = False):
-        """One forward + backward pass with softmax cross-entropy on the logits.
+    def loss_and_backward(self, x, y, training: bool = True):
+        """The chain: forward through every layer, the loss, backward in reverse.
 
         Inputs: x (N, *input_shape), y integer labels (N,).
-        - shards: split the batch into this many parts, each run by its own
-          replica of the network (shared weights, own caches and dropout
-          stream); the gradients are combined as a weighted mean, which is the
-          gradient of the whole batch's mean loss.
-        - workers: how many shards run at once (default: one per shard, at most
-          one per CPU). The numbers depend on ``shards`` only, never on
-          ``workers``, ``processes`` or the machine.
-        - processes: run the shards beyond the first in worker processes
-          (:mod:`mnist_cnn.scratch.parallel`) instead of threads. NumPy releases
-          the GIL inside its loops and matrix multiplies, so threads use several
-          cores too, but the Python part of each NumPy call still takes turns.
+        Returns (loss: float, logits (N, K)); every layer's ``grads`` are filled.
 
-        Returns (loss: float, logits (N, K)); every layer's grads are filled.
-        Softmax followed by cross-entropy has the simple gradient (p - onehot(y)) / N,
-        which is also the stable way to compute it, so a final Softmax layer is
-        skipped here and the fused gradient used instead.
+        Softmax followed by cross-entropy has the simple gradient
+        (p - onehot(y)) / N, which is also the stable way to compute it, so a
+        final Softmax layer is skipped and that gradient starts the backward pass.
         """
-        x = self._check_input(x)
-        y = np.asarray(y)
+        x, y = self._check_input(x), np.asarray(y)
         if len(y) != len(x):
             raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-        shards = max(1, min(int(shards), len(x)))
-        if shards == 1:
-            return _loss_and_backward(self._path, x, y, training)
-        bounds = np.linspace(0, len(x), shards + 1).round().astype(int)
-        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        seeds = [self._dropout_seeds() for _ in parts]
-        keys = [(j, k) for j, layer in enumerate(self.layers) for k in layer.params]
-
-        def run(i):
-            layers, path = self._replica(seeds[i])
-            out = _loss_and_backward(path, x[parts[i]], y[parts[i]], training)
-            return out, [layers[j].grads[k] for j, k in keys]
-
-        workers = _default_workers(shards) if workers is None else max(1, int(workers))
-        results = None
-        if processes and workers > 1:
-            from mnist_cnn.scratch.parallel import run_shards
-
-            results = run_shards(self, x, y, parts, seeds, training, min(workers, shards), run)
-        if results is None:
-            if workers == 1:
-                results = [run(i) for i in range(shards)]
-            else:
-                results = list(_executor(workers).map(run, range(shards)))
-        # Python floats: a NumPy float64 scalar would make float32 gradients float64.
-        weights = [float(p.stop - p.start) / len(x) for p in parts]
-        for layer in self.layers:
-            if layer.params:
-                layer.grads = {}
-        for q, (j, k) in enumerate(keys):
-            total = np.multiply(results[0][1][q], weights[0])
-            for w, r in zip(weights[1:], results[1:], strict=True):
-                total += w * r[1][q]
-            self.layers[j].grads[k] = total
-        loss = float(sum(w * r[0][0] for w, r in zip(weights, results, strict=True)))
-        return loss, np.concatenate([r[0][1] for r in results])
-
-    def _dropout_seeds(self) -> list[int]:
-        """A fresh seed for each Dropout layer, drawn from its generator."""
-        return [int(layer._rng.integers(2**63)) for layer in self.layers
-                if isinstance(layer, Dropout)]
-
-    def _replica(self, seeds=None):
-        """Layers sharing this network's weights (the same ``params`` dicts) with
-        their own caches and grads, and the execution path over them. Dropout
-        layers get an independent stream seeded by ``seeds`` (default: drawn
-        from the original's generator), so replicas are reproducible."""
-        seeds = iter(self._dropout_seeds() if seeds is None else seeds)
-        layers = []
-        for layer in self.layers:
-            twin = copy.copy(layer)
-            if isinstance(layer, Dropout):
-                twin._rng = np.random.default_rng(next(seeds))
-            layers.append(twin)
-        return layers, _execution_path(layers, self._fuse)
+        layers = self.layers[:-1] if isinstance(self.layers[-1], Softmax) else self.layers
+        out = x
+        for layer in layers:                        # forward, each layer keeps its cache
+            out = layer.forward(out, training=training)
+        loss = F.cross_entropy(out, y, from_logits=True)
+        dout = F.softmax_cross_entropy_backward(out, y).astype(out.dtype, copy=False)
+        for layer in reversed(layers):              # backward, in reverse order
+            dout = layer.backward(dout)
+        return loss, out
 
     def activations(self, x):
         """[(layer_name, output)] for every layer, in order (inference mode)."""

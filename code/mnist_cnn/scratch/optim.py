@@ -14,6 +14,7 @@ change between epochs (see :func:`exponential_decay`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -42,8 +43,7 @@ class SGD:
         if self.state["velocity"] is None:
             self.state["velocity"] = [np.zeros_like(p) for p in params]
         for p, g, v in zip(params, grads, self.state["velocity"], strict=True):
-            v *= self.momentum
-            v -= p.dtype.type(self.lr) * g
+            v[...] = self.momentum * v - self.lr * g
             p += v
         self.state["step"] += 1
 
@@ -67,7 +67,6 @@ class Adam:
         self.lr, self.beta1 = float(lr), float(beta1)
         self.beta2, self.eps = float(beta2), float(eps)
         self.state: dict = {"step": 0, "m": None, "v": None}
-        self._scratch = None      # two work arrays per parameter (not state)
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
         st = self.state
@@ -75,32 +74,16 @@ class Adam:
             st["m"] = [np.zeros_like(p) for p in params]
             st["v"] = [np.zeros_like(p) for p in params]
         st["step"] += 1
-        t = st["step"]
-        b1, b2 = self.beta1, self.beta2
-        # Fold both bias corrections into the step size (as Keras does).
-        lr_t = self.lr * np.sqrt(1 - b2**t) / (1 - b1**t)
-        eps_t = self.eps * np.sqrt(1 - b2**t)
-        if self._scratch is None or [(a.shape, a.dtype) for a, _ in self._scratch] \
-                != [(p.shape, p.dtype) for p in params]:
-            self._scratch = [(np.empty_like(p), np.empty_like(p)) for p in params]
-        # The update, written with ``out=`` so that no temporary arrays are
-        # allocated (the same operations, in the same order, as
-        # ``p -= lr_t * m / (sqrt(v) + eps_t)`` with m and v updated first).
-        for p, g, m, v, (s, u) in zip(params, grads, st["m"], st["v"], self._scratch,
-                                      strict=True):
-            dt = p.dtype.type
-            np.multiply(g, dt(1 - b1), out=s)
-            m *= dt(b1)
-            m += s                                  # m = b1 m + (1 - b1) g
-            np.multiply(g, g, out=s)
-            s *= dt(1 - b2)
-            v *= dt(b2)
-            v += s                                  # v = b2 v + (1 - b2) g^2
-            np.sqrt(v, out=s)
-            s += dt(eps_t)
-            np.multiply(m, dt(lr_t), out=u)
-            u /= s
-            p -= u                                  # p -= lr_t m / (sqrt(v) + eps_t)
+        t, b1, b2 = st["step"], self.beta1, self.beta2
+        # Both bias corrections folded into the step size and epsilon, the form
+        # Kingma & Ba give at the end of their section 2 (and Keras uses).
+        # Python floats, so float32 weights stay float32.
+        lr_t = self.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        eps_t = self.eps * math.sqrt(1 - b2**t)
+        for p, g, m, v in zip(params, grads, st["m"], st["v"], strict=True):
+            m[...] = b1 * m + (1 - b1) * g
+            v[...] = b2 * v + (1 - b2) * g**2
+            p -= lr_t * m / (np.sqrt(v) + eps_t)
 
 
 def exponential_decay(lr0: float, rate: float) -> Callable[[int], float]:

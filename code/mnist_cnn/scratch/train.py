@@ -9,17 +9,19 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from mnist_cnn.scratch import functional as F
+from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
-from mnist_cnn.scratch.network import Sequential, _default_workers, blas_threads, keep_freed_memory
+from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.optim import Adam, exponential_decay
 
-__all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED", "SHARDS",
+__all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED",
            "build_model", "prepare_images", "random_shift", "fit", "evaluate",
            "cli_train_numpy"]
 
@@ -31,7 +33,6 @@ LR_DECAY = 0.8       # ... multiplied by this after every epoch
 DROPOUT = 0.3
 SHIFT = 2            # training images are shifted by up to this many pixels (augmentation)
 SEED = 0
-SHARDS = 2           # each batch is split in two halves, run on two cores (see fit)
 
 
 def build_model(seed: int = SEED, dropout: float = DROPOUT) -> Sequential:
@@ -90,8 +91,7 @@ def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
 
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
-        shift: int = 0, progress: bool = True, desc: str = "train", shards: int = SHARDS,
-        workers: int | None = None, processes: bool = True) -> dict:
+        shift: int = 0, progress: bool = True, desc: str = "train", fast=False) -> dict:
     """Train ``model`` in place with mini-batch gradient descent.
 
     Inputs:
@@ -103,10 +103,9 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
       network's own seed this makes a run bit-for-bit repeatable
     - validation_data: optional (x_val, y_val), evaluated after each epoch
     - shift: augment each batch with random shifts of up to ``shift`` pixels (0: off)
-    - shards, workers, processes: each batch is split into ``shards`` parts
-      computed ``workers`` at a time, in worker processes (or threads with
-      ``processes=False``; see :meth:`Sequential.loss_and_backward`); the
-      numbers depend on ``shards`` only
+    - fast: False runs ``model.loss_and_backward``, the plain chain; True runs the
+      speed layer, ``FastEngine(model)`` (:mod:`mnist_cnn.scratch.fast`), or pass
+      a ``FastEngine`` of your own
 
     Returns the history: {"loss", "accuracy", "lr", "seconds"[, "val_loss",
     "val_accuracy"]}, one entry per epoch (training loss/accuracy are running
@@ -119,6 +118,8 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
     optimizer = Adam(LR) if optimizer is None else optimizer
+    engine = (fast if isinstance(fast, FastEngine) else FastEngine(model)) if fast else None
+    step_gradients = engine.loss_and_backward if engine else model.loss_and_backward
     rng = np.random.default_rng(seed)
     history: dict[str, list] = {"loss": [], "accuracy": [], "lr": [], "seconds": []}
     if validation_data is not None:
@@ -126,8 +127,6 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     n = len(x)
     steps = -(-n // batch_size)
     params = model.parameters()
-    keep_freed_memory()
-    workers = _default_workers(shards) if workers is None else max(1, int(workers))
     for epoch in range(epochs):
         if schedule is not None:
             optimizer.lr = float(schedule(epoch))
@@ -136,14 +135,13 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not progress, leave=True, mininterval=0.5)
-        with blas_threads(workers):   # the shards share the CPUs
+        with engine or nullcontext():
             for step in bar:
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
                 if shift:
                     xb = random_shift(xb, rng, shift)
-                loss, logits = model.loss_and_backward(xb, yb, training=True, shards=shards,
-                                                       workers=workers, processes=processes)
+                loss, logits = step_gradients(xb, yb, training=True)
                 optimizer.step(params, model.gradients())
                 loss_sum += loss * len(idx)
                 correct += int((logits.argmax(axis=1) == yb).sum())
@@ -200,10 +198,12 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
 
     model = build_model(seed)
     print(model.summary())
+    engine = FastEngine(model)
+    print(f"Training with the speed layer: {engine.describe()}")
     t0 = time.perf_counter()
     history = fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
                   optimizer=Adam(LR), schedule=exponential_decay(LR, LR_DECAY), seed=seed,
-                  validation_data=(x_test, y_test), shift=SHIFT)
+                  validation_data=(x_test, y_test), shift=SHIFT, fast=engine)
     train_seconds = time.perf_counter() - t0
     test = evaluate(model, x_test, y_test)
 
@@ -213,6 +213,7 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
         card = {
             "model": out.name,
             "engine": "numpy (mnist_cnn.scratch)",
+            "training_path": engine.describe(),
             "sha256": sha256_file(tmp),
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
@@ -220,7 +221,7 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
             "train_examples": int(len(y_train)),
             "epochs": epochs,
             "batch_size": batch_size,
-            "shards": SHARDS,
+            "shards": engine.shards,
             "optimizer": {"name": "Adam", "lr": LR, "lr_decay_per_epoch": LR_DECAY},
             "dropout": DROPOUT,
             "augmentation": f"random shifts of up to {SHIFT} pixels",

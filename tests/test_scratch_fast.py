@@ -1,14 +1,20 @@
-"""The fused Conv2D -> ReLU -> MaxPooling2D operation and sharded training steps:
-the same numbers as the layer-by-layer computation, gradient checked, and
-reproducible whatever the number of threads."""
+"""The speed layer (mnist_cnn.scratch.fast): the fused Conv2D -> ReLU ->
+MaxPooling2D operation and sharded training steps give the plain engine's
+numbers, are gradient checked, and are reproducible whatever the number of threads."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential, fused
+from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
-from mnist_cnn.scratch.fused import ConvReluPool, conv2d_relu_maxpool, conv2d_relu_maxpool_backward
+from mnist_cnn.scratch.fast import FastEngine, FusedPath, fused
+from mnist_cnn.scratch.fast.fused import (
+    ConvReluPool,
+    conv2d_relu_maxpool,
+    conv2d_relu_maxpool_backward,
+)
+from mnist_cnn.scratch.train import fit
 
 from tests._helpers_scratch import check_backward
 
@@ -114,29 +120,68 @@ def test_bad_arguments_raise_the_ops_errors():
                             pool_size=3)
 
 
-def _net(fuse=True, dropout=0.0, seed=0):
+def _net(dropout=0.0, seed=0):
     return Sequential([Conv2D(4, 3, name="c1"), ReLU(name="r1"), MaxPooling2D(2, name="p1"),
                        Conv2D(6, 3, padding="same", name="c2"), ReLU(name="r2"),
                        MaxPooling2D(2, name="p2"), Flatten(name="f"), Dense(8, name="d"),
                        ReLU(name="r3"), Dropout(dropout, name="drop"), Dense(10, name="out")],
-                      input_shape=(14, 14, 1), seed=seed, fuse=fuse)
+                      input_shape=(14, 14, 1), seed=seed)
 
 
-def test_network_runs_conv_relu_pool_fused_with_the_same_results():
-    fused_net, plain = _net(True).astype(np.float64), _net(False).astype(np.float64)
-    assert [type(s) for s in fused_net._path][:2] == [ConvReluPool, ConvReluPool]
-    assert plain._path == plain.layers
+def _rel(a, b) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300))
+
+
+@pytest.mark.parametrize(("shards", "processes"), [(1, False), (2, False), (2, True), (3, True)])
+def test_fast_engine_gives_the_plain_chain_numbers(shards, processes):
+    """One batch in float64: the speed layer (fused blocks, shards on threads or
+    processes) gives the plain chain's loss, logits and every gradient."""
+    plain = _net().astype(np.float64)
     rng = np.random.default_rng(5)
-    x, y = rng.standard_normal((6, 14, 14, 1)), rng.integers(0, 10, 6)
-    la, oa = fused_net.loss_and_backward(x, y)
-    lb, ob = plain.loss_and_backward(x, y)
-    assert la == pytest.approx(lb, rel=1e-12)
-    np.testing.assert_allclose(oa, ob, rtol=1e-12, atol=1e-12)
-    for ga, gb in zip(fused_net.gradients(), plain.gradients(), strict=True):
-        np.testing.assert_allclose(ga, gb, rtol=1e-10, atol=1e-12)
-    # Inference and the per-layer activations agree too.
-    np.testing.assert_allclose(fused_net.predict_proba(x), plain.predict_proba(x), rtol=1e-12)
-    assert [n for n, _ in fused_net.activations(x)] == [layer.name for layer in plain.layers]
+    x, y = rng.standard_normal((7, 14, 14, 1)), rng.integers(0, 10, 7)
+    lp, op = plain.loss_and_backward(x, y)
+    gp = [g.copy() for g in plain.gradients()]
+    engine = FastEngine(plain, shards=shards, workers=2, processes=processes)
+    assert [type(s) for s in engine._whole.layers][:2] == [ConvReluPool, ConvReluPool]
+    lf, of = engine.loss_and_backward(x, y)
+    assert abs(lf - lp) / abs(lp) < 1e-7
+    assert _rel(of, op) < 1e-7
+    for a, b in zip(plain.gradients(), gp, strict=True):
+        assert _rel(a, b) < 1e-7
+    np.testing.assert_allclose(engine.forward(x), plain.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_fast_and_plain_training_give_the_same_digits():
+    """A short seeded run (float64, 2 epochs) through fit: the plain chain and the
+    speed layer (2 shards in a worker process) end with the same weights to
+    rounding and the same predicted digits."""
+    rng = np.random.default_rng(8)
+    x, y = rng.random((96, 14, 14, 1)), rng.integers(0, 10, 96)
+    x[np.arange(96), y % 14, y % 14, 0] += 3.0          # something learnable
+    nets = {}
+    for fast in (False, True):
+        net = _net(seed=4).astype(np.float64)
+        fit(net, x, y, epochs=2, batch_size=16, seed=4, progress=False,
+            fast=FastEngine(net, shards=2, processes=True) if fast else False)
+        nets[fast] = net
+    for a, b in zip(nets[False].parameters(), nets[True].parameters(), strict=True):
+        assert _rel(a, b) < 1e-7
+    np.testing.assert_array_equal(nets[False].predict(x), nets[True].predict(x))
+
+
+def test_unsharded_fast_run_draws_the_plain_dropout_masks():
+    """shards=1 runs the network's own layers, so dropout draws the same masks as
+    the plain chain: a seeded float64 run with dropout gives the same numbers."""
+    rng = np.random.default_rng(9)
+    x, y = rng.random((8, 14, 14, 1)), rng.integers(0, 10, 8)
+    a, b = (_net(dropout=0.5, seed=2).astype(np.float64) for _ in range(2))
+    engine = FastEngine(b, shards=1)
+    for _ in range(3):
+        la, _ = a.loss_and_backward(x, y)
+        lb, _ = engine.loss_and_backward(x, y)
+        assert abs(la - lb) < 1e-12 * abs(la)
+        for ga, gb in zip(a.gradients(), b.gradients(), strict=True):
+            assert _rel(ga, gb) < 1e-7
 
 
 def test_shards_give_the_whole_batch_gradient():
@@ -145,10 +190,10 @@ def test_shards_give_the_whole_batch_gradient():
     net = _net().astype(np.float64)
     rng = np.random.default_rng(6)
     x, y = rng.standard_normal((7, 14, 14, 1)), rng.integers(0, 10, 7)
-    loss1, logits1 = net.loss_and_backward(x, y)
+    loss1, logits1 = FastEngine(net, shards=1).loss_and_backward(x, y)
     g1 = [g.copy() for g in net.gradients()]
     for shards in (2, 3, 7, 50):
-        loss, logits = net.loss_and_backward(x, y, shards=shards, workers=2)
+        loss, logits = FastEngine(net, shards, workers=2, processes=False).loss_and_backward(x, y)
         assert loss == pytest.approx(loss1, rel=1e-12)
         np.testing.assert_allclose(logits, logits1, rtol=1e-12, atol=1e-12)
         for a, b in zip(net.gradients(), g1, strict=True):
@@ -164,7 +209,8 @@ def test_sharded_numbers_do_not_depend_on_the_threads():
 
     def run(workers):
         net = _net(dropout=0.5, seed=3)
-        out = [net.loss_and_backward(x, y, shards=2, workers=workers) for _ in range(3)]
+        engine = FastEngine(net, shards=2, workers=workers, processes=False)
+        out = [engine.loss_and_backward(x, y) for _ in range(3)]
         return out, net.gradients()
 
     (s1, g1), (s2, g2) = run(1), run(2)
@@ -179,15 +225,21 @@ def test_sharded_numbers_do_not_depend_on_the_threads():
 
 def test_replicas_share_the_weights_not_the_state():
     net = _net(dropout=0.5)
-    layers, path = net._replica()
-    for a, b in zip(layers, net.layers, strict=True):
+    path = FusedPath(net, seeds=[1])
+    for a, b in zip(path.source, net.layers, strict=True):
         assert a.params is b.params and a is not b
-    drop = net.layers[9]
-    assert layers[9]._rng is not drop._rng
-    assert isinstance(path[0], ConvReluPool) and path[0].conv is layers[0]
+    assert path.source[9]._rng is not net.layers[9]._rng
+    assert isinstance(path.layers[0], ConvReluPool) and path.layers[0].conv is path.source[0]
+    own = FusedPath(net)
+    assert own.source is net.layers and own.layers[0].conv is net.layers[0]
 
 
 def test_loss_and_backward_rejects_mismatched_labels():
-    net = _net()
-    with pytest.raises(ValueError, match="same length"):
-        net.loss_and_backward(np.zeros((4, 14, 14, 1), np.float32), np.zeros(3, int), shards=2)
+    for step in (_net().loss_and_backward, FastEngine(_net()).loss_and_backward):
+        with pytest.raises(ValueError, match="same length"):
+            step(np.zeros((4, 14, 14, 1), np.float32), np.zeros(3, int))
+
+
+def test_fast_engine_says_what_it_does():
+    text = FastEngine(_net(), shards=2, workers=2, processes=True).describe()
+    assert "fused" in text and "2 shards" in text and "worker processes" in text

@@ -1,4 +1,4 @@
-"""Shards in worker processes (mnist_cnn.scratch.parallel): the same numbers as
+"""Shards in worker processes (mnist_cnn.scratch.fast.parallel): the same numbers as
 threads, bit for bit, and a training step that survives a lost worker or an
 interrupt."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_cnn.scratch import network as nw
-from mnist_cnn.scratch import parallel
+from mnist_cnn.scratch.fast import FastEngine, FusedPath, parallel
+from mnist_cnn.scratch.fast.path import dropout_seeds
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
 from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.optim import Adam
@@ -34,8 +34,9 @@ def _data(n=30, seed=1, dtype=np.float32):
     return rng.random((n, 14, 14, 1)).astype(dtype), rng.integers(0, 10, n)
 
 
-def _step(net, x, y, **kw):
-    loss, logits = net.loss_and_backward(x, y, training=True, **kw)
+def _step(net, x, y, shards=1, workers=None, processes=False):
+    engine = FastEngine(net, shards, workers, processes)
+    loss, logits = engine.loss_and_backward(x, y, training=True)
     return loss, logits, [g.copy() for g in net.gradients()]
 
 
@@ -83,8 +84,10 @@ def test_workers_see_the_current_weights():
 def test_fit_on_processes_equals_fit_on_threads():
     x, y = _data(64)
     a, b = _net(), _net()
-    ha = fit(a, x, y, epochs=2, batch_size=16, seed=3, progress=False, processes=False)
-    hb = fit(b, x, y, epochs=2, batch_size=16, seed=3, progress=False, processes=True)
+    ha = fit(a, x, y, epochs=2, batch_size=16, seed=3, progress=False,
+             fast=FastEngine(a, processes=False))
+    hb = fit(b, x, y, epochs=2, batch_size=16, seed=3, progress=False,
+             fast=FastEngine(b, processes=True))
     assert ha["loss"] == hb["loss"]
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         np.testing.assert_array_equal(pa, pb)
@@ -116,11 +119,11 @@ def test_an_error_in_a_worker_is_raised_with_its_traceback():
     y = y.copy()
     y[-1] = 10                      # out of range, in the second shard only
     with pytest.raises(RuntimeError, match="worker process failed") as info:
-        net.loss_and_backward(x, y, shards=2, processes=True)
+        FastEngine(net, shards=2, processes=True).loss_and_backward(x, y)
     assert "Traceback" in str(info.value)
     y[-1] = 3
     ref = _net()
-    ref._dropout_seeds(), ref._dropout_seeds()      # drawn by the failed step's two shards
+    dropout_seeds(ref), dropout_seeds(ref)      # drawn by the failed step's two shards
     _assert_same(_step(ref, x, y, shards=2), _step(net, x, y, shards=2, processes=True))
 
 
@@ -132,17 +135,18 @@ def test_an_interrupted_step_leaves_no_busy_worker_behind(monkeypatch):
     _step(net, x, y, shards=2, processes=True)
     _step(ref, x, y, shards=2)
     before = _live_workers()
-    real = nw._loss_and_backward
+    real = FusedPath.loss_and_backward
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nw, "_loss_and_backward", interrupted)
+    # the parent's own shard is interrupted while the worker computes the other
+    monkeypatch.setattr(FusedPath, "loss_and_backward", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        net.loss_and_backward(x, y, shards=2, processes=True)
-    monkeypatch.setattr(nw, "_loss_and_backward", real)
+        FastEngine(net, shards=2, processes=True).loss_and_backward(x, y)
+    monkeypatch.setattr(FusedPath, "loss_and_backward", real)
     assert not set(before) & set(_live_workers())
-    ref._dropout_seeds(), ref._dropout_seeds()      # drawn by the interrupted step
+    dropout_seeds(ref), dropout_seeds(ref)      # drawn by the interrupted step
     _assert_same(_step(ref, x, y, shards=2), _step(net, x, y, shards=2, processes=True))
 
 
@@ -170,7 +174,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
         print("script body ran")
         rng = np.random.default_rng(0)
         x, y = rng.random((40, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 40)
-        h = fit(build_model(0), x, y, epochs=1, batch_size=20, progress=False)
+        h = fit(build_model(0), x, y, epochs=1, batch_size=20, progress=False, fast=True)
         print("loss", h["loss"][0])
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "code")}

@@ -1,6 +1,6 @@
 """The shards of a training step in worker processes.
 
-:meth:`mnist_cnn.scratch.Sequential.loss_and_backward` splits a batch into
+:class:`mnist_cnn.scratch.fast.FastEngine` splits a batch into
 shards and combines their gradients. On threads, the shards share one Python
 interpreter: NumPy releases the global interpreter lock (GIL) inside its loops
 and matrix multiplies, but the Python part of every call (argument parsing,
@@ -93,9 +93,9 @@ def _worker_main(fd, blas_limit):
     conn = Connection(fd)
     from threadpoolctl import threadpool_limits
 
-    from mnist_cnn.scratch import network as nw
+    from mnist_cnn.scratch.fast.tuning import keep_freed_memory
 
-    nw.keep_freed_memory()
+    keep_freed_memory()
     state = None
     with threadpool_limits(limits=blas_limit, user_api="blas"):
         while True:
@@ -131,7 +131,8 @@ class _WorkerState:
         config = json.loads(config_json)
         self.net = Sequential([layer_from_config(c) for c in config["layers"]],
                               input_shape=tuple(config["input_shape"]),
-                              seed=config.get("seed", 0), fuse=fuse)
+                              seed=config.get("seed", 0))
+        self.fuse = fuse
         self.shms = [shared_memory.SharedMemory(name=n) for n in names]
         params_shm, grads_shm, io_shm = self.shms
         keys = _param_keys(self.net.layers)
@@ -149,15 +150,15 @@ class _WorkerState:
     def step(self, jobs, training):
         """Run each (slot, first row, last row, dropout seeds) job; returns
         [(loss, logits dtype name)] in job order."""
-        from mnist_cnn.scratch.network import _loss_and_backward
+        from mnist_cnn.scratch.fast.path import FusedPath
 
         out = []
         for slot, r0, r1, seeds in jobs:
-            layers, path = self.net._replica(seeds)
-            loss, logits = _loss_and_backward(path, self.x[r0:r1], self.y[r0:r1], training)
+            path = FusedPath(self.net, seeds, fuse=self.fuse)
+            loss, logits = path.loss_and_backward(self.x[r0:r1], self.y[r0:r1], training)
             self.logits[r0:r1] = logits
             for (j, k), view in zip(self.keys, self.grads[slot], strict=True):
-                np.copyto(view, layers[j].grads[k])
+                np.copyto(view, path.source[j].grads[k])
             out.append((float(loss), logits.dtype.str))
         return out
 
@@ -177,7 +178,7 @@ class _Worker:
     # The worker is a fresh interpreter that imports only this module (unlike
     # multiprocessing's "spawn", it never re-runs the user's script or notebook).
     _CODE = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
-             "from mnist_cnn.scratch.parallel import _worker_main; "
+             "from mnist_cnn.scratch.fast.parallel import _worker_main; "
              "_worker_main(int(sys.argv[2]), int(sys.argv[3]))")
 
     def __init__(self, blas_limit):
@@ -216,14 +217,14 @@ class _Worker:
             raise RuntimeError(f"a training worker process failed:\n{reply[1]}")
         return reply[1] if len(reply) > 1 else None
 
-    def prepare(self, net, rows, x_dtype, slots):
+    def prepare(self, net, fuse, rows, x_dtype, slots):
         """Make sure the worker holds ``net``'s architecture with room for
         ``rows`` examples and ``slots`` gradient sets; returns the parent's
         views: (params, [grads per slot], x, y, logits)."""
         config = json.dumps(net.get_config())
         params = [net.layers[j].params[k] for j, k in _param_keys(net.layers)]
         specs = [(p.shape, p.dtype) for p in params]
-        key = (config, net.fuse, tuple((s, d.str) for s, d in specs), np.dtype(x_dtype).str)
+        key = (config, fuse, tuple((s, d.str) for s, d in specs), np.dtype(x_dtype).str)
         if self.key is None or self.key[:4] != key or self.key[4] < rows or self.key[5] < slots:
             self._release()
             offsets, nbytes = _offsets(specs)
@@ -231,7 +232,7 @@ class _Worker:
             io_offsets, io_bytes = _offsets(io)
             self.shms = [shared_memory.SharedMemory(create=True, size=size)
                          for size in (nbytes, nbytes * slots, io_bytes)]
-            self._request(("attach", config, net.fuse, [(s, d.str) for s, d in specs],
+            self._request(("attach", config, fuse, [(s, d.str) for s, d in specs],
                            [s.name for s in self.shms], rows, np.dtype(x_dtype).str, slots))
             self._reply()
             self.key = (*key, rows, slots)
@@ -297,7 +298,7 @@ def _discard(worker) -> None:
     worker.close(wait=0.1)
 
 
-def run_shards(net, x, y, parts, seeds, training, workers, local):
+def run_shards(net, fuse, x, y, parts, seeds, training, workers, local):
     """Run shard i of ``parts`` (slices of x, y) with dropout seeds ``seeds[i]``:
     shards i with i % workers == 0 in this process (``local(i)`` returns
     ((loss, logits), grads)), the others in worker process i % workers.
@@ -307,9 +308,9 @@ def run_shards(net, x, y, parts, seeds, training, workers, local):
     until the next call), or None if no worker could take its shards before any
     work started; the caller then runs them all on threads.
     """
-    from mnist_cnn.scratch.network import _cpus
+    from mnist_cnn.scratch.fast.tuning import cpus
 
-    blas_limit = max(1, _cpus() // workers)
+    blas_limit = max(1, cpus() // workers)
     mine = {p: [i for i in range(len(parts)) if i % workers == p] for p in range(1, workers)}
     params = [net.layers[j].params[k] for j, k in _param_keys(net.layers)]
     busy: list[tuple[_Worker, list]] = []
@@ -318,7 +319,7 @@ def run_shards(net, x, y, parts, seeds, training, workers, local):
             pool = _workers(workers - 1, blas_limit)
             for p, worker in enumerate(pool, start=1):
                 shared, _, xs, ys, _ = worker.prepare(
-                    net, sum(parts[i].stop - parts[i].start for i in mine[p]), x.dtype,
+                    net, fuse, sum(parts[i].stop - parts[i].start for i in mine[p]), x.dtype,
                     len(mine[p]))
                 for dst, src in zip(shared, params, strict=True):
                     np.copyto(dst, src)
