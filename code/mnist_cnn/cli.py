@@ -18,6 +18,7 @@ _HANDLERS = {
     "train-keras": "mnist_cnn.keras_model:cli_train_keras",
     "evaluate": "mnist_cnn.keras_model:cli_evaluate",
     "predict": "mnist_cnn.predict:cli_predict",
+    "export-web": "mnist_cnn.web:cli_export_web",
 }
 _BENCHES = {
     "conv": ("mnist_cnn.bench.conv:main", "vectorised conv vs naive loops vs tf.nn.conv2d"),
@@ -98,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Keras model file (default: models/cnn_model.keras)")
     p.add_argument("--engine", choices=("keras", "numpy"), default="keras",
                    help="run the Keras model directly, or its weights in the NumPy network")
+
+    p = sub.add_parser("export-web",
+                       help="export the model for the in-page canvas (weights.js + manifest)")
+    p.add_argument("--model", default=None,
+                   help="Keras model file (default: models/cnn_model.keras)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: book/_static/digit_widget)")
+    _add_common_data(p)
 
     p = sub.add_parser("bench", help="benchmarks that print measured figures")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")

@@ -1,0 +1,245 @@
+"""Export a model for the book's in-page canvas, where the network runs in the reader's browser.
+
+``python -m mnist_cnn export-web [--model PATH] [--out DIR]``
+
+The served Keras model goes through the bridge (:func:`mnist_cnn.bridge.from_keras`:
+BatchNorm folded into the Conv2D/Dense before it, fused activations split off,
+inference no-ops dropped). What is left is the chain the book built by hand -
+Conv2D, ReLU, MaxPooling2D, Flatten, Dense, Softmax - and that is all the page's
+JavaScript (``book/_static/digit_widget/forward.js``) runs. Two files are written:
+
+- ``weights.js``: one ``<script>``-loadable line, ``window.MNIST_CNN_WEIGHTS =
+  {"manifest": {...}, "data": "<base64>"}`` (browsers refuse ``fetch()`` of local
+  files, and the book must also work opened from disk);
+- ``manifest.json``: the same manifest, for people and tests: the layer list with
+  each weight's shape and offset, the dtype, the SHA-256 of the weight bytes, and
+  the test accuracy of exactly the exported (possibly float16) weights.
+
+Float16 halves the download. It is used only when it costs at most
+``MAX_LOSS_POINTS`` percentage points of test accuracy against float32 (both are
+measured on the 10,000 test images and recorded); otherwise float32 is shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_cnn import paths
+from mnist_cnn._io import atomic_write, library_versions, sha256_bytes, sha256_file
+
+FORMAT = "mnist_cnn-web/1"
+GLOBAL = "MNIST_CNN_WEIGHTS"          # the JavaScript global weights.js defines
+WEIGHTS_JS = "weights.js"
+MANIFEST = "manifest.json"
+MAX_LOSS_POINTS = 0.05                # float16 allowed if it loses at most this much accuracy
+# The operations the page's JavaScript implements (the chapters' layers, inference only).
+WEB_LAYERS = ("Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense", "Softmax")
+INPUT_SHAPE = (28, 28, 1)
+CLASSES = 10
+
+__all__ = ["export_web", "load_export", "read_weights_js", "default_out_dir", "FORMAT",
+           "MAX_LOSS_POINTS", "WEB_LAYERS"]
+
+
+def default_out_dir() -> Path:
+    """Where the book serves the export from: ``book/_static/digit_widget/``."""
+    return paths.REPO_ROOT / "book" / "_static" / "digit_widget"
+
+
+def _layer_entry(layer) -> dict:
+    """A scratch layer -> its manifest entry (class, name, the settings the JS needs)."""
+    cls = type(layer).__name__
+    entry = {"class": cls, "name": layer.name}
+    if cls == "Conv2D":
+        k = layer.kernel_size
+        entry.update(filters=layer.filters, kernel_size=int(k[0] if np.ndim(k) else k),
+                     strides=int(layer.strides), padding=layer.padding)
+    elif cls == "MaxPooling2D":
+        entry.update(pool_size=int(layer.pool_size), strides=int(layer.strides))
+    elif cls == "Dense":
+        entry.update(units=layer.units)
+    return entry
+
+
+def _web_network(model_path: Path):
+    """The bridged scratch network, or ValueError saying why the page could not run it."""
+    from mnist_cnn.bridge import from_keras
+
+    try:
+        net = from_keras(model_path)
+    except ValueError as exc:
+        raise ValueError(f"cannot export {model_path.name} for the web: {exc}") from None
+    other = [f"'{layer.name}' ({type(layer).__name__})" for layer in net.layers
+             if type(layer).__name__ not in WEB_LAYERS]
+    if other:
+        raise ValueError(f"cannot export {model_path.name} for the web: the page's JavaScript "
+                         f"runs only {', '.join(WEB_LAYERS)}; the model has {', '.join(other)}")
+    if tuple(net.input_shape) != INPUT_SHAPE:
+        raise ValueError(f"cannot export {model_path.name} for the web: it takes input "
+                         f"{tuple(net.input_shape)}, the page draws {INPUT_SHAPE} images")
+    out = net.layers[-1]
+    units = [layer.units for layer in net.layers if type(layer).__name__ == "Dense"]
+    if type(out).__name__ != "Softmax" or not units or units[-1] != CLASSES:
+        raise ValueError(f"cannot export {model_path.name} for the web: it must end in "
+                         f"Dense({CLASSES}) and Softmax (ten digit probabilities)")
+    return net
+
+
+def _accuracy(net, x, y) -> float:
+    return float(np.mean(net.predict(x, batch_size=500) == y))
+
+
+def _with_weights(net, weights):
+    """A copy of ``net`` (same architecture) carrying ``weights`` (float32)."""
+    import copy
+
+    twin = copy.deepcopy(net)
+    twin.set_weights([np.asarray(w, np.float32) for w in weights])
+    return twin
+
+
+def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) -> dict:
+    """Export ``model`` (a Keras file; default: the served model) to ``out_dir``.
+
+    Returns the manifest (also written as ``manifest.json`` and inside ``weights.js``).
+    Raises ValueError for a model the bridge or the page cannot run,
+    FileNotFoundError for a missing model file.
+    """
+    from mnist_cnn.data import load_mnist
+
+    model_path = Path(model) if model is not None else paths.default_keras_model()
+    if not model_path.is_file():
+        raise FileNotFoundError(f"no model file at {model_path}")
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
+    t0 = time.perf_counter()
+    net = _web_network(model_path)
+    weights32 = [np.asarray(w, np.float32) for w in net.get_weights()]
+    weights16 = [w.astype(np.float16) for w in weights32]
+
+    _, (x_test, y_test) = load_mnist(cache_dir, progress=progress)
+    x = x_test.astype(np.float32)[..., None] / 255.0
+    acc32 = _accuracy(net, x, y_test)
+    acc16 = _accuracy(_with_weights(net, weights16), x, y_test)
+    loss_points = round((acc32 - acc16) * 100, 4)
+    dtype = "float16" if loss_points <= MAX_LOSS_POINTS else "float32"
+    shipped = weights16 if dtype == "float16" else weights32
+
+    layers, offset, i = [], 0, 0
+    for layer in net.layers:
+        entry = _layer_entry(layer)
+        keys = [k for k in ("W", "b") if k in layer.params]
+        if keys:
+            entry["weights"] = []
+            for key in keys:
+                w = shipped[i]
+                entry["weights"].append({"name": key, "shape": list(w.shape),
+                                         "offset": offset, "length": int(w.size)})
+                offset += int(w.size)
+                i += 1
+        layers.append(entry)
+    data = b"".join(np.ascontiguousarray(w).astype(w.dtype.newbyteorder("<")).tobytes()
+                    for w in shipped)
+    manifest = {
+        "format": FORMAT,
+        "model": model_path.name,
+        "model_sha256": sha256_file(model_path),
+        "input_shape": list(INPUT_SHAPE),
+        "classes": CLASSES,
+        "layers": layers,
+        "parameters": offset,
+        "dtype": dtype,
+        "byte_order": "little",
+        "weights_bytes": len(data),
+        "weights_sha256": sha256_bytes(data),
+        "test_images": int(len(y_test)),
+        "test_accuracy": acc16 if dtype == "float16" else acc32,
+        "test_accuracy_float32": acc32,
+        "test_accuracy_float16": acc16,
+        "float16_loss_points": loss_points,
+        "max_loss_points": MAX_LOSS_POINTS,
+        "command": "python -m mnist_cnn export-web",
+        "versions": library_versions(),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    script = (f"/* Generated by `python -m mnist_cnn export-web` from {model_path.name}; "
+              f"do not edit. */\nwindow.{GLOBAL} = "
+              + json.dumps({"manifest": manifest, "data": base64.b64encode(data).decode()},
+                           separators=(",", ":")) + ";\n")
+    with atomic_write(out_dir / MANIFEST, "w") as fh:
+        json.dump(manifest, fh, indent=2)
+        fh.write("\n")
+    with atomic_write(out_dir / WEIGHTS_JS, "w") as fh:
+        fh.write(script)
+    manifest["seconds"] = round(time.perf_counter() - t0, 1)
+    return manifest
+
+
+def read_weights_js(path) -> tuple[dict, bytes]:
+    """(manifest, weight bytes) from a ``weights.js``; ValueError if it is not one or
+    its bytes do not match the manifest's SHA-256."""
+    text = Path(path).read_text()
+    start = text.find("{", text.find(f"window.{GLOBAL}"))
+    end = text.rstrip().rstrip(";").rfind("}")
+    try:
+        payload = json.loads(text[start:end + 1])
+        manifest, data = payload["manifest"], base64.b64decode(payload["data"], validate=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a web export ({exc})") from None
+    if sha256_bytes(data) != manifest.get("weights_sha256"):
+        raise ValueError(f"{path}: the weights do not match the manifest's SHA-256")
+    return manifest, data
+
+
+def load_export(out_dir=None):
+    """The NumPy engine running exactly the exported weights: (manifest, Sequential).
+
+    Float16 weights are widened to float32, as the page's JavaScript does.
+    """
+    from mnist_cnn.scratch import layers as L
+    from mnist_cnn.scratch.network import Sequential
+
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
+    manifest, data = read_weights_js(out_dir / WEIGHTS_JS)
+    flat = np.frombuffer(data, dtype=np.dtype(manifest["dtype"]).newbyteorder("<"))
+    built, weights = [], []
+    for e in manifest["layers"]:
+        cls = e["class"]
+        if cls == "Conv2D":
+            layer = L.Conv2D(e["filters"], e["kernel_size"], strides=e["strides"],
+                             padding=e["padding"], use_bias=True, name=e["name"])
+        elif cls == "MaxPooling2D":
+            layer = L.MaxPooling2D(e["pool_size"], strides=e["strides"], name=e["name"])
+        elif cls == "Dense":
+            layer = L.Dense(e["units"], name=e["name"])
+        elif cls in ("ReLU", "Flatten", "Softmax"):
+            layer = getattr(L, cls)(name=e["name"])
+        else:
+            raise ValueError(f"unknown layer class {cls!r} in the manifest")
+        built.append(layer)
+        for w in e.get("weights", []):
+            weights.append(flat[w["offset"]:w["offset"] + w["length"]]
+                           .astype(np.float32).reshape(w["shape"]))
+    net = Sequential(built, input_shape=tuple(manifest["input_shape"]), seed=0)
+    net.set_weights(weights)
+    return manifest, net
+
+
+def cli_export_web(args: argparse.Namespace) -> int:
+    """``python -m mnist_cnn export-web [--model PATH] [--out DIR]``."""
+    out_dir = Path(args.out) if args.out else default_out_dir()
+    m = export_web(args.model, out_dir, cache_dir=getattr(args, "cache_dir", None),
+                   progress=False)
+    size = (out_dir / WEIGHTS_JS).stat().st_size
+    print(f"Exported {m['model']} for the web: {len(m['layers'])} layers, "
+          f"{m['parameters']:,} parameters as {m['dtype']} ({m['weights_bytes']:,} bytes; "
+          f"{WEIGHTS_JS} {size:,} bytes). Test accuracy {m['test_accuracy']:.2%} "
+          f"(float32 {m['test_accuracy_float32']:.2%}, float16 {m['test_accuracy_float16']:.2%}: "
+          f"{m['float16_loss_points']:+.2f} points, limit {MAX_LOSS_POINTS}). "
+          f"Written to {out_dir} in {m['seconds']} s")
+    return 0
