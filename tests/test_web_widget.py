@@ -201,6 +201,44 @@ def test_js_preprocessing_matches_to_mnist(page, exported, mnist):
     assert diff.mean() <= 0.02
 
 
+def _rules_cases():
+    """Pictures that take each of to_mnist's branches: tiny digits (enlarged with the
+    bilinear filter), dark ink on light paper, opaque content with its own contrast on
+    a transparent margin, a blank canvas and one without enough contrast (no ink)."""
+    from mnist_cnn.canvas import render_digit
+
+    cases = {}
+    for d, size in ((1, 9), (4, 14), (7, 17)):
+        cases[f"tiny {d}"] = render_digit(d, 100, 100, size, width=3)
+    paper = 255 - render_digit(3, 40, 30, 200, width=14, rgba=False)
+    cases["paper"] = np.dstack([paper] * 3 + [np.full_like(paper, 255)])
+    photo = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    photo[40:240, 40:240, :3] = 200
+    photo[40:240, 40:240, 3] = 255
+    photo[..., :3] -= (render_digit(2, 70, 60, 150, width=16, rgba=False) // 2).astype(
+        np.uint8)[..., None]
+    cases["photo on transparent margin"] = photo
+    cases["blank"] = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    faint = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    faint[..., 3] = 255
+    faint[100:150, 100:150, :3] = 8
+    cases["too faint"] = faint
+    return cases
+
+
+@pytest.mark.browser
+def test_js_preprocessing_follows_every_rule_of_to_mnist(page):
+    cases = _rules_cases()
+    js_images, _ = _js_read_canvases(page, np.stack(list(cases.values())))
+    for (name, img), js in zip(cases.items(), js_images, strict=True):
+        py = to_mnist(img)
+        if py is None:
+            assert js is None, name
+        else:
+            assert js is not None, name
+            assert np.abs(np.array(js, np.float32).reshape(28, 28) - py).max() < 1e-6, name
+
+
 @pytest.mark.browser
 def test_widget_reads_a_drawing_and_clears(page):
     draw_mouse(page, stroke_points(7, 70, 50, 170))
