@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn import paths
-from mnist_cnn._io import atomic_write, library_versions, sha256_bytes, sha256_file
+from mnist_cnn._io import atomic_pair, library_versions, sha256_bytes, sha256_file
 
 FORMAT = "mnist_cnn-web/1"
 GLOBAL = "MNIST_CNN_WEIGHTS"          # the JavaScript global weights.js defines
@@ -171,11 +171,11 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
               f"do not edit. */\nwindow.{GLOBAL} = "
               + json.dumps({"manifest": manifest, "data": base64.b64encode(data).decode()},
                            separators=(",", ":")) + ";\n")
-    with atomic_write(out_dir / MANIFEST, "w") as fh:
-        json.dump(manifest, fh, indent=2)
-        fh.write("\n")
-    with atomic_write(out_dir / WEIGHTS_JS, "w") as fh:
-        fh.write(script)
+    # Both files or neither: weights.js is renamed into place first (it is what the
+    # page loads, and Make's target), then the manifest beside it.
+    with atomic_pair(out_dir / WEIGHTS_JS, out_dir / MANIFEST) as (tmp_js, tmp_manifest):
+        tmp_js.write_text(script)
+        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     manifest["seconds"] = round(time.perf_counter() - t0, 1)
     return manifest
 

@@ -117,6 +117,7 @@
   background: #000; border: 1px solid #888; vertical-align: middle; }
 .digit-widget .dw-digit { font-size: 2.6em; font-weight: 700; margin-left: 0.4em;
   vertical-align: middle; }
+.digit-widget .dw-caption { margin-bottom: 0.3em; opacity: 0.8; }
 .digit-widget .dw-message { min-height: 2.6em; margin: 0.4em 0; }
 .digit-widget .dw-error { color: #b00020; }
 .digit-widget .dw-bar { display: flex; align-items: center; gap: 0.4em; height: 1.15em; }
@@ -143,6 +144,7 @@
     draw.width = draw.height = CANVAS;
     draw.setAttribute("aria-label", "Drawing area: draw a digit from 0 to 9");
     const side = el("div", "dw-side", root);
+    el("div", "dw-caption", side).textContent = "What the network sees (28×28) and reads:";
     const seen = el("div", "", side);
     const preview = el("canvas", "dw-preview", seen);
     preview.width = preview.height = 28;
