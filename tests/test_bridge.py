@@ -10,7 +10,9 @@ pytest.importorskip("mnist_cnn.scratch.network")
 
 from mnist_cnn import bridge, paths  # noqa: E402
 from mnist_cnn import keras_model as km  # noqa: E402
-from mnist_cnn.data import load_mnist  # noqa: E402
+from mnist_cnn.data import load_mnist, prepare_images  # noqa: E402
+from mnist_cnn.evaluate import evaluate_file  # noqa: E402
+from mnist_cnn.model_files import load_model  # noqa: E402
 
 L = keras.layers
 
@@ -75,7 +77,7 @@ def test_fused_activations_2d_input_and_inference_noops():
     assert net.input_shape == (28, 28, 1)
     x = _images(32, seed=3)
     pk = np.asarray(model(x[..., 0], training=False))
-    np.testing.assert_allclose(net.predict_proba(x[..., 0]), pk, atol=1e-5)
+    np.testing.assert_allclose(net.predict_proba(x), pk, atol=1e-5)   # (N, 28, 28, 1) in
 
 
 def test_logits_model_without_softmax():
@@ -123,10 +125,10 @@ def test_committed_model_agrees_on_full_test_set():
     path = paths.models_dir() / "cnn_model.keras"
     if not path.is_file():
         pytest.skip("models/cnn_model.keras not committed yet")
-    model = km.load_model(path)
+    model = load_model(path)
     net = bridge.from_keras(model)
     _, (x_test, y_test) = load_mnist(progress=False)
-    x = km.to_model_input(x_test)
+    x = prepare_images(x_test)
     pk = np.concatenate([np.asarray(model(x[i:i + 1000], training=False))
                          for i in range(0, len(x), 1000)])
     ps = net.predict_proba(x)
@@ -144,6 +146,6 @@ def test_evaluate_accepts_a_scratch_npz(tmp_path):
     keras_path, npz_path = tmp_path / "m.keras", tmp_path / "m.npz"
     model.save(keras_path)
     bridge.from_keras(model).save(npz_path)
-    res_keras, res_npz = km.evaluate_file(keras_path), km.evaluate_file(npz_path)
+    res_keras, res_npz = evaluate_file(keras_path), evaluate_file(npz_path)
     assert res_npz["confusion_matrix"] == res_keras["confusion_matrix"]
     assert res_npz["outputs"].startswith("probabilities")

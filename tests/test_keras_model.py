@@ -12,8 +12,11 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from mnist_cnn import _io, paths  # noqa: E402
+from mnist_cnn import evaluate as ev  # noqa: E402
 from mnist_cnn import keras_model as km  # noqa: E402
-from mnist_cnn.data import load_mnist  # noqa: E402
+from mnist_cnn.cards import check_card  # noqa: E402
+from mnist_cnn.data import load_mnist, prepare_images  # noqa: E402
+from mnist_cnn.model_files import load_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +77,12 @@ def test_train_save_load_same_predictions(mnist, tmp_path):
                        verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert "val_accuracy" in history.history
-    x = km.to_model_input(x_test[:200])
+    x = prepare_images(x_test[:200])
     before = model(x, training=False).numpy()
     path = tmp_path / "tiny.keras"
     with _io.atomic_path(path) as tmp:
         model.save(tmp)
-    loaded = km.load_model(path)
+    loaded = load_model(path)
     np.testing.assert_allclose(loaded(x, training=False).numpy(), before, atol=1e-6)
     # Far better than chance (10 %) after three short epochs on 1,800 images.
     assert np.mean(before.argmax(1) == mnist[1][1][:200]) > 0.6
@@ -111,12 +114,16 @@ def test_cli_card_matches_file(cli_trained, capsys):
     card = json.loads(paths.card_path(cli_trained).read_text())
     assert card["sha256"] == _io.sha256_file(cli_trained)
     assert card["file_size_bytes"] == cli_trained.stat().st_size
-    assert card["seed"] == 0 and card["epochs"] == 1 and card["train_images"] == 500
-    assert card["parameters"] == km.build_model().count_params()
+    check_card(card)
+    assert card["engine"] == "keras"
+    # --limit 500: the last tenth is the validation set, the rest is trained on
+    assert card["seed"] == 0 and card["epochs"] == 1
+    assert (card["train_images"], card["validation_images"]) == (450, 50)
+    assert card["params"] == km.build_model().count_params()
     assert set(card["per_class_accuracy"]) == {str(d) for d in range(10)}
     assert np.asarray(card["confusion_matrix"]).sum() == 10000
     assert {"tensorflow", "keras", "numpy"} <= set(card["versions"])
-    assert "conv1" in card["summary"]
+    assert "conv1" in card["architecture"]
     # The shipped file has no optimizer state.
     with zipfile.ZipFile(cli_trained) as zf:
         config = json.loads(zf.read("config.json"))
@@ -128,10 +135,11 @@ def test_cli_card_matches_file(cli_trained, capsys):
 def test_cli_evaluate_reproduces_card(cli_trained, capsys):
     card = json.loads(paths.card_path(cli_trained).read_text())
     capsys.readouterr()
-    assert km.cli_evaluate(argparse.Namespace(model=str(cli_trained), json=True,
+    assert ev.cli_evaluate(argparse.Namespace(model=str(cli_trained), json=True,
                                               cache_dir=None)) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["test_accuracy"] == pytest.approx(card["test_accuracy"], abs=1e-4)
+    assert res["test_errors"] == card["test_errors"]
     assert res["outputs"] == "probabilities"
     assert res["confusion_matrix"] == card["confusion_matrix"]
 
@@ -144,7 +152,7 @@ def test_committed_model_matches_its_card():
     card = json.loads(paths.card_path(path).read_text())
     assert card["sha256"] == _io.sha256_file(path)
     assert card["file_size_bytes"] == path.stat().st_size <= 1_000_000
-    res = km.evaluate_file(path)
+    res = ev.evaluate_file(path)
     assert res["test_accuracy"] == pytest.approx(card["test_accuracy"], abs=2e-4)
     assert res["test_accuracy"] >= 0.995
 
@@ -156,12 +164,12 @@ def test_evaluate_foreign_logits_model_with_2d_input(tmp_path, mnist, capsys):
                               keras.layers.Dense(10)])
     path = tmp_path / "foreign.keras"
     model.save(path)
-    res = km.evaluate_file(path)
+    res = ev.evaluate_file(path)
     assert res["outputs"].startswith("logits")
-    x = km.to_model_input(mnist[1][0]).reshape(-1, 28, 28)
+    x = prepare_images(mnist[1][0]).reshape(-1, 28, 28)
     expected = np.mean(model.predict(x, verbose=0).argmax(1) == mnist[1][1])
     assert res["test_accuracy"] == pytest.approx(expected)
-    km.cli_evaluate(argparse.Namespace(model=str(path), json=False, cache_dir=None))
+    ev.cli_evaluate(argparse.Namespace(model=str(path), json=False, cache_dir=None))
     text = capsys.readouterr().out
     assert "Confusion matrix" in text and "Per-class accuracy" in text
 
@@ -172,25 +180,25 @@ def test_evaluate_rejects_wrong_shapes(tmp_path):
     path = tmp_path / "cifar.keras"
     model.save(path)
     with pytest.raises(ValueError, match=r"input shape .*28, 28"):
-        km.evaluate_file(path)
+        ev.evaluate_file(path)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(3)])
     path = tmp_path / "three.keras"
     model.save(path)
     with pytest.raises(ValueError, match=r"output shape"):
-        km.evaluate_file(path)
+        ev.evaluate_file(path)
 
 
 def test_load_missing_file_says_how_to_get_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-keras"):
-        km.load_model(tmp_path / "nope.keras")
+        load_model(tmp_path / "nope.keras")
 
 
 def test_load_corrupt_file_is_a_value_error(tmp_path):
     path = tmp_path / "corrupt.keras"
     path.write_bytes(b"this is not a zip archive" * 10)
     with pytest.raises(ValueError, match="corrupt"):
-        km.load_model(path)
+        load_model(path)
 
 
 def test_safe_mode_refuses_lambda_layer(tmp_path):
@@ -199,7 +207,7 @@ def test_safe_mode_refuses_lambda_layer(tmp_path):
     path = tmp_path / "lambda.keras"
     model.save(path)
     with pytest.raises(ValueError, match="Lambda"):
-        km.load_model(path)
+        load_model(path)
 
 
 def test_cli_rejects_bad_arguments(tmp_path):

@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from mnist_cnn.predict import Predictor, cli_predict, load_keras_model, top_k
+from mnist_cnn.model_files import load_mnist_model
+from mnist_cnn.predict import Predictor, cli_predict, top_k
 from mnist_cnn.preprocess import to_mnist
 
 from tests._helpers_app import committed_or_small_model, render_digit, small_model
@@ -100,28 +101,28 @@ def test_channel_less_input_and_logits_models(tmp_path):
 
 def test_loading_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-keras"):
-        load_keras_model(tmp_path / "missing.keras")
+        load_mnist_model(tmp_path / "missing.keras")
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 definitely not a keras zip")
     with pytest.raises(ValueError):
-        load_keras_model(corrupt)
+        load_mnist_model(corrupt)
     import keras
 
     wrong = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(10)])
     wrong.save(tmp_path / "wrong.keras")
     with pytest.raises(ValueError, match="input shape"):
-        load_keras_model(tmp_path / "wrong.keras")
+        load_mnist_model(tmp_path / "wrong.keras")
     five = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                              keras.layers.Dense(5)])
     five.save(tmp_path / "five.keras")
     with pytest.raises(ValueError, match="output shape"):
-        load_keras_model(tmp_path / "five.keras")
+        load_mnist_model(tmp_path / "five.keras")
 
 
 def test_env_var_selects_model(tmp_path, monkeypatch, model_path):
     monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))
-    _, path = load_keras_model()
+    _, path = load_mnist_model()
     assert path == model_path
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mnist_cnn.notebook import check_gradient
 from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fast import FastEngine, FusedPath, fused
@@ -15,8 +16,6 @@ from mnist_cnn.scratch.fast.fused import (
     conv2d_relu_maxpool_backward,
 )
 from mnist_cnn.scratch.train import fit
-
-from tests._helpers_scratch import check_backward
 
 # (x shape, w shape, conv stride, padding, pool, pool stride): one input channel
 # (recomputing path) and several (stored path), overlapping and odd-sized pools,
@@ -81,7 +80,7 @@ def test_gradient_check(case):
         dx, dw, db = conv2d_relu_maxpool_backward(dout, state["cache"])
         return {"x": dx, "w": dw, "b": db}
 
-    for name, err in check_backward(forward, grads, inputs, rng).items():
+    for name, err in check_gradient(forward, grads, inputs, rng).items():
         assert err < 1e-7, (name, err)
 
 

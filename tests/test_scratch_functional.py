@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mnist_cnn.notebook import check_gradient, numerical_gradient, rel_error
 from mnist_cnn.scratch import functional as F
-
-from tests._helpers_scratch import check_backward, numerical_gradient, rel_error
 
 GRAD_TOL = 1e-7
 
@@ -160,7 +159,7 @@ def test_conv_backward_gradcheck(rng, conv, conv_backward, xshape, wshape, strid
         dx, dw, db = conv_backward(dout, state["cache"])
         return {"x": dx, "w": dw, "b": db}
 
-    errors = check_backward(forward, grads, {"x": x, "w": w, "b": b}, rng)
+    errors = check_gradient(forward, grads, {"x": x, "w": w, "b": b}, rng)
     assert max(errors.values()) < GRAD_TOL, errors
 
 
@@ -178,7 +177,7 @@ def test_max_pool_backward_gradcheck(rng, pool_fn, pool_backward, xshape, pool, 
         out, state["cache"] = pool_fn(x, pool, stride)
         return out
 
-    errors = check_backward(forward, lambda d: {"x": pool_backward(d, state["cache"])},
+    errors = check_gradient(forward, lambda d: {"x": pool_backward(d, state["cache"])},
                             {"x": x}, rng)
     assert errors["x"] < GRAD_TOL, errors
 
@@ -192,14 +191,14 @@ def test_relu_backward_gradcheck(rng):
         out, state["cache"] = F.relu(x)
         return out
 
-    errors = check_backward(forward, lambda d: {"x": F.relu_backward(d, state["cache"])},
+    errors = check_gradient(forward, lambda d: {"x": F.relu_backward(d, state["cache"])},
                             {"x": x}, rng)
     assert errors["x"] < GRAD_TOL
 
 
 def test_flatten_backward_gradcheck(rng):
     x = rng.standard_normal((2, 3, 2, 2))
-    errors = check_backward(lambda x: F.flatten(x)[0],
+    errors = check_gradient(lambda x: F.flatten(x)[0],
                             lambda d: {"x": F.flatten_backward(d, x.shape)}, {"x": x}, rng)
     assert errors["x"] < GRAD_TOL
 
@@ -218,7 +217,7 @@ def test_dense_backward_gradcheck(rng, n, d_in, d_out):
         dx, dw, db = F.dense_backward(dout, state["cache"])
         return {"x": dx, "w": dw, "b": db}
 
-    errors = check_backward(forward, grads, inputs, rng)
+    errors = check_gradient(forward, grads, inputs, rng)
     assert max(errors.values()) < GRAD_TOL, errors
 
 

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 from mnist_cnn import _io
+from mnist_cnn.notebook import numerical_gradient, rel_error
 from mnist_cnn.scratch import (
     Conv2D,
     Dense,
@@ -22,8 +23,6 @@ from mnist_cnn.scratch import (
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.optim import SGD, Adam
 from mnist_cnn.scratch.train import build_model, evaluate, fit, prepare_images, random_shift
-
-from tests._helpers_scratch import numerical_gradient, rel_error
 
 
 def _small_net(seed=0, input_shape=(8, 8, 1), softmax=False):
@@ -162,7 +161,9 @@ def test_save_load_round_trip(tmp_path, mnist_small):
     loaded = Sequential.load(path)
     assert loaded.summary() == net.summary()
     np.testing.assert_array_equal(loaded.predict_proba(x), net.predict_proba(x))
-    np.testing.assert_array_equal(loaded.predict(x[..., 0]), net.predict(x))   # (N, 28, 28)
+    np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
+    with pytest.raises(ValueError, match=r"expected inputs of shape \(N, 28, 28, 1\)"):
+        loaded.predict(x[..., 0])       # (N, 28, 28): prepare_images adds the channel
     with np.load(path, allow_pickle=False) as data:
         arch = json.loads(str(data["__architecture__"]))
     assert [c["class"] for c in arch["layers"]][:3] == ["Conv2D", "ReLU", "MaxPooling2D"]

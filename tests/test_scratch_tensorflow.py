@@ -68,6 +68,15 @@ def test_conv2d_naive_matches_tf(rng):
     assert _maxdiff(out, ref) < TOL
 
 
+def _tf_max_pool(x, dout, pool, stride):
+    """TensorFlow's max pool of x and the gradient of sum(out * dout) w.r.t. x."""
+    tx = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        t_out = tf.nn.max_pool2d(tx, ksize=pool, strides=stride or pool, padding="VALID")
+        scalar = tf.reduce_sum(t_out * dout)
+    return t_out, tape.gradient(scalar, tx)
+
+
 @pytest.mark.parametrize(("xshape", "pool", "stride"), [
     ((4, 26, 26, 8), 2, None), ((3, 11, 11, 4), 2, None), ((2, 9, 9, 3), 3, 2),
     ((2, 7, 8, 2), 3, 3),
@@ -77,11 +86,7 @@ def test_max_pool_forward_and_gradient_match_tf(rng, xshape, pool, stride):
     x = (rng.permutation(np.prod(xshape)).reshape(xshape) / np.prod(xshape)).astype(np.float32)
     out, cache = F.max_pool2d(x, pool, stride)
     dout = _u(rng, out.shape)
-    tx = tf.Variable(x)
-    with tf.GradientTape() as tape:
-        t_out = tf.nn.max_pool2d(tx, ksize=pool, strides=stride or pool, padding="VALID")
-        scalar = tf.reduce_sum(t_out * dout)
-    tdx = tape.gradient(scalar, tx)
+    t_out, tdx = _tf_max_pool(x, dout, pool, stride)
     assert out.shape == tuple(t_out.shape)
     assert _maxdiff(out, t_out) < TOL
     assert _maxdiff(F.max_pool2d_backward(dout, cache), tdx) < TOL
@@ -95,11 +100,7 @@ def test_max_pool_ties_go_where_tf_sends_them(rng, pool, stride):
     out, cache = F.max_pool2d(x, pool, stride)
     _, naive_cache = F.max_pool2d_naive(x, pool, stride)
     dout = _u(rng, out.shape)
-    tx = tf.Variable(x)
-    with tf.GradientTape() as tape:
-        t_out = tf.nn.max_pool2d(tx, ksize=pool, strides=stride or pool, padding="VALID")
-        scalar = tf.reduce_sum(t_out * dout)
-    tdx = tape.gradient(scalar, tx)
+    _, tdx = _tf_max_pool(x, dout, pool, stride)
     ties = sum(int((x[sl] == out).sum()) for sl in F._pool_views(x, cache["pool"],
                cache["stride"], *out.shape[1:3])) - out.size
     assert ties > out.size // 4                   # the test is about ties: many of them

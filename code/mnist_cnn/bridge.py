@@ -123,7 +123,7 @@ def from_keras(model_or_path, seed=0):
 
     Inputs:
     - model_or_path: a ``keras.Model`` (Sequential, or a functional chain of layers) or
-      a path to a ``.keras`` file (loaded with :func:`mnist_cnn.keras_model.load_model`,
+      a path to a ``.keras`` file (loaded with :func:`mnist_cnn.model_files.load_model`,
       i.e. Keras' safe mode).
     - seed: passed to the scratch ``Sequential`` (its initial weights are overwritten).
 
@@ -137,7 +137,7 @@ def from_keras(model_or_path, seed=0):
     S = _scratch()
 
     if isinstance(model_or_path, (str, Path)):
-        from mnist_cnn.keras_model import load_model
+        from mnist_cnn.model_files import load_model
 
         model = load_model(model_or_path)
     else:

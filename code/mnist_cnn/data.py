@@ -402,3 +402,44 @@ def summary_line(report: FetchReport, data) -> str:
            else f"fetched from {report.source}")
     return (f"MNIST ready: {len(x_train):,} train + {len(x_test):,} test images, "
             f"SHA-256 verified, in {report.cache_dir} ({src}).")
+
+
+IMAGE_SHAPE = (28, 28)
+
+
+def prepare_images(x) -> np.ndarray:
+    """Images as every model here sees them: float32 (N, 28, 28, 1) in [0, 1].
+
+    Inputs: one image (28, 28) or a batch (N, 28, 28) or (N, 28, 28, 1); uint8
+    pixels (0..255, as on disk) are divided by 255, float pixels are taken as
+    already in [0, 1] (white digit on black, as MNIST).
+
+    Raises ValueError for any other shape, saying what was expected.
+    """
+    x = np.asarray(x)
+    if x.shape == IMAGE_SHAPE:
+        x = x[None]
+    if x.ndim == 3 and x.shape[1:] == IMAGE_SHAPE:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != (*IMAGE_SHAPE, 1):
+        raise ValueError(f"expected 28x28 image(s): (28, 28), (N, 28, 28) or (N, 28, 28, 1), "
+                         f"got shape {x.shape}; use mnist_cnn.preprocess.to_mnist for other "
+                         f"images")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32, copy=False)
+
+
+VALIDATION_SIZE = 5000
+
+
+def split_validation(x, y, size: int = VALIDATION_SIZE):
+    """Carve a fixed validation set from the training images: the last ``size``.
+
+    Both trainers choose their epoch (and stop) on it, so the 10,000 test images
+    are used once, for the final figure. Returns ((x_train, y_train), (x_val, y_val)).
+    Small subsets (``--limit``) keep at most a tenth for validation.
+    """
+    size = min(int(size), len(x) // 10)
+    cut = len(x) - size
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])

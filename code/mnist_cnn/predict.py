@@ -32,64 +32,26 @@ from pathlib import Path
 
 import numpy as np
 
-ENGINES = ("keras", "numpy")
+from mnist_cnn.data import prepare_images
+from mnist_cnn.evaluate import as_probabilities
+from mnist_cnn.model_files import check_mnist_model, load_mnist_model
+
 # Element-wise layers that belong to a conv "block": the feature map we show is
 # the output after them (what the next layer actually sees).
 _ELEMENTWISE = {"BatchNormalization", "ReLU", "Activation", "LeakyReLU", "ELU", "PReLU"}
 
 
-def load_keras_model(path=None):
-    """Load a Keras model file in safe mode and check it is an MNIST classifier.
+class KerasEngine:
+    """The Keras model, called directly through a ``tf.function`` traced once for
+    a (None, 28, 28, 1) float32 batch."""
 
-    Inputs:
-    - path: model file; default :func:`mnist_cnn.paths.default_keras_model`
-      (``$MNIST_CNN_MODEL`` or ``models/cnn_model.keras``).
+    name = "keras"
 
-    Returns (model, path). Raises FileNotFoundError (missing file; the message
-    says how to get one) or ValueError (corrupt file, unsafe content, or not a
-    28x28 -> 10 classifier).
-    """
-    from mnist_cnn import keras_model, paths
-
-    path = Path(path).expanduser() if path else paths.default_keras_model()
-    model = keras_model.load_model(path)
-    keras_model.check_mnist_model(model)
-    return model, path
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _as_batch(x) -> np.ndarray:
-    """(28, 28) / (N, 28, 28) / (N, 28, 28, 1) in [0, 1] -> float32 (N, 28, 28, 1)."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.shape == (28, 28):
-        x = x[None]
-    if x.ndim == 3 and x.shape[1:] == (28, 28):
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
-        raise ValueError(f"expected 28x28 image(s) in [0, 1], got shape {x.shape}; "
-                         "use mnist_cnn.preprocess.to_mnist first")
-    return x
-
-
-class Predictor:
-    """A loaded MNIST classifier with fast single-image inference.
-
-    Thread-safe for concurrent predictions (the app shares one per process).
-    """
-
-    def __init__(self, model, path: str | os.PathLike | None = None):
+    def __init__(self, model):
         import tensorflow as tf
 
-        from mnist_cnn import keras_model
-
         self.model = model
-        self.path = Path(path) if path is not None else None
-        self.input_rank = keras_model.check_mnist_model(model)
+        self.input_rank = check_mnist_model(model)
         rank = self.input_rank
 
         def call(x):
@@ -101,84 +63,13 @@ class Predictor:
             call, input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)],
             reduce_retracing=True)
         self._lock = threading.Lock()
-        self._numpy_net = None
-        self._numpy_error: str | None = None
         self._feature_model = None
         self.conv_blocks = self._find_conv_blocks()
-        # Trace once now so the first user doesn't pay for it.
-        self.predict_proba(np.zeros((28, 28), np.float32))
 
-    @classmethod
-    def from_file(cls, path=None) -> Predictor:
-        """Load (safe mode), validate and warm up; see :func:`load_keras_model`."""
-        model, path = load_keras_model(path)
-        return cls(model, path)
+    def outputs(self, xb) -> np.ndarray:
+        """The model's raw outputs (N, 10) for a float32 batch (N, 28, 28, 1)."""
+        return np.asarray(self._call(xb), dtype=np.float64)
 
-    # ------------------------------------------------------------------ inference
-    def predict_proba(self, x, engine: str = "keras") -> np.ndarray:
-        """Class probabilities.
-
-        Inputs:
-        - x: (28, 28) image or a batch (N, 28, 28[, 1]), float in [0, 1], white on black.
-        - engine: "keras" or "numpy".
-
-        Returns: (10,) float64 for one image, (N, 10) for a batch. If the model
-        outputs logits rather than probabilities, a softmax is applied.
-        """
-        single = np.ndim(x) == 2
-        xb = _as_batch(x)
-        if engine == "keras":
-            out = np.asarray(self._call(xb), dtype=np.float64)
-        elif engine == "numpy":
-            out = np.asarray(self.numpy_net().forward(xb), dtype=np.float64)
-        else:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
-        from mnist_cnn.keras_model import outputs_are_probabilities
-
-        if not outputs_are_probabilities(out):
-            out = _softmax(out)
-        return out[0] if single else out
-
-    def predict(self, x, engine: str = "keras"):
-        """Digit(s): int for one (28, 28) image, (N,) ints for a batch."""
-        p = self.predict_proba(x, engine)
-        return int(p.argmax()) if p.ndim == 1 else p.argmax(axis=1)
-
-    # ------------------------------------------------------------------ NumPy engine
-    @property
-    def numpy_error(self) -> str | None:
-        """Why the NumPy engine is unavailable (None if it works or was not tried yet)."""
-        return self._numpy_error
-
-    def numpy_available(self) -> bool:
-        try:
-            self.numpy_net()
-            return True
-        except ValueError:
-            return False
-
-    def numpy_net(self):
-        """The from-scratch NumPy network holding this model's weights (built once).
-
-        Raises ValueError with the reason if the bridge cannot convert this model
-        (or the scratch network is not available in this installation).
-        """
-        if self._numpy_net is None and self._numpy_error is None:
-            with self._lock:
-                if self._numpy_net is None and self._numpy_error is None:
-                    try:
-                        from mnist_cnn.bridge import from_keras
-
-                        self._numpy_net = from_keras(self.model)
-                    except ImportError as exc:
-                        self._numpy_error = f"the NumPy engine is not available ({exc})"
-                    except (ValueError, NotImplementedError, TypeError, AttributeError) as exc:
-                        self._numpy_error = f"the NumPy engine cannot run this model: {exc}"
-        if self._numpy_error is not None:
-            raise ValueError(self._numpy_error)
-        return self._numpy_net
-
-    # ------------------------------------------------------------------ feature maps
     def _find_conv_blocks(self) -> list[tuple[str, str]]:
         """[(conv layer name, name of the last element-wise layer after it)]."""
         layers = list(self.model.layers)
@@ -194,21 +85,9 @@ class Predictor:
             blocks.append((layer.name, last.name))
         return blocks
 
-    def feature_maps(self, x, engine: str = "keras") -> list[tuple[str, np.ndarray]]:
-        """Activations of each conv layer (after its BatchNorm / ReLU) for one image.
-
-        Inputs:
-        - x: (28, 28) float image in [0, 1].
-        - engine: "keras" (a sub-model of the Keras model) or "numpy" (the
-          scratch network's ``activations``).
-
-        Returns: [(conv layer name, (H, W, C) float32 array)], in network order.
-        """
-        xb = _as_batch(x)
-        if engine == "numpy":
-            return self._numpy_feature_maps(xb)
-        if engine != "keras":
-            raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    def feature_maps(self, xb) -> list[tuple[str, np.ndarray]]:
+        """[(conv layer name, (H, W, C) float32)] for the first image of ``xb``,
+        each taken after the block's BatchNorm / ReLU (a sub-model of the model)."""
         if not self.conv_blocks:
             return []
         if self._feature_model is None:
@@ -227,19 +106,130 @@ class Predictor:
         return [(conv, np.asarray(o)[0].astype(np.float32))
                 for (conv, _), o in zip(self.conv_blocks, outs, strict=True)]
 
-    def _numpy_feature_maps(self, xb):
-        net = self.numpy_net()
+
+class NumpyEngine:
+    """The same weights in the from-scratch NumPy network, built by
+    :func:`mnist_cnn.bridge.from_keras` the first time it is needed."""
+
+    name = "numpy"
+
+    def __init__(self, model):
+        self.model = model
+        self._net = None
+        self.error: str | None = None      # why this engine cannot run the model
+        self._lock = threading.Lock()
+
+    @property
+    def net(self):
+        """The scratch network; raises ValueError with the reason if the bridge
+        cannot convert the model (or the scratch engine is not installed)."""
+        if self._net is None and self.error is None:
+            with self._lock:
+                if self._net is None and self.error is None:
+                    try:
+                        from mnist_cnn.bridge import from_keras
+
+                        self._net = from_keras(self.model)
+                    except ImportError as exc:
+                        self.error = f"the NumPy engine is not available ({exc})"
+                    except (ValueError, NotImplementedError, TypeError, AttributeError) as exc:
+                        self.error = f"the NumPy engine cannot run this model: {exc}"
+        if self.error is not None:
+            raise ValueError(self.error)
+        return self._net
+
+    def outputs(self, xb) -> np.ndarray:
+        """The scratch network's outputs (N, 10) for a float32 batch (N, 28, 28, 1)."""
+        return np.asarray(self.net.forward(xb), dtype=np.float64)
+
+    def feature_maps(self, xb) -> list[tuple[str, np.ndarray]]:
+        """As :meth:`KerasEngine.feature_maps`: each Conv2D's output after the
+        ReLU that follows it (BatchNorm is folded into the convolution)."""
+        net = self.net
         acts = net.activations(xb)
         result = []
         for i, (name, out) in enumerate(acts):
-            layer = net.layers[i]
-            if type(layer).__name__ != "Conv2D":
+            if type(net.layers[i]).__name__ != "Conv2D":
                 continue
-            # Take the output after a following ReLU, as for Keras (BN is folded).
             if i + 1 < len(acts) and type(net.layers[i + 1]).__name__ == "ReLU":
                 out = acts[i + 1][1]
             result.append((name, np.asarray(out)[0].astype(np.float32)))
         return result
+
+
+ENGINES = ("keras", "numpy")
+
+
+class Predictor:
+    """A loaded MNIST classifier with fast single-image inference on either
+    engine, each an object with the same small interface (``outputs``,
+    ``feature_maps``). Thread-safe for concurrent predictions (the app shares
+    one per process).
+    """
+
+    def __init__(self, model, path: str | os.PathLike | None = None):
+        self.model = model
+        self.path = Path(path) if path is not None else None
+        self.engines = {"keras": KerasEngine(model), "numpy": NumpyEngine(model)}
+        self.conv_blocks = self.engines["keras"].conv_blocks
+        # Trace once now so the first user doesn't pay for it.
+        self.predict_proba(np.zeros((28, 28), np.float32))
+
+    @classmethod
+    def from_file(cls, path=None) -> Predictor:
+        """Load (safe mode), validate and warm up; see :func:`load_mnist_model`."""
+        model, path = load_mnist_model(path)
+        return cls(model, path)
+
+    def engine(self, name: str):
+        """The engine object called ``name`` ("keras" or "numpy")."""
+        try:
+            return self.engines[name]
+        except KeyError:
+            raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}") from None
+
+    # ------------------------------------------------------------------ inference
+    def predict_proba(self, x, engine: str = "keras") -> np.ndarray:
+        """Class probabilities.
+
+        Inputs:
+        - x: (28, 28) image or a batch (N, 28, 28[, 1]), float in [0, 1] (or
+          uint8 0..255), white on black.
+        - engine: "keras" or "numpy".
+
+        Returns: (10,) float64 for one image, (N, 10) for a batch. If the model
+        outputs logits rather than probabilities, a softmax is applied.
+        """
+        probs, _ = as_probabilities(self.engine(engine).outputs(prepare_images(x)))
+        return probs[0] if np.ndim(x) == 2 else probs
+
+    def predict(self, x, engine: str = "keras"):
+        """Digit(s): int for one (28, 28) image, (N,) ints for a batch."""
+        p = self.predict_proba(x, engine)
+        return int(p.argmax()) if p.ndim == 1 else p.argmax(axis=1)
+
+    def feature_maps(self, x, engine: str = "keras") -> list[tuple[str, np.ndarray]]:
+        """Activations of each conv layer (after its BatchNorm / ReLU) for one image
+        x (28, 28) float in [0, 1]: [(conv layer name, (H, W, C) float32)]."""
+        return self.engine(engine).feature_maps(prepare_images(x))
+
+    # ------------------------------------------------------------------ NumPy engine
+    @property
+    def numpy_error(self) -> str | None:
+        """Why the NumPy engine is unavailable (None if it works or was not tried yet)."""
+        return self.engines["numpy"].error
+
+    def numpy_available(self) -> bool:
+        try:
+            self.numpy_net()
+            return True
+        except ValueError:
+            return False
+
+    def numpy_net(self):
+        """The from-scratch NumPy network holding this model's weights (built once).
+        Raises ValueError with the reason if the bridge cannot convert this model."""
+        return self.engines["numpy"].net
 
 
 def top_k(probs, k: int = 3) -> list[tuple[int, float]]:
@@ -272,8 +262,8 @@ def cli_predict(args: argparse.Namespace) -> int:
     """
     predictor = Predictor.from_file(args.model)
     engine = getattr(args, "engine", "keras") or "keras"
-    if engine == "numpy":
-        predictor.numpy_net()  # fail once, clearly, rather than once per file
+    # an engine that cannot run this model fails once, clearly, not once per file
+    predictor.predict_proba(np.zeros((28, 28), np.float32), engine)
     failures = 0
     for name in args.images:
         try:

@@ -44,9 +44,10 @@ CENTRE = 14.0
 INK_THRESHOLD = 0.2
 # Less contrast than this (on a 0..1 scale) between ink and background is "no ink".
 MIN_CONTRAST = 0.05
-# Stroke width / digit size on MNIST (measured on 3,000 test digits): median 0.13,
-# 90th percentile 0.18, 99th 0.25. Only strokes thicker than any but the boldest
-# MNIST digit are thinned, and only back to a bold-but-typical width.
+# Stroke width / digit size (stroke_fraction) on MNIST's test digits: median about
+# 0.13, 90th percentile 0.18, 99th 0.25 (the deployment chapter measures it). Only
+# strokes thicker than any but the boldest MNIST digit are thinned, and only back
+# to a bold-but-typical width.
 THICK_FRACTION = 0.25
 STROKE_FRACTION = 0.18
 # Opaque pixels whose gray levels span less than this are one brush colour.
@@ -283,14 +284,30 @@ def _fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
     return small / peak if peak > 0 else small
 
 
+def centre_of_mass(image) -> tuple[float, float]:
+    """(row, column) of the intensity-weighted mean pixel position of a 2-D image."""
+    image = np.asarray(image, np.float64)
+    total = image.sum()
+    return (float(image.sum(axis=1) @ np.arange(image.shape[0]) / total),
+            float(image.sum(axis=0) @ np.arange(image.shape[1]) / total))
+
+
+def stroke_fraction(ink: np.ndarray) -> float:
+    """Mean stroke width relative to the digit's size (the longer side of its
+    bounding box); 0 for an image without ink. ``ink`` in [0, 1], e.g. an MNIST
+    digit / 255."""
+    box = _bbox(ink > INK_THRESHOLD)
+    if box is None:
+        return 0.0
+    crop = ink[box[0]:box[1], box[2]:box[3]]
+    return _stroke_width(crop) / max(crop.shape)
+
+
 def _centre(patch: np.ndarray, size: int = SIZE, centre: float = CENTRE) -> np.ndarray:
     """Step 4: paste ``patch`` into size x size so its centre of mass is at
     (centre, centre), shifted (by whole pixels) only as far as keeps it inside."""
     h, w = patch.shape
-    total = patch.sum()
-    ys, xs = np.arange(h), np.arange(w)
-    cy = (patch.sum(axis=1) @ ys) / total
-    cx = (patch.sum(axis=0) @ xs) / total
+    cy, cx = centre_of_mass(patch)
     top = int(np.clip(round(centre - cy), 0, size - h))
     left = int(np.clip(round(centre - cx), 0, size - w))
     out = np.zeros((size, size), dtype=np.float32)

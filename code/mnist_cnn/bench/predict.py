@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_cnn.notebook import timings
+
 REPEATS = 200
 WARMUP = 10
 
@@ -35,7 +37,7 @@ _COLD_KERAS = """
 import time, sys
 t0 = time.perf_counter()
 import numpy as np
-from mnist_cnn.keras_model import load_model
+from mnist_cnn.model_files import load_model
 t1 = time.perf_counter()
 model = load_model(sys.argv[1])
 t2 = time.perf_counter()
@@ -62,14 +64,7 @@ print(int(p.argmax()), t1 - t0, t2 - t1, t3 - t2)
 
 def _time_calls(fn, x, repeats, warmup=WARMUP):
     """Per-call wall times in ms (after ``warmup`` untimed calls)."""
-    for _ in range(warmup):
-        fn(x)
-    times = np.empty(repeats)
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times[i] = time.perf_counter() - t0
-    return times * 1e3
+    return timings(lambda: fn(x), repeats, warmup) * 1e3
 
 
 def _stats(ms):
@@ -101,14 +96,14 @@ def run(model_path=None, repeats=REPEATS, seed=0, cold_runs=3, cache_dir=None):
     import tensorflow as tf
 
     from mnist_cnn import bridge, paths
-    from mnist_cnn.data import load_mnist
-    from mnist_cnn.keras_model import load_model, to_model_input
+    from mnist_cnn.data import load_mnist, prepare_images
+    from mnist_cnn.model_files import load_model
 
     model_path = Path(model_path) if model_path else paths.default_keras_model()
     model = load_model(model_path)
     _, (x_test, y_test) = load_mnist(cache_dir, progress=False)
     i = int(np.random.default_rng(seed).integers(len(x_test)))
-    x = to_model_input(x_test[i:i + 1])  # (1, 28, 28, 1) float32
+    x = prepare_images(x_test[i:i + 1])  # (1, 28, 28, 1) float32
 
     fast = tf.function(lambda t: model(t, training=False),
                        input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)])

@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from mnist_cnn.scratch.train import BATCH_SIZE, DROPOUT, LR, build_model, fit, prepare_images
+from mnist_cnn.data import prepare_images
+from mnist_cnn.scratch.train import BATCH_SIZE, DROPOUT, LR, build_model, fit
 
 WARMUP_BATCHES = 4
 REPEAT = 3

@@ -21,19 +21,19 @@ import numpy as np
 
 from mnist_cnn.scratch import functional as F
 
-__all__ = ["Layer", "Conv2D", "MaxPooling2D", "ReLU", "Flatten", "Dropout", "Dense",
-           "Softmax", "layer_from_config", "LAYER_CLASSES"]
+__all__ = ["he_normal", "glorot_uniform", "Layer", "Conv2D", "MaxPooling2D", "ReLU", "Flatten",
+           "Dropout", "Dense", "Softmax", "layer_from_config", "LAYER_CLASSES"]
 
 DTYPE = np.float32
 
 
-def _he_normal(rng, shape, fan_in, dtype):
+def he_normal(rng, shape, fan_in, dtype=DTYPE):
     """He et al. (2015): std sqrt(2 / fan_in) keeps the activation variance
     constant through ReLU layers (ReLU zeroes half of the signal)."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
-def _glorot_uniform(rng, shape, fan_in, fan_out, dtype):
+def glorot_uniform(rng, shape, fan_in, fan_out, dtype=DTYPE):
     """Glorot & Bengio (2010), Keras' default: U(-l, l), l = sqrt(6 / (fan_in + fan_out)),
     balancing the variance of the forward signal and the backward gradient."""
     limit = np.sqrt(6.0 / (fan_in + fan_out))
@@ -144,8 +144,8 @@ class Conv2D(Layer):
         c_in = self.input_shape[2]
         shape = (kh, kw, c_in, self.filters)
         fan_in, fan_out = kh * kw * c_in, kh * kw * self.filters
-        w = (_he_normal(rng, shape, fan_in, DTYPE) if self.init == "he"
-             else _glorot_uniform(rng, shape, fan_in, fan_out, DTYPE))
+        w = (he_normal(rng, shape, fan_in, DTYPE) if self.init == "he"
+             else glorot_uniform(rng, shape, fan_in, fan_out, DTYPE))
         self.params = {"W": w}
         if self.use_bias:
             self.params["b"] = np.zeros(self.filters, DTYPE)
@@ -272,8 +272,8 @@ class Dense(Layer):
         rng = np.random.default_rng(0) if rng is None else rng
         d_in = self.input_shape[0]
         shape = (d_in, self.units)
-        w = (_he_normal(rng, shape, d_in, DTYPE) if self.init == "he"
-             else _glorot_uniform(rng, shape, d_in, self.units, DTYPE))
+        w = (he_normal(rng, shape, d_in, DTYPE) if self.init == "he"
+             else glorot_uniform(rng, shape, d_in, self.units, DTYPE))
         self.params = {"W": w, "b": np.zeros(self.units, DTYPE)}
         return out
 

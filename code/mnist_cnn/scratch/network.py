@@ -107,26 +107,18 @@ class Sequential:
 
     def activations(self, x):
         """[(layer_name, output)] for every layer, in order (inference mode)."""
-        x = self._check_input(self._add_channel(x))
+        x = self._check_input(x)
         result = []
         for layer in self.layers:
             x = layer.forward(x, training=False)
             result.append((layer.name, x))
         return result
 
-    def _add_channel(self, x):
-        x = np.asarray(x)
-        if x.ndim == len(self.input_shape) and x.shape[1:] == self.input_shape[:-1] \
-                and self.input_shape[-1] == 1:
-            x = x[..., None]
-        if x.dtype != DTYPE:
-            x = x.astype(DTYPE)
-        return x
-
     def predict_proba(self, x, batch_size: int = 1000):
-        """Class probabilities (N, K) for x of shape (N, 28, 28, 1) or (N, 28, 28),
-        float in [0, 1]; applies softmax unless the last layer is a Softmax."""
-        x = self._check_input(self._add_channel(x))
+        """Class probabilities (N, K) for x of shape (N, *input_shape) (for MNIST,
+        float32 in [0, 1] from :func:`mnist_cnn.data.prepare_images`); applies
+        softmax unless the last layer is a Softmax."""
+        x = self._check_input(x)
         outs = []
         for i in range(0, len(x), batch_size):
             out = self.forward(x[i : i + batch_size], training=False)

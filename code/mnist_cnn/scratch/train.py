@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mnist_cnn.data import prepare_images
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
@@ -50,14 +51,6 @@ def build_model(seed: int = SEED, dropout: float = DROPOUT) -> Sequential:
     ], input_shape=(28, 28, 1), seed=seed)
 
 
-def prepare_images(x_uint8) -> np.ndarray:
-    """uint8 (N, 28, 28) in 0..255 -> float32 (N, 28, 28, 1) in [0, 1]."""
-    x = np.asarray(x_uint8)
-    if x.ndim == 3:
-        x = x[..., None]
-    return (x.astype(np.float32) / np.float32(255.0))
-
-
 def random_shift(x, rng, max_shift: int = SHIFT) -> np.ndarray:
     """Shift each image by a random (dy, dx) in [-max_shift, max_shift], filling with 0.
 
@@ -91,7 +84,8 @@ def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
 
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
-        shift: int = 0, progress: bool = True, desc: str = "train", fast=False) -> dict:
+        shift: int = 0, progress: bool = True, desc: str = "train", fast=False,
+        keep_best: bool = False) -> dict:
     """Train ``model`` in place with mini-batch gradient descent.
 
     Inputs:
@@ -106,10 +100,13 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     - fast: False runs ``model.loss_and_backward``, the plain chain; True runs the
       speed layer, ``FastEngine(model)`` (:mod:`mnist_cnn.scratch.fast`), or pass
       a ``FastEngine`` of your own
+    - keep_best: with validation_data, end with the weights of the epoch with the
+      best validation accuracy (the later one on ties)
 
     Returns the history: {"loss", "accuracy", "lr", "seconds"[, "val_loss",
-    "val_accuracy"]}, one entry per epoch (training loss/accuracy are running
-    means over the epoch's batches, with dropout active).
+    "val_accuracy", "best_epoch"]}, one entry per epoch (training loss/accuracy
+    are running means over the epoch's batches, with dropout active; best_epoch
+    counts from 1).
     """
     x = np.asarray(x)
     y = np.asarray(y).astype(np.intp)
@@ -127,6 +124,7 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     n = len(x)
     steps = -(-n // batch_size)
     params = model.parameters()
+    best = (-1.0, None)          # (validation accuracy, weights) of the best epoch so far
     for epoch in range(epochs):
         if schedule is not None:
             optimizer.lr = float(schedule(epoch))
@@ -157,9 +155,15 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
             ev = evaluate(model, *validation_data)
             history["val_loss"].append(ev["loss"])
             history["val_accuracy"].append(ev["accuracy"])
+            if ev["accuracy"] >= best[0]:
+                best = (ev["accuracy"], [p.copy() for p in params])
+                history["best_epoch"] = epoch + 1
             if progress:
                 tqdm.write(f"  epoch {epoch + 1}: val_loss {ev['loss']:.4f} "
                            f"val_acc {ev['accuracy']:.4f}")
+    if keep_best and best[1] is not None:
+        for p, saved in zip(params, best[1], strict=True):
+            p[...] = saved
     return history
 
 
@@ -173,20 +177,23 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def cli_train_numpy(args: argparse.Namespace) -> int:
-    """``python -m mnist_cnn train-numpy``: train the recipe on the training set
-    (``--limit`` N: the first N images), evaluate on the 10,000 test images, save
-    the model atomically with a model card beside it, print a one-line summary."""
+    """``python -m mnist_cnn train-numpy``: train the recipe with the speed layer
+    on the training images minus the fixed validation set (``--limit`` N: the
+    first N images), keep the epoch with the best validation accuracy, evaluate
+    once on the 10,000 test images, save the model atomically with its card,
+    print a one-line summary."""
     from mnist_cnn import paths
-    from mnist_cnn._io import atomic_pair, library_versions, sha256_file, write_json
-    from mnist_cnn.data import data_hashes, load_mnist
+    from mnist_cnn._io import atomic_pair, library_versions
+    from mnist_cnn.cards import write_card
+    from mnist_cnn.data import load_mnist, split_validation
 
     epochs = EPOCHS if args.epochs is None else args.epochs
     batch_size = BATCH_SIZE if args.batch_size is None else args.batch_size
     seed = SEED if args.seed is None else args.seed
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"--epochs and --batch-size must be positive, got {epochs}, {batch_size}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be positive, got {args.limit}")
+    if args.limit is not None and args.limit < 10:
+        raise ValueError(f"--limit must be at least 10, got {args.limit}")
     out = Path(args.out) if args.out else paths.default_numpy_model()
     if out.suffix != ".npz":
         raise ValueError(f"--out must end in .npz, got {out}")
@@ -194,7 +201,7 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
     (x_train, y_train), (x_test, y_test) = load_mnist(args.cache_dir, progress=True)
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    x_train, x_test = prepare_images(x_train), prepare_images(x_test)
+    (x_train, y_train), (x_val, y_val) = split_validation(prepare_images(x_train), y_train)
 
     model = build_model(seed)
     print(model.summary())
@@ -203,42 +210,28 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     history = fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
                   optimizer=Adam(LR), schedule=exponential_decay(LR, LR_DECAY), seed=seed,
-                  validation_data=(x_test, y_test), shift=SHIFT, fast=engine)
+                  validation_data=(x_val, y_val), shift=SHIFT, fast=engine, keep_best=True)
     train_seconds = time.perf_counter() - t0
-    test = evaluate(model, x_test, y_test)
+    test_probs = model.predict_proba(prepare_images(x_test))     # the test set, once
 
     # model and card are written as temp files, then put in place together
     with atomic_pair(out, paths.card_path(out)) as (tmp, tmp_card):
         model.save(tmp)
-        card = {
-            "model": out.name,
-            "engine": "numpy (mnist_cnn.scratch)",
-            "training_path": engine.describe(),
-            "sha256": sha256_file(tmp),
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            "test_examples": int(len(y_test)),
-            "train_examples": int(len(y_train)),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "shards": engine.shards,
-            "optimizer": {"name": "Adam", "lr": LR, "lr_decay_per_epoch": LR_DECAY},
-            "dropout": DROPOUT,
-            "augmentation": f"random shifts of up to {SHIFT} pixels",
-            "note": "test figures per epoch are monitoring only (no early stopping or selection)",
-            "history": {k: [float(v) for v in vals] for k, vals in history.items()},
-            "params": model.count_params(),
-            "seconds_per_epoch": float(np.mean(history["seconds"])),
-            "train_minutes": train_seconds / 60,
-            "seed": seed,
-            "data_sha256": data_hashes(),
-            "versions": library_versions(),
-            "architecture": model.summary(),
-            "command": _command_line(args),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        write_json(tmp_card, card)
-    print(f"NumPy CNN: test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}) after "
-          f"{epochs} epochs on {len(y_train):,} images in {train_seconds / 60:.1f} min "
-          f"({card['seconds_per_epoch']:.1f} s/epoch); saved {out} and {paths.card_path(out).name}")
+        card = write_card(
+            tmp_card, tmp, model_name=out.name, engine="numpy", probs=test_probs, y_test=y_test,
+            params=model.count_params(), train_images=len(y_train),
+            validation_images=len(y_val), epochs=epochs, batch_size=batch_size, seed=seed,
+            recipe={"optimizer": "Adam", "LR": LR, "LR_DECAY": LR_DECAY, "DROPOUT": DROPOUT,
+                    "SHIFT": SHIFT, "selection": "epoch with the best validation accuracy"},
+            history={k: [float(v) for v in vals] for k, vals in history.items()
+                     if k != "best_epoch"},
+            seconds_per_epoch=float(np.mean(history["seconds"])),
+            train_minutes=train_seconds / 60, training_path=engine.describe(),
+            architecture=model.summary(), versions=library_versions(),
+            command=_command_line(args), best_epoch=history["best_epoch"])
+    print(f"NumPy CNN: test accuracy {card['test_accuracy']:.2%} (loss {card['test_loss']:.4f}), "
+          f"epoch {card['best_epoch']} of {epochs} chosen on {len(y_val):,} validation images, "
+          f"trained on {len(y_train):,} images in {train_seconds / 60:.1f} min "
+          f"({card['seconds_per_epoch']:.1f} s/epoch); saved {out} and "
+          f"{paths.card_path(out).name}")
     return 0

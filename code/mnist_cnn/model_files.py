@@ -1,0 +1,106 @@
+"""Keras model files: load any of them safely and check it is an MNIST classifier.
+
+The app, the CLI, the bridge and :mod:`mnist_cnn.evaluate` serve *any* Keras
+MNIST classifier (input 28x28 or 28x28x1, 10 outputs), not only the course's
+production model, so loading lives here rather than in :mod:`mnist_cnn.keras_model`
+(which builds and trains that model).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+KERAS_HINT = (
+    "Train one with `python -m mnist_cnn train-keras`, or use the committed "
+    "models/cnn_model.keras from the repository."
+)
+
+
+def import_keras():
+    # TensorFlow's start-up messages are noise for readers; keep them quiet by default.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def load_model(path=None):
+    """Load a Keras model file safely (``safe_mode=True``, ``compile=False``).
+
+    Inputs:
+    - path: a ``.keras`` (or legacy ``.h5``) file; default ``models/cnn_model.keras``
+      (or ``$MNIST_CNN_MODEL``).
+
+    Returns: the ``keras.Model``.
+    Raises: FileNotFoundError if the file is missing (the message says how to get one);
+    ValueError if it is corrupt, not a Keras file, or needs unsafe deserialisation
+    (e.g. a ``Lambda`` layer holding arbitrary Python code).
+    """
+    from mnist_cnn import paths
+
+    path = Path(path) if path is not None else paths.default_keras_model()
+    if not path.is_file():
+        raise FileNotFoundError(f"No Keras model at {path}. {KERAS_HINT}")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        # Keras' own message for this case ("File not found") is misleading.
+        raise ValueError(f"{path} is not a valid .keras file (those are zip archives); it is "
+                         f"corrupt or truncated. {KERAS_HINT}")
+    keras = import_keras()
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for bad files; one clear message
+        text = str(exc)
+        if "Lambda" in text or "unsafe" in text.lower() or "safe_mode" in text:
+            raise ValueError(
+                f"Refusing to load {path}: it contains a Lambda layer (arbitrary Python code), "
+                "which Keras' safe mode does not deserialise. Use a model built from standard "
+                "layers only.") from exc
+        raise ValueError(
+            f"Could not load {path} as a Keras model ({type(exc).__name__}: {text[:300]}). "
+            f"The file may be corrupt or not a Keras file. {KERAS_HINT}") from exc
+
+
+def check_mnist_model(model) -> int:
+    """Check a Keras model looks like an MNIST classifier; return its input rank (3 or 4).
+
+    Accepts inputs (None, 28, 28) or (None, 28, 28, 1) and outputs (None, 10).
+    Raises ValueError explaining what is wrong otherwise.
+    """
+    in_shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    out_shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
+    if in_shape is None or out_shape is None:
+        raise ValueError("The model has several inputs or outputs; an MNIST classifier takes "
+                         "one image batch and returns one (N, 10) array.")
+    if in_shape[1:] not in ((28, 28), (28, 28, 1)):
+        raise ValueError(f"The model's input shape is {in_shape}; an MNIST classifier takes "
+                         "(None, 28, 28) or (None, 28, 28, 1) images (float, pixels in [0, 1]).")
+    if out_shape[1:] != (10,):
+        raise ValueError(f"The model's output shape is {out_shape}; an MNIST classifier "
+                         "returns (None, 10) scores, one per digit.")
+    return len(in_shape)
+
+
+def load_mnist_model(path=None):
+    """:func:`load_model` plus :func:`check_mnist_model`. Returns (model, path)."""
+    from mnist_cnn import paths
+
+    path = Path(path).expanduser() if path else paths.default_keras_model()
+    model = load_model(path)
+    check_mnist_model(model)
+    return model, path
+
+
+def predict_outputs(model, x, batch_size: int = 1000) -> np.ndarray:
+    """The raw outputs (N, 10) of a Keras MNIST classifier, as float64
+    (probabilities or logits, whatever the model returns).
+
+    Inputs: x float32 (N, 28, 28, 1) in [0, 1] (see :func:`mnist_cnn.data.prepare_images`),
+    reshaped to the model's input rank.
+    """
+    rank = check_mnist_model(model)
+    xs = np.asarray(x, np.float32).reshape((-1, 28, 28) if rank == 3 else (-1, 28, 28, 1))
+    return np.asarray(model.predict(xs, batch_size=batch_size, verbose=0), np.float64)
