@@ -174,18 +174,14 @@ def test_evaluate_foreign_logits_model_with_2d_input(tmp_path, mnist, capsys):
     assert "Confusion matrix" in text and "Per-class accuracy" in text
 
 
-def test_evaluate_rejects_wrong_shapes(tmp_path):
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(10)])
-    path = tmp_path / "cifar.keras"
+@pytest.mark.parametrize(("input_shape", "outputs", "message"), [
+    ((32, 32, 3), 10, r"input shape .*28, 28"), ((28, 28, 1), 3, r"output shape")])
+def test_evaluate_rejects_wrong_shapes(tmp_path, input_shape, outputs, message):
+    model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(outputs)])
+    path = tmp_path / "not_mnist.keras"
     model.save(path)
-    with pytest.raises(ValueError, match=r"input shape .*28, 28"):
-        ev.evaluate_file(path)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(3)])
-    path = tmp_path / "three.keras"
-    model.save(path)
-    with pytest.raises(ValueError, match=r"output shape"):
+    with pytest.raises(ValueError, match=message):
         ev.evaluate_file(path)
 
 

@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 from mnist_cnn import _io
 from mnist_cnn.notebook import numerical_gradient, rel_error
-from mnist_cnn.scratch import (
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    MaxPooling2D,
-    ReLU,
-    Sequential,
-    Softmax,
-)
+from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
+from mnist_cnn.scratch.layers import Softmax
 from mnist_cnn.scratch.optim import SGD, Adam
 from mnist_cnn.scratch.train import build_model, evaluate, fit, prepare_images, random_shift
 

@@ -16,13 +16,13 @@ _HANDLERS = {
     "data": "mnist_cnn.cli:_cmd_data",
     "train-numpy": "mnist_cnn.scratch.train:cli_train_numpy",
     "train-keras": "mnist_cnn.keras_model:cli_train_keras",
-    "evaluate": "mnist_cnn.keras_model:cli_evaluate",
+    "evaluate": "mnist_cnn.evaluate:cli_evaluate",
     "predict": "mnist_cnn.predict:cli_predict",
     "export-web": "mnist_cnn.web:cli_export_web",
 }
 _BENCHES = {
     "conv": ("mnist_cnn.bench.conv:main", "vectorised conv vs naive loops vs tf.nn.conv2d"),
-    "train": ("mnist_cnn.bench.train:main", "one training epoch, NumPy engine vs Keras"),
+    "train": ("mnist_cnn.bench.train:main", "one epoch: plain and fast NumPy vs Keras"),
     "predict": ("mnist_cnn.bench.predict:main", "single-image latency and cold start"),
     "canvas": ("mnist_cnn.bench.canvas:main",
                "canvas-simulated MNIST: our preprocessing vs naive resize"),
@@ -63,26 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="also print per-digit counts")
 
-    p = sub.add_parser("train-numpy",
-                       help="train the from-scratch NumPy CNN on all 60,000 images")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: the committed recipe)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N images only (quick runs)")
-    p.add_argument("--out", default=None, help="output .npz (default: models/numpy_cnn.npz)")
-    _add_common_data(p)
-
-    p = sub.add_parser("train-keras", help="train the production Keras model")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: the committed recipe)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N images only (quick runs)")
-    p.add_argument("--out", default=None, help="output .keras (default: models/cnn_model.keras)")
-    _add_common_data(p)
+    for command, what, out in [
+            ("train-numpy", "the from-scratch NumPy CNN (with the speed layer)",
+             "models/numpy_cnn.npz"),
+            ("train-keras", "the production Keras model", "models/cnn_model.keras")]:
+        p = sub.add_parser(command, help=f"train {what}: 55,000 images, the epoch chosen on "
+                                         "5,000 validation images, tested once on 10,000")
+        p.add_argument("--epochs", type=int, default=None,
+                       help="epochs (default: the committed recipe)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--limit", type=int, default=None,
+                       help="train on the first N images only (quick runs)")
+        p.add_argument("--out", default=None, help=f"output file (default: {out})")
+        _add_common_data(p)
 
     p = sub.add_parser("evaluate",
                        help="test accuracy, per-class accuracy and confusion matrix of a model")
