@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +37,7 @@ from tests._helpers_web import (
     widget_result,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 N_FORWARD = 1000      # test images through the JS network
 N_CANVAS = 240        # canvas-simulated digits through the JS preprocessing
 
@@ -114,6 +120,25 @@ def test_export_refuses_a_model_the_bridge_cannot_convert(tmp_path, capsys):
 def test_export_of_a_missing_model_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["export-web", "--model", str(tmp_path / "nope.keras")]) == 1
     assert "no model file" in capsys.readouterr().err
+
+
+def test_make_exports_when_the_export_is_missing_or_older_than_the_model(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    target = tmp_path / WEIGHTS_JS
+
+    def plans_an_export() -> bool:
+        out = subprocess.run(["make", "-n", "web-export", f"WEB_EXPORT={target}"],
+                             cwd=REPO, capture_output=True, text=True, check=True).stdout
+        return f"export-web --model models/cnn_model.keras --out {tmp_path}" in out
+
+    assert plans_an_export()                      # missing
+    target.write_text("")
+    later = time.time() + 3600
+    os.utime(target, (later, later))
+    assert not plans_an_export()                  # newer than the model and the exporter
+    os.utime(target, (0, 0))
+    assert plans_an_export()                      # older
 
 
 # ----------------------------------------------------------------- in Chromium
