@@ -9,6 +9,7 @@ what a reader opening a chapter in JupyterLab or Colab gets.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -94,3 +95,63 @@ def test_colab_notebook_is_the_chapter_plus_its_setup_cell(path):
                for c in nb.cells if c.cell_type == "code")
     assert nb.metadata.kernelspec == chapter.metadata["kernelspec"]
     assert 'if "google.colab" in sys.modules:' in nb.cells[setup].source
+
+
+# ---------------------------------------------------------------- solutions and figures
+def _prose(text: str) -> str:
+    """A chapter's Markdown with code, math, inline code, roles and HTML removed."""
+    text = re.sub(r"^(`{3,})[^\n]*\n.*?^\1$", "", text, flags=re.M | re.S)   # fenced blocks
+    text = re.sub(r"\$\$.*?\$\$|\$[^$\n]*\$", "", text, flags=re.S)       # math
+    text = re.sub(r"\{[\w:-]+\}`[^`]*`|`[^`]*`", "", text)                # roles, inline code
+    return re.sub(r"<[^>]+>", "", text)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_solution_runs_in_the_build(path):
+    """Solutions use the gated syntax, so their code is executed code cells (the build
+    fails when one raises, and the figures they state are asserted in them); a
+    ```python block inside a solution would be shown without ever running."""
+    text = path.read_text()
+    assert "````{solution}" not in text
+    starts = re.findall(r"^```\{solution-start\} (\S+)", text, flags=re.M)
+    assert starts and len(starts) == text.count("```{solution-end}")
+    for block in re.findall(r"^```\{solution-start\}.*?^```\{solution-end\}", text,
+                            flags=re.M | re.S):
+        assert "```python" not in block
+
+
+# A percentage, a time or a size stated in a chapter's prose is measured in the build
+# and glued ({glue:text}), unless it is one of these, each with the reason it is not
+# a measurement of this build. Shapes such as 28×28 or 3×3 are not matched at all.
+NOT_MEASURED = {
+    ("backprop", "72 %"): "the figure the earlier project reported (a citation)",
+    ("backprop", "99.2 %"): "the target set for the NumPy model (test_cards checks it)",
+    ("backprop", "9 %"): "asserted by the solution's cell (0.05 < accuracy < 0.15)",
+    ("deployment", "2 %"): "the width of preprocess' border frame, a constant",
+    ("deployment", "30 %"): "canvas simulation: the smallest digit height, a constant",
+    ("deployment", "90 %"): "canvas simulation: the largest digit height, a constant",
+    ("deployment", "10 MB"): "the upload limit, a constant",
+    ("deployment", "1 MB"): "a bound on the model file, asserted by test_keras_model",
+    ("deployment", "99.5 %"): "the widget's agreement threshold, asserted by its tests",
+    ("deployment", "10 %"): "the zoom of the augmentation, a recipe constant",
+    ("deployment", "3.2 GB"): "20,000 x 20,000 x 8 bytes, printed by the cell beside it",
+    ("fast", "4 KiB"): "the size of a memory page",
+    ("keras", "10 %"): "the zoom of the augmentation, a recipe constant",
+    ("mnist_data", "82.0 %"): "asserted by the solution's cell",
+    ("index", "99 %"): "both committed models score at least 99.2 % (test_cards asserts it)",
+}
+FIGURE = re.compile(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?(?:\s?%|\s?(?:ms|[KMG]i?B)\b|"
+                    r"\s(?:s|seconds?|min|minutes?)\b)")
+
+
+def test_the_figure_rule_finds_figures_and_skips_shapes():
+    found = FIGURE.findall(_prose("It took 1.5 s and 12 ms, 99.61 % of 10 MB; a 28×28 "
+                                  "image in the 1990s, `3 s` in code, {glue:text}`acc:.1%`."))
+    assert found == ["1.5 s", "12 ms", "99.61 %", "10 MB"]
+
+
+@pytest.mark.parametrize("path", [*CHAPTERS, ROOT / "book" / "index.md"], ids=lambda p: p.stem)
+def test_measured_figures_in_the_prose_are_glued(path):
+    figures = {f.replace("\u00a0", " ") for f in FIGURE.findall(_prose(path.read_text()))}
+    unexplained = sorted(f for f in figures if (path.stem, f) not in NOT_MEASURED)
+    assert unexplained == [], f"{path.name}: glue these figures or assert them beside the prose"
