@@ -7,14 +7,29 @@ The UI is thin: preprocessing lives in :mod:`mnist_cnn.preprocess`, loading and
 inference in :mod:`mnist_cnn.predict` (shared with the CLI and the book). The
 model is loaded once per process (``st.cache_resource``) and called through its
 fast path, not ``model.predict``.
+
+Why the page answers at once and never shows a stale answer as current:
+
+- The canvas, the prediction and its details are one ``st.fragment``: a stroke
+  reruns only that (no header, sidebar or model lookup), and the work a rerun does
+  is what is on screen: the engine comparison and the feature maps are computed
+  only when switched on, and a drawing already read is not read again.
+- The answer sits right under the canvas (on a phone too, where the columns stack).
+- Between a stroke and its answer the old answer is dimmed and labelled
+  "Updating…": a small script (:data:`PAGE_SCRIPT`) marks the page pending when the
+  pen touches the canvas or its toolbar and clears the mark only when an answer for
+  the drawing now on screen is shown (the answer carries its drawing's stroke
+  count); Streamlit's own stale marks (``data-stale``) are dimmed at once too.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +47,7 @@ DEFAULT_STROKE = 18
 EMPTY_PROMPT = "Draw a digit (0–9) on the canvas: the prediction appears as you release the mouse."
 UPLOAD_PROMPT = "Upload a PNG or JPEG photo or scan of one handwritten digit."
 BLANK_UPLOAD = "No digit found in this image: it looks blank. Try another one."
+PHONE_MAX_WIDTH = 640  # Streamlit stacks columns below this width
 GET_A_MODEL = ("Get one with `python -m mnist_cnn train-keras`, or use the committed "
                "`models/cnn_model.keras` from the repository; or set `MNIST_CNN_MODEL` "
                "to a Keras MNIST classifier.")
@@ -62,8 +78,134 @@ def _site_urls() -> tuple[str, str, str]:
 
 BOOK_URL, APP_URL, REPO_URL = _site_urls()
 
+# Dim what may be out of date: the answer while the page is pending (see PAGE_SCRIPT),
+# and anything Streamlit has marked stale, at once (its own dimming waits ~1 s).
+# On a phone the header shrinks so that canvas and answer fit on one screen.
+PAGE_CSS = f"""<style>
+.st-key-page_script, .st-key-answer [data-testid="stElementContainer"]:has([data-digit-strokes])
+{{ display: none; }}
+html[data-digit-pending] .st-key-answer, html[data-digit-pending] .st-key-results,
+.st-key-answer [data-stale="true"], .st-key-results [data-stale="true"] {{
+  opacity: 0.25 !important; transition: none !important; }}
+.st-key-answer {{ position: relative; min-height: 5.5rem; }}
+.digit-probs {{ display: grid; gap: 2px; max-width: 28rem; font-variant-numeric: tabular-nums; }}
+.digit-prob {{ display: grid; grid-template-columns: 1.2rem 1fr 3.6rem; gap: 0.5rem;
+  align-items: center; font-size: 0.85rem; }}
+.digit-prob .bar {{ height: 0.8rem; background: rgba(128, 128, 128, 0.15); border-radius: 2px; }}
+.digit-prob .bar span {{ display: block; height: 100%; background: #83c9ff; border-radius: 2px; }}
+.digit-prob.best .bar span {{ background: #0068c9; }}
+.digit-prob.best {{ font-weight: 600; }}
+html[data-digit-pending] .st-key-answer::before {{
+  content: "Updating…"; position: absolute; top: 0; right: 0; z-index: 1;
+  font-size: 0.85rem; padding: 0.1rem 0.5rem; border-radius: 0.5rem;
+  background: #ffbd45; color: #31333f; }}
+@media (max-width: {PHONE_MAX_WIDTH}px) {{
+  .stMainBlockContainer {{ padding-top: 3rem; padding-bottom: 2rem; }}
+  .stMainBlockContainer h1 {{ font-size: 1.6rem; padding: 0; }}
+  .st-key-intro p {{ font-size: 0.85rem; margin-bottom: 0; }}
+}}
+</style>"""
+
+# Marks the page pending (<html data-digit-pending>) from the moment the pen touches
+# the canvas, or a canvas toolbar button is pressed, until the answer area shows, from
+# a new run, an answer for the drawing on screen: the answer area starts with the
+# stroke count of the drawing it read (data-digit-strokes), and the script counts
+# strokes too. When the count is unknown (after undo, redo or
+# reset) a completed rerun that started after the interaction is enough. Installed
+# once per page; it only marks the page, it never changes what the server computes.
+PAGE_SCRIPT = """<script>
+(() => {
+  if (window.__digitPending) return;
+  const root = document.documentElement;
+  const st = window.__digitPending = {armed: false, drawing: false, expected: null,
+                                       runSeen: false, since: 0};
+  const pending = () => root.hasAttribute("data-digit-pending");
+  const path = (e) => e.composedPath();
+  const onCanvas = (e) => path(e).some((n) => n.matches && n.matches("canvas.upper-canvas"));
+  const onTool = (e) => path(e).some((n) => n.tagName === "BUTTON" &&
+                                            n.getRootNode() instanceof ShadowRoot);
+  const mark = () => { root.setAttribute("data-digit-pending", ""); st.since = Date.now(); };
+  const stale = (el) => !!(el && el.closest('[data-stale="true"]'));
+  // The answer area holds the stroke mark, then the answer (a metric) or a message.
+  const shown = () => {
+    const area = document.querySelector(".st-key-answer");
+    if (!area) return {fresh: true, busy: false, strokes: null};
+    const m = area.querySelector("[data-digit-strokes]");
+    const lead = area.querySelector('[data-testid="stMetric"], [data-testid="stAlert"]');
+    const busy = !!area.querySelector('[data-stale="true"]');
+    return {fresh: m ? !stale(m) && !stale(lead) : !busy, busy,
+            strokes: m ? Number(m.dataset.digitStrokes) : null};
+  };
+  const check = () => {
+    const s = shown();
+    if (!pending()) {
+      if (s.fresh && s.strokes !== null) st.expected = s.strokes;
+      return;
+    }
+    if (!st.armed) return;
+    if (s.busy) st.runSeen = true;
+    if (!s.fresh) return;
+    // Fallbacks: a stroke that added nothing to the drawing (the count never matches),
+    // an interaction that started no rerun at all.
+    const age = Date.now() - st.since;
+    if ((st.expected !== null && s.strokes === st.expected) ||
+        (st.runSeen && (st.expected === null || age > 3000)) || age > 10000) {
+      root.removeAttribute("data-digit-pending");
+      st.armed = false;
+      if (s.strokes !== null) st.expected = s.strokes;
+    }
+  };
+  document.addEventListener("pointerdown", (e) => {
+    if (onCanvas(e)) { mark(); st.drawing = true; st.armed = false; }
+    else if (onTool(e)) { mark(); st.expected = null; st.armed = true; st.runSeen = false; }
+  }, true);
+  const up = () => {
+    if (!st.drawing) return;
+    st.drawing = false; st.armed = true; st.runSeen = false; st.since = Date.now();
+    if (st.expected !== null) st.expected += 1;
+    check();
+  };
+  document.addEventListener("pointerup", up, true);
+  document.addEventListener("pointercancel", up, true);
+  new MutationObserver(check).observe(document.body, {subtree: true, childList: true,
+                                                      attributes: true,
+                                                      attributeFilter: ["data-stale"]});
+  setInterval(check, 500);  // the fallbacks above need time to pass, not a mutation
+})();
+</script>"""
+
 
 # --------------------------------------------------------------------------- model
+
+
+def _keep_keras_state_between_runs() -> None:
+    """Stop Streamlit calling ``keras.backend.clear_session()`` after every script run.
+
+    Streamlit does it for apps that build models in the script. This one builds none:
+    its model is loaded once per process and shared. And clear_session costs a full
+    garbage collection of a process holding TensorFlow, and drops TensorFlow's kernel
+    cache, so the next prediction sets its kernels up again: together about 0.3
+    CPU-seconds on every stroke, reset or toggle here (measured with the load
+    benchmark). Streamlit's other cleanup (closing matplotlib figures) is kept. The
+    hook is private (streamlit is pinned to 1.67.x); if it moves, nothing breaks, the
+    app is only slower.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    if callable(getattr(script_runner, "_clean_problem_modules", None)):
+        script_runner._clean_problem_modules = _close_matplotlib_figures
+
+
+def _close_matplotlib_figures() -> None:
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        try:
+            plt.close("all")
+        except Exception:  # never let cleanup break a run (as Streamlit does)
+            log.debug("could not close matplotlib figures", exc_info=True)
+
+
+_keep_keras_state_between_runs()
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -95,12 +237,20 @@ def get_predictor() -> tuple[Predictor | None, Path, str | None]:
 # ------------------------------------------------------------------------------ UI
 
 
+def page_assets_ui() -> None:
+    """The page's CSS and its pending-answer script (see PAGE_CSS, PAGE_SCRIPT)."""
+    st.html(PAGE_CSS)
+    with st.container(key="page_script"):  # hidden: the script needs an element
+        st.html(PAGE_SCRIPT, unsafe_allow_javascript=True)
+
+
 def header_ui() -> None:
     st.title("Draw a digit")
-    st.markdown(
-        "A convolutional network trained on MNIST reads your handwriting. "
-        f"How it works, built from scratch in NumPy: **[the book]({BOOK_URL})**  ·  "
-        f"[source]({REPO_URL})")
+    with st.container(key="intro"):
+        st.markdown(
+            "A convolutional network trained on MNIST reads your handwriting. "
+            f"How it works, built from scratch in NumPy: **[the book]({BOOK_URL})**  ·  "
+            f"[source]({REPO_URL})")
 
 
 def sidebar_ui(predictor: Predictor | None, path: Path) -> tuple[str, int]:
@@ -122,25 +272,31 @@ def sidebar_ui(predictor: Predictor | None, path: Path) -> tuple[str, int]:
 
 
 def canvas_ui(stroke: int):
-    """The drawing canvas; returns its picture (PIL RGBA) or None before the first stroke."""
+    """The drawing canvas; returns (PNG bytes or None before the first stroke, number of
+    strokes in the drawing)."""
     from streamlit_drawable_canvas import st_canvas
 
     result = st_canvas(
         stroke_width=stroke, stroke_color="#FFFFFF", background_color="#000000",
         height=CANVAS_SIZE, width=CANVAS_SIZE, drawing_mode="freedraw",
         return_image_data=True, key=CANVAS_KEY)
-    st.caption("Undo, redo and reset are in the canvas toolbar.")
-    data = result.image_bytes
-    if data is None:
-        return None
+    strokes = len((result.json_data or {}).get("objects") or [])
+    return result.image_bytes, strokes
+
+
+def _read_drawing(data: bytes):
+    """The canvas PNG -> the 28x28 model input (None: no ink), remembered per drawing:
+    a rerun that did not change the drawing (a toggle, the engine) does not read it again."""
+    key = hashlib.sha1(data).hexdigest()
+    memo = st.session_state.get("_drawing")
+    if memo is not None and memo[0] == key:
+        return memo[1]
     # The PNG comes from the browser: open it with the same limits as an upload
     # (a crafted client could send anything). 16x the canvas area allows for
     # high-density screens.
-    try:
-        return load_image(data, max_bytes=MAX_BYTES, max_pixels=16 * CANVAS_SIZE ** 2)
-    except ValueError as exc:
-        st.error(f"Could not read the drawing: {exc}.")
-        return None
+    x = to_mnist(load_image(data, max_bytes=MAX_BYTES, max_pixels=16 * CANVAS_SIZE ** 2))
+    st.session_state["_drawing"] = (key, x)
+    return x
 
 
 def upload_ui():
@@ -184,6 +340,11 @@ def model_input_ui(x: np.ndarray) -> None:
               "the 28 by 28 pixel image given to the model")
 
 
+def _stroke_mark(strokes: int) -> str:
+    """A mark naming the drawing an answer belongs to (see PAGE_SCRIPT)."""
+    return f'<span data-digit-strokes="{strokes}"></span>'
+
+
 def prediction_ui(predictor: Predictor, x: np.ndarray, engine: str) -> np.ndarray:
     probs = predictor.predict_proba(x, engine)
     digit = int(probs.argmax())
@@ -196,9 +357,16 @@ def prediction_ui(predictor: Predictor, x: np.ndarray, engine: str) -> np.ndarra
 
 
 def probabilities_ui(probs: np.ndarray) -> None:
+    """A bar per digit, in plain HTML: a chart library costs the server and the browser
+    more than the answer itself on every stroke (see PAGE_CSS for the bars' style)."""
     st.subheader("Probabilities")
-    st.bar_chart({"probability": {str(d): float(p) for d, p in enumerate(probs)}},
-                 x_label="digit", y_label="probability", height=220)
+    best = int(probs.argmax())
+    rows = "".join(
+        f'<div class="digit-prob{" best" if d == best else ""}"><span>{d}</span>'
+        f'<span class="bar"><span style="width: {100 * p:.1f}%"></span></span>'
+        f'<span>{p:.1%}</span></div>' for d, p in enumerate(probs.tolist()))
+    st.html(f'<div class="digit-probs" role="table" aria-label="probability of each '
+            f'digit">{rows}</div>')
 
 
 def engines_ui(predictor: Predictor, x: np.ndarray, probs: np.ndarray, engine: str) -> None:
@@ -233,37 +401,87 @@ def _mosaic(fmap: np.ndarray, cols: int = 8, pad: int = 1) -> np.ndarray:
 
 
 def feature_maps_ui(predictor: Predictor, x: np.ndarray, engine: str) -> None:
-    with st.expander("Feature maps: what each conv layer responds to", expanded=False):
-        try:
-            maps = predictor.feature_maps(x, engine)
-        except ValueError as exc:
-            st.info(f"Feature maps are not available: {exc}")
-            return
-        if not maps:
-            st.info("This model has no conv layers.")
-        for name, fmap in maps:
-            scale = max(1, 96 // fmap.shape[0])
-            img = np.kron(_mosaic(fmap), np.ones((scale, scale), np.float32))
-            _image_ui(img, img.shape[1], f"{name}: {fmap.shape[2]} maps of "
-                      f"{fmap.shape[0]}×{fmap.shape[1]} (after ReLU; bright = strong response)",
-                      f"feature maps of layer {name}")
+    try:
+        maps = predictor.feature_maps(x, engine)
+    except ValueError as exc:
+        st.info(f"Feature maps are not available: {exc}")
+        return
+    if not maps:
+        st.info("This model has no conv layers.")
+    for name, fmap in maps:
+        scale = max(1, 96 // fmap.shape[0])
+        img = np.kron(_mosaic(fmap), np.ones((scale, scale), np.float32))
+        _image_ui(img, img.shape[1], f"{name}: {fmap.shape[2]} maps of "
+                  f"{fmap.shape[0]}×{fmap.shape[1]} (after ReLU; bright = strong response)",
+                  f"feature maps of layer {name}")
 
 
-def results_ui(predictor: Predictor, x: np.ndarray | None, engine: str, prompt: str) -> None:
+def answer_ui(predictor: Predictor, x: np.ndarray | None, engine: str, prompt: str,
+              strokes: int | None, error: str | None) -> np.ndarray | None:
+    """The prediction, right under the input; or the prompt when there is nothing to read.
+    A drawing's answer starts with its stroke count (hidden; see PAGE_SCRIPT)."""
+    if strokes is not None:
+        st.html(_stroke_mark(strokes))
+    if error:
+        st.error(error)
     if x is None:
         st.session_state.pop("probabilities", None)
         st.info(prompt)
-        return
+        return None
+    return prediction_ui(predictor, x, engine)
+
+
+def details_ui(predictor: Predictor, x: np.ndarray, probs: np.ndarray, engine: str) -> None:
+    """What the model saw and why: computed only for what is switched on."""
     model_input_ui(x)
-    probs = prediction_ui(predictor, x, engine)
     probabilities_ui(probs)
-    engines_ui(predictor, x, probs, engine)
-    feature_maps_ui(predictor, x, engine)
+    if st.toggle("Compare the Keras and NumPy engines", key="compare",
+                 help="Run the same weights in the other engine and compare."):
+        engines_ui(predictor, x, probs, engine)
+    if st.toggle("Feature maps: what each conv layer responds to", key="feature_maps"):
+        feature_maps_ui(predictor, x, engine)
+
+
+@st.fragment
+def workspace_ui(stroke: int, engine: str, predictor: Predictor) -> None:
+    """Input, answer and details: a stroke, an upload or a toggle reruns only this."""
+    current, _, error = get_predictor()
+    if error is not None or current is not predictor:
+        st.rerun()  # the model file changed: the whole page shows the new one (or why not)
+    _guarded(_workspace, stroke, engine, predictor)
+
+
+def _workspace(stroke: int, engine: str, predictor: Predictor) -> None:
+    with st.container(key="workspace"):
+        left, right = st.columns([1, 1], gap="large")
+        x = strokes = None
+        read_error = None
+        with left:
+            source = st.radio("Input", ["Draw", "Upload"], key="source", horizontal=True,
+                              label_visibility="collapsed")
+            if source == "Draw":
+                data, strokes = canvas_ui(stroke)
+                prompt = EMPTY_PROMPT
+                if data is not None:
+                    try:
+                        x = _read_drawing(data)
+                    except ValueError as exc:
+                        read_error = f"Could not read the drawing: {exc}."
+            else:
+                img, read_error = upload_ui()
+                x = None if img is None else to_mnist(img)
+                prompt = UPLOAD_PROMPT if img is None else BLANK_UPLOAD
+            with st.container(key="answer"):
+                probs = answer_ui(predictor, x, engine, prompt, strokes, read_error)
+        with right, st.container(key="results"):
+            if probs is not None:
+                details_ui(predictor, x, probs, engine)
 
 
 def main() -> None:
     st.set_page_config(page_title="Draw a digit · CNN From Scratch", page_icon="✏️",
                        layout="wide")
+    page_assets_ui()
     header_ui()
     predictor, path, error = get_predictor()
     engine, stroke = sidebar_ui(predictor, path)
@@ -275,32 +493,19 @@ def main() -> None:
         st.warning(f"The NumPy engine cannot run this model, using Keras instead: "
                    f"{predictor.numpy_error}")
         engine = "keras"
-    left, right = st.columns([1, 1], gap="large")
-    with left:
-        source = st.radio("Input", ["Draw", "Upload"], key="source", horizontal=True,
-                          label_visibility="collapsed")
-        if source == "Draw":
-            pixels = canvas_ui(stroke)
-            x = None if pixels is None else to_mnist(pixels)
-            prompt = EMPTY_PROMPT
-        else:
-            img, upload_error = upload_ui()
-            if upload_error:
-                st.error(upload_error)
-            x = None if img is None else to_mnist(img)
-            prompt = UPLOAD_PROMPT if img is None else BLANK_UPLOAD
-    with right:
-        results_ui(predictor, x, engine, prompt)
+    workspace_ui(stroke, engine, predictor)
 
 
-def _safe_main() -> None:
+def _guarded(run, *args) -> None:
+    """Run part of the page; the app never shows a traceback, it logs one. (A fragment
+    rerun does not pass through main, so the fragment is guarded on its own.)"""
     try:
-        main()
-    except Exception as exc:  # the app never shows a traceback; it logs one
+        run(*args)
+    except Exception as exc:
         log.exception("app error")
         st.error(f"Something went wrong ({type(exc).__name__}: {exc}). "
                  "Try again, or reload the page.")
 
 
 if __name__ == "__main__":
-    _safe_main()
+    _guarded(main)

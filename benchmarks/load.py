@@ -13,12 +13,14 @@ speed, which is what the test suite needs). It reports, per N: predictions per
 second (all sessions together), median and p95 latency (mouse released -> metric
 shown), errors (timeouts, page errors, lost connections; target 0), misreads
 (wrong digit shown), predictions per session (each must get its share), the
-server's resident memory (psutil, sampled every 0.5 s) and its CPU use (percent
+server's resident memory (psutil, sampled every 0.5 s), its CPU use (percent
 of one core; the machine's cores are shared with the browsers, so this shows who
-the bottleneck is). At the end it reports how many times the process loaded the
-model. An error sample says what the page showed when it happened (alerts,
-exceptions, the run/connection status), so a failure on a machine far away can
-be diagnosed from its output alone.
+the bottleneck is) and its cost per digit: the app process's CPU time while the
+sessions drew divided by the digits drawn (target: at most 0.3 CPU-seconds).
+At the end it reports how many times the process loaded the model. An error
+sample says what the page showed when it happened (alerts, exceptions, the
+run/connection status), so a failure on a machine far away can be diagnosed from
+its output alone.
 
 Which clients, and why:
 
@@ -257,7 +259,9 @@ async def _session(k: int, page, url: str, results: dict) -> None:
 
 
 async def _run_level(url: str, n: int, seconds: float, browsers: int,
-                     rounds: int | None = None) -> dict:
+                     rounds: int | None = None, cpu_s=None) -> dict:
+    """One load level; ``cpu_s()`` (the server's CPU seconds so far) is read when the
+    sessions start drawing and when they stop, for the server's CPU time per digit."""
     from playwright.async_api import async_playwright
 
     results = {"latencies": [], "draw_s": [], "errors": [], "misreads": 0, "ready": 0,
@@ -279,9 +283,11 @@ async def _run_level(url: str, n: int, seconds: float, browsers: int,
                 await asyncio.sleep(0.2)
             open_s = time.perf_counter() - t_open
             t_start = time.perf_counter()
+            cpu_start = cpu_s() if cpu_s else None
             results["deadline"] = t_start + seconds
             results["start"].set()
             await asyncio.gather(*tasks)
+            cpu_drawing = cpu_s() - cpu_start if cpu_s else None
             if rounds:  # the level lasts as long as the sessions take
                 seconds = time.perf_counter() - t_start
         finally:
@@ -300,6 +306,10 @@ async def _run_level(url: str, n: int, seconds: float, browsers: int,
         # The client's own time to draw a stroke: shows the browsers keep up.
         "median_draw_s": round(statistics.median(results["draw_s"]), 3) if lat else None,
         "p95_latency_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3) if lat else None,
+        # The app process's CPU time while the sessions drew, per digit drawn (every
+        # stroke, reset and prediction of the level; page opening excluded).
+        "server_cpu_s_per_digit": (round(cpu_drawing / len(lat), 3)
+                                   if lat and cpu_drawing is not None else None),
         "errors": len(results["errors"]),
         "error_samples": results["errors"][:5],
         "misreads": results["misreads"],
@@ -319,7 +329,8 @@ def measure(sessions=(1, 5, 20), seconds: float = 60, browsers: int = 3, model=N
             idle = mem.rss_mb()
             for n in sessions:
                 before, cpu0, t0 = len(mem.samples), mem.cpu_s(), time.perf_counter()
-                res = asyncio.run(_run_level(server.url, n, seconds, browsers, rounds))
+                res = asyncio.run(_run_level(server.url, n, seconds, browsers, rounds,
+                                             cpu_s=mem.cpu_s))
                 # Server CPU over the whole level (page opening included), as a share of
                 # one core: shows whether the server or the browsers use up the CPUs.
                 res["server_cpu_pct"] = round(
@@ -338,13 +349,15 @@ def _line(r: dict) -> str:
     med = "-" if r["median_latency_s"] is None else f"{r['median_latency_s']:.2f}"
     draw = "-" if r["median_draw_s"] is None else f"{r['median_draw_s']:.2f}"
     p95 = "-" if r["p95_latency_s"] is None else f"{r['p95_latency_s']:.2f}"
+    cpu = "-" if r["server_cpu_s_per_digit"] is None else f"{r['server_cpu_s_per_digit']:.2f}"
     return (f"N={r['sessions']:>3}: {r['predictions_per_s']:6.2f} predictions/s "
             f"({r['predictions']} in {r['seconds']:.0f} s), latency median {med} s, "
             f"p95 {p95} s, drawing a stroke {draw} s, "
             f"per session {min(r['per_session'])}-{max(r['per_session'])}, "
             f"errors {r['errors']}, misreads {r['misreads']}, "
             f"server RSS peak {r['server_rss_peak_mb']:.0f} MB, "
-            f"server CPU {r['server_cpu_pct']:.0f} % of a core")
+            f"server CPU {r['server_cpu_pct']:.0f} % of a core, "
+            f"{cpu} CPU-s per digit drawn")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,8 @@ def test_drawn_digit_is_predicted_with_probabilities(app, digit, left, top, size
     probs = np.array(at.session_state["probabilities"])
     assert probs.shape == (10,) and abs(probs.sum() - 1) < 1e-4
     assert int(probs.argmax()) == digit
-    assert len(at.get("vega_lite_chart")) == 1  # the probabilities chart
+    [bars] = [h for h in at.get("html") if 'class="digit-probs"' in h.proto.body]
+    assert bars.proto.body.count('class="bar"') == 10  # one bar per digit
     assert len(at.info) == 0
 
 
@@ -65,7 +66,9 @@ def test_reset_canvas_brings_back_the_prompt(app):
 def test_numpy_engine_agrees(app):
     at = _draw(app, render_digit(4, 60, 40, 170, width=16))
     keras_probs = np.array(at.session_state["probabilities"])
+    assert "engines agree" not in _texts(at.caption)  # computed only when asked for
     at.sidebar.radio(key="engine").set_value("numpy")
+    at.toggle(key="compare").set_value(True)
     at.run()
     assert not at.exception
     caption = _texts(at.caption)
@@ -74,6 +77,20 @@ def test_numpy_engine_agrees(app):
     assert at.metric[0].value == "4"
     np.testing.assert_allclose(at.session_state["probabilities"], keras_probs, atol=1e-4)
     assert "engines agree" in caption
+
+
+def test_feature_maps_are_computed_only_when_switched_on(app, monkeypatch):
+    from mnist_cnn.predict import Predictor
+
+    calls = []
+    original = Predictor.feature_maps
+    monkeypatch.setattr(Predictor, "feature_maps",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    at = _draw(app, render_digit(3, 60, 40, 170, width=16))
+    assert calls == [] and at.metric[0].value == "3"
+    at.toggle(key="feature_maps").set_value(True).run()
+    assert not at.exception and calls
+    assert "feature maps of layer" in " ".join(str(m.value) for m in at.markdown)
 
 
 def _upload(at, name, data, mime="image/png"):
