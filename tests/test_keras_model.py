@@ -211,3 +211,21 @@ def test_cli_rejects_bad_arguments(tmp_path):
                               out=str(tmp_path / "m.keras"), cache_dir=None)
     with pytest.raises(ValueError, match="epochs"):
         km.cli_train_keras(args)
+
+
+def test_twin_mirrors_the_numpy_network_layer_by_layer():
+    from mnist_cnn.scratch import train as numpy_train
+
+    twin = km.build_twin(numpy_train.DROPOUT, numpy_train.LR, seed=0)
+    ours = numpy_train.build_model(seed=0)
+    assert [type(layer).__name__ for layer in twin.layers] == \
+        [type(layer).__name__ for layer in ours.layers]
+    assert [tuple(layer.output.shape[1:]) for layer in twin.layers] == \
+        [layer.output_shape for layer in ours.layers]
+    assert [layer.count_params() for layer in twin.layers] == \
+        [layer.count_params() for layer in ours.layers]
+    # the same weights give the same logits: the layouts agree, no transposes
+    twin.set_weights(ours.get_weights())
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(twin(x, training=False)), ours.forward(x), atol=1e-4)
+    assert float(twin.optimizer.learning_rate) == pytest.approx(numpy_train.LR)

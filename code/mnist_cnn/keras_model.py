@@ -51,6 +51,28 @@ TRANSLATION = 0.1  # fraction of the image size: +-2.8 pixels
 ZOOM = 0.1
 SEED = 0
 
+# --- the NumPy network's twin -------------------------------------------------------
+def build_twin(dropout: float, lr: float, seed: int = 0):
+    """The course network of :func:`mnist_cnn.scratch.train.build_model`, layer for
+    layer in Keras (the same layer types, shapes and parameter counts), compiled
+    with Adam on logits as the NumPy trainer uses it. Pass the NumPy recipe's
+    ``DROPOUT`` and ``LR`` (:mod:`mnist_cnn.scratch.train`)."""
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(32, 3), layers.ReLU(), layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3), layers.ReLU(), layers.MaxPooling2D(2),
+        layers.Flatten(), layers.Dense(128), layers.ReLU(), layers.Dropout(dropout),
+        layers.Dense(10),
+    ], name="numpy_twin")
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
 # --- model --------------------------------------------------------------------------
 def build_model(conv_filters=CONV_FILTERS, dense_units=DENSE_UNITS, dropout=DROPOUT,
                 block_dropout=BLOCK_DROPOUT, kernel_size=KERNEL_SIZE, input_shape=INPUT_SHAPE,

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from mnist_cnn.data import prepare_images
+from mnist_cnn.keras_model import build_twin
 from mnist_cnn.scratch.train import BATCH_SIZE, DROPOUT, LR, build_model, fit
 
 WARMUP_BATCHES = 4
@@ -37,25 +38,6 @@ def warmup_size(n: int, batch_size: int) -> int:
     """Images for the warm-up: a few full batches plus a last batch of the same
     size as the last batch of an epoch over ``n`` images (at most ``n``)."""
     return min(n, WARMUP_BATCHES * batch_size + n % batch_size)
-
-
-def keras_twin(seed: int = 0, dropout: float = DROPOUT):
-    """The Keras model with exactly the layers of :func:`mnist_cnn.scratch.train.build_model`."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 3), layers.ReLU(), layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3), layers.ReLU(), layers.MaxPooling2D(2),
-        layers.Flatten(), layers.Dense(128), layers.ReLU(), layers.Dropout(dropout),
-        layers.Dense(10),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(LR),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
 
 
 def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
@@ -83,7 +65,7 @@ def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
             seconds.append(time.perf_counter() - t0)
         numpy[path] = (seconds, hist[0]["loss"][0])
 
-    model = keras_twin(seed)
+    model = build_twin(DROPOUT, LR, seed)
     model.fit(x[:n_warm], y[:n_warm], batch_size=batch_size, epochs=1, verbose=0)
     t_keras, hist_k = [], []
     for _ in range(repeat):

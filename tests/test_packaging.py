@@ -1,0 +1,89 @@
+"""The installable package: pyproject declares what it imports, the scratch engine
+loads without TensorFlow or Streamlit, and a plain ``pip install .`` (no extras,
+not editable, run from another folder) gives a working command line."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import os
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "code" / "mnist_cnn"
+
+
+def _third_party_imports() -> set[str]:
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "mnist_cnn"}
+
+
+def _declared() -> set[str]:
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
+
+
+def test_pyproject_declares_every_third_party_import():
+    distributions = md.packages_distributions()
+    modules = _third_party_imports()
+    assert {"numpy", "keras", "PIL"} <= modules          # the scan sees imports
+    missing = {m: distributions.get(m) for m in modules
+               if not {d.lower() for d in distributions.get(m, [m])} & _declared()}
+    assert missing == {}
+
+
+def test_the_scratch_engine_imports_without_tensorflow_or_streamlit():
+    code = ("import sys, mnist_cnn.scratch, mnist_cnn.scratch.train, mnist_cnn.scratch.fast; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'streamlit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_plain_install_runs_help_predict_and_evaluate(tmp_path):
+    """``pip install .`` into a fresh venv, then the CLI from an empty folder."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(REPO)],
+                             capture_output=True, text=True, timeout=1800)
+    assert install.returncode == 0, install.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("PYTHONPATH", None)
+
+    def run(*args):
+        out = subprocess.run([str(py), "-m", "mnist_cnn", *args], capture_output=True,
+                             text=True, timeout=900, cwd=work, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    where = subprocess.run([str(py), "-c", "import mnist_cnn; print(mnist_cnn.__file__)"],
+                           capture_output=True, text=True, cwd=work, env=env, check=True)
+    assert str(env_dir) in where.stdout                  # the installed copy, not the checkout
+    assert "evaluate" in run("--help") and "predict" in run("--help")
+
+    from mnist_cnn.canvas import render_digit
+    from PIL import Image
+
+    Image.fromarray(render_digit(3, 60, 50, 160)).save(work / "three.png")
+    model = REPO / "models" / "cnn_model.keras"
+    assert run("predict", "three.png", "--model", str(model)).startswith("three.png: 3")
+    report = run("evaluate", "--model", str(model))
+    accuracy = float(re.search(r"Test accuracy: ([\d.]+) %", report).group(1))
+    assert accuracy >= 99.0
