@@ -399,14 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     res = measure(model=args.model, repeats=args.repeats, log_path=args.log, script=args.app)
     print(f"Browser: cold start {res['cold_start_s']:.1f} s (process start -> canvas "
           f"drawable); {res['repeats']} digits per stroke count, drawn quickly with the mouse")
-    print("strokes  digit  last mouse-up -> final answer  unmarked stale answers "
-          "(after the last stroke / while drawing)  read as")
     for k, r in res["by_strokes"].items():
         med = "-" if r["median_s"] is None else f"{r['median_s']:.2f}"
         p95 = "-" if r["p95_s"] is None else f"{r['p95_s']:.2f}"
-        print(f"{k:>7}  {r['digit']:>5}  median {med} s, p95 {p95} s"
-              f"{'':>10}{r['stale_after_last_up']:>3} / {r['unmarked_while_drawing']:<3}"
-              f"{'':>35}{' '.join(sorted(set(r['finals'])))}")
+        right = sum(f == str(r["digit"]) for f in r["finals"])
+        print(f"{k} stroke{'s' if k > 1 else ' '} ({r['digit']}): last mouse-up -> final answer "
+              f"median {med} s, p95 {p95} s; unmarked answers for an unfinished drawing: "
+              f"{r['stale_after_last_up']} after the last stroke, "
+              f"{r['unmarked_while_drawing']} while drawing; read correctly "
+              f"{right}/{len(r['finals'])}")
     if args.json:
         print(json.dumps(res))
     return 0
