@@ -279,7 +279,7 @@ def unsafe_files(work: Path, rows: list[dict]) -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    from mnist_cnn.keras_model import load_model
+    from mnist_cnn.model_files import load_model
     from mnist_cnn.scratch.network import Sequential
 
     marker = work / "lambda-code-ran"
