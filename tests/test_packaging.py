@@ -8,6 +8,7 @@ import ast
 import importlib.metadata as md
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -56,10 +57,16 @@ def test_the_scratch_engine_imports_without_tensorflow_or_streamlit():
 @pytest.mark.slow
 def test_a_plain_install_runs_help_predict_and_evaluate(tmp_path):
     """``pip install .`` into a fresh venv, then the CLI from an empty folder."""
+    # A copy of what the package is made of, so the build leaves nothing in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "code", source / "code",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(REPO)],
+    install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(source)],
                              capture_output=True, text=True, timeout=1800)
     assert install.returncode == 0, install.stderr[-3000:]
     work = tmp_path / "elsewhere"
