@@ -11,9 +11,14 @@ fast path, not ``model.predict``.
 Why the page answers at once and never shows a stale answer as current:
 
 - The canvas, the prediction and its details are one ``st.fragment``: a stroke
-  reruns only that (no header, sidebar or model lookup), and the work a rerun does
-  is what is on screen: the engine comparison and the feature maps are computed
-  only when switched on, and a drawing already read is not read again.
+  reruns only that (not the header or the sidebar; the model file is only checked
+  for a change), and the work a rerun does is what is on screen: the engine
+  comparison and the feature maps are computed only when switched on, and a drawing
+  already read is not read again.
+- No cleanup after each run that would cost more than the run: Streamlit's
+  ``keras.backend.clear_session()`` call is switched off (see
+  :func:`_keep_keras_state_between_runs`), and so is its full garbage collection
+  (``runner.postScriptGC`` in ``.streamlit/config.toml``).
 - The answer sits right under the canvas (on a phone too, where the columns stack).
 - Between a stroke and its answer the old answer is dimmed and labelled
   "Updating…": a small script (:data:`PAGE_SCRIPT`) marks the page pending when the
