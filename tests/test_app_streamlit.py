@@ -198,3 +198,15 @@ def test_model_replaced_while_running_then_restored(model_path, tmp_path, monkey
     assert "Draw a digit" in _texts(at.info)  # the canvas is back (its drawing was dropped)
     at = _draw(at, render_digit(7, 50, 50, 150))
     assert at.metric[0].value == "7"
+
+
+def test_no_costly_cleanup_after_each_run(app):
+    """Streamlit's post-run keras.backend.clear_session() and full garbage collection
+    cost more than a stroke's whole run (benchmarks/load.py); the app turns both off."""
+    from pathlib import Path
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    assert script_runner._clean_problem_modules.__name__ == "_close_matplotlib_figures"
+    config = (Path(APP).parents[1] / ".streamlit" / "config.toml").read_text()
+    assert "\npostScriptGC = false\n" in config
