@@ -37,3 +37,17 @@ def app(model_path, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
     return at
+
+
+# --------------------------------------------------------------------------- browsers
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium (Playwright), one per test module that asks for it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests._browser import launch
+
+    with sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()

@@ -11,37 +11,20 @@ import pytest
 from PIL import Image
 
 from benchmarks.browser import (
-    CHROMIUM,
     METRIC_VALUE,
     AppServer,
     draw_digit,
-    launch_browser,
     open_app,
     reset_canvas,
     wait_for_full_result,
     wait_for_prediction,
 )
+from tests._browser import require_chromium
 from tests._helpers_app import committed_or_small_model, render_digit, trained_small_model
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _require_chromium():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"{CHROMIUM} is missing (`make chromium` / `make test` installs it)")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch_browser(pw)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +34,7 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
-    _require_chromium()
+    require_chromium()
     log = tmp_path_factory.getbasetemp() / "app_server.log"
     with AppServer(model=model_path, log_path=log) as srv:
         yield srv

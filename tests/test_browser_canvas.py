@@ -18,7 +18,6 @@ from benchmarks.browser import (
     AppServer,
     clear_canvas,
     draw_and_watch,
-    launch_browser,
     open_app,
     split_strokes,
     touch_strokes,
@@ -29,17 +28,6 @@ from tests._helpers_app import committed_or_small_model
 pytestmark = pytest.mark.browser
 
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch_browser(pw)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,9 @@ MNIST_CNN_SITE_DIR to check an already built site instead.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import re
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests._browser import launch
+from tests._browser import build_book, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,45 +47,13 @@ CHAPTERS = [p for p in PAGES if p != "book/index"]
 @pytest.fixture(scope="module")
 def site_dir() -> Path:
     prebuilt = os.environ.get("MNIST_CNN_SITE_DIR")
-    if prebuilt:
-        return Path(prebuilt)
-    jb = Path(sys.executable).with_name("jupyter-book")
-    # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
-    # chapters' kernels must not inherit it, or plt.show() renders no figure (and
-    # jupyter-cache would keep those figure-less outputs for `make book`).
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    proc = subprocess.run([str(jb), "build", ".", "-n", "-W", "--keep-going"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=3600, env=env)
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
-    # -W turns every warning into a failure, so the exit status is the verdict.
-    assert proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
-    assert "build finished with problems" not in proc.stdout, tail
-    return ROOT / "_build" / "html"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+    return Path(prebuilt) if prebuilt else build_book(ROOT)
 
 
 @pytest.fixture(scope="module")
 def base_url(site_dir):
-    handler = functools.partial(_QuietHandler, directory=str(site_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
+    with serve(site_dir) as url:
+        yield url
 
 
 class PageReport:

@@ -7,18 +7,13 @@ missing or older than the widget's pages and scripts, builds it the way `make bo
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 from mnist_cnn.web import WEIGHTS_JS, default_out_dir
 
-from tests._browser import launch
+from tests._browser import build_book, serve
 from tests._helpers_app import stroke_points
 from tests._helpers_web import (
     ROOT,
@@ -53,38 +48,14 @@ def site_dir() -> Path:
     site = REPO / "_build" / "html"
     if _stale(site):
         assert (default_out_dir() / WEIGHTS_JS).is_file(), "run `make web-export` first"
-        jb = Path(sys.executable).with_name("jupyter-book")
-        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-        proc = subprocess.run([str(jb), "build", ".", "-n", "-W", "--keep-going"], cwd=REPO,
-                              capture_output=True, text=True, timeout=3600, env=env)
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
-        assert proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
+        build_book(REPO)
     return site
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def base_url(site_dir):
-    handler = functools.partial(_QuietHandler, directory=str(site_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
+    with serve(site_dir) as url:
+        yield url
 
 
 def _check_draw_and_clear(page, draw, digit: int):
@@ -107,24 +78,18 @@ def _check_draw_and_clear(page, draw, digit: int):
     assert widget_result(page) == (None, None)
 
 
-@pytest.mark.parametrize("name", PAGES)
-def test_draw_with_the_mouse_then_clear(browser, base_url, name):
-    page, errors, requests = open_page(browser, f"{base_url}{name}.html",
-                                       viewport={"width": 1280, "height": 900})
-    try:
-        _check_draw_and_clear(page, draw_mouse, 7)
-        assert errors == []
-        assert [r for r in requests if not r.startswith(base_url)] == []
-    finally:
-        page.context.close()
+MOUSE = {"viewport": {"width": 1280, "height": 900}}
+FINGER = {"viewport": {"width": 412, "height": 860}, "has_touch": True, "is_mobile": True}
 
 
-def test_draw_with_a_finger(browser, base_url):
-    page, errors, requests = open_page(browser, f"{base_url}book/deployment.html",
-                                       viewport={"width": 412, "height": 860},
-                                       has_touch=True, is_mobile=True)
+@pytest.mark.parametrize(("name", "draw", "digit", "device"), [
+    *[(name, draw_mouse, 7, MOUSE) for name in PAGES],
+    ("book/deployment", draw_touch, 4, FINGER),
+], ids=["mouse-deployment", "mouse-index", "finger-deployment"])
+def test_draw_then_clear(browser, base_url, name, draw, digit, device):
+    page, errors, requests = open_page(browser, f"{base_url}{name}.html", **device)
     try:
-        _check_draw_and_clear(page, draw_touch, 4)
+        _check_draw_and_clear(page, draw, digit)
         assert errors == []
         assert [r for r in requests if not r.startswith(base_url)] == []
     finally:

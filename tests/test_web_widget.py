@@ -26,7 +26,6 @@ from mnist_cnn.web import (
     read_weights_js,
 )
 
-from tests._browser import launch
 from tests._helpers_app import stroke_points
 from tests._helpers_web import (
     draw_mouse,
@@ -51,16 +50,6 @@ def export_dir(model_path, tmp_path_factory):
 def exported(export_dir):
     """(manifest, the NumPy engine running exactly the exported weights)."""
     return load_export(export_dir)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
