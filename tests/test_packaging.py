@@ -94,3 +94,13 @@ def test_a_plain_install_runs_help_predict_and_evaluate(tmp_path):
     report = run("evaluate", "--model", str(model))
     accuracy = float(re.search(r"Test accuracy: ([\d.]+) %", report).group(1))
     assert accuracy >= 99.0
+
+
+def test_the_readme_is_a_front_door():
+    """What the project is, the screenshots, the two commands, how to run each part
+    and where to read more, in at most 130 lines; the figures live in the book."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 130
+    for must in ("make book", "make test", "book_screenshot.png", "app_screenshot.png",
+                 "## Running each part", "## Where to read more"):
+        assert must in text
