@@ -139,6 +139,7 @@ CONV_CASES = [
     ((2, 6, 6, 2), (2, 2, 2), 2, "same"),     # even size, stride 2
     ((1, 6, 7, 3), (3, 3, 2), 2, "same"),     # asymmetric padding
     ((1, 8, 8, 1), (4, 4, 2), 3, "same"),
+    ((1, 6, 7, 2), (3, 3, 2), 2, 1),          # explicit padding: one zero on every side
 ]
 
 
@@ -315,3 +316,48 @@ def test_pool_dense_loss_bad_shapes():
         F.dense(np.zeros((2, 3)), np.zeros((4, 5)), np.zeros(5))
     with pytest.raises(ValueError, match="labels"):
         F.cross_entropy(np.zeros((2, 10)), [0, 10])
+
+
+def test_output_size_formula_with_padding_over_many_cases():
+    """floor((n + 2p - k) / s) + 1, for every n, k, s, p in a grid, is the shape the
+    convolution (vectorised and loops) and the layer actually produce."""
+    rng = np.random.default_rng(11)
+    checked = 0
+    for n in range(1, 10):
+        for k in range(1, 6):
+            for s in range(1, 4):
+                for p in range(0, 3):
+                    if k > n + 2 * p:
+                        with pytest.raises(ValueError, match="larger than the input"):
+                            F.conv_output_size(n, k, s, p)
+                        continue
+                    expected = (n + 2 * p - k) // s + 1
+                    assert F.conv_output_size(n, k, s, p) == expected
+                    x = rng.standard_normal((1, n, n + 1, 2))
+                    w = rng.standard_normal((k, k, 2, 3))
+                    out, _ = F.conv2d(x, w, np.zeros(3), s, p)
+                    assert out.shape == (1, expected, F.conv_output_size(n + 1, k, s, p), 3)
+                    checked += 1
+    assert checked > 300
+    assert F.conv_output_size(28, 3, 1, "valid") == F.conv_output_size(28, 3, 1, 0) == 26
+
+
+@pytest.mark.parametrize("padding", [1, 2, np.int64(1)])
+def test_int_padding_is_zeros_on_every_side(rng, padding):
+    x = rng.standard_normal((2, 7, 6, 3))
+    w = rng.standard_normal((3, 3, 3, 4))
+    b = rng.standard_normal(4)
+    p = int(padding)
+    padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    out, cache = F.conv2d(x, w, b, 2, padding)
+    np.testing.assert_allclose(out, F.conv2d(padded, w, b, 2, "valid")[0], atol=1e-12)
+    naive, naive_cache = F.conv2d_naive(x, w, b, 2, padding)
+    np.testing.assert_allclose(out, naive, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    for a, c in zip(F.conv2d_backward(dout, cache), F.conv2d_backward_naive(dout, naive_cache),
+                    strict=True):
+        np.testing.assert_allclose(a, c, atol=1e-10)
+    with pytest.raises(ValueError, match="unknown padding"):
+        F.conv2d(x, w, b, 1, -1)
+    with pytest.raises(ValueError, match="unknown padding"):
+        F.conv2d(x, w, b, 1, True)

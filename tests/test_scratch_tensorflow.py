@@ -38,6 +38,8 @@ def _maxdiff(a, b):
     ((3, 9, 12, 3), (3, 3, 3, 4), 2, "same"),     # asymmetric "same" padding
     ((2, 11, 11, 2), (5, 5, 2, 3), 3, "valid"),
     ((2, 8, 7, 3), (4, 3, 3, 2), 2, "same"),
+    ((2, 9, 8, 3), (3, 3, 3, 4), 2, 1),           # explicit padding: p zeros on every side
+    ((2, 7, 7, 2), (5, 5, 2, 3), 1, 2),
 ])
 def test_conv2d_forward_and_gradients_match_tf(rng, xshape, kshape, stride, padding):
     x, w, b = _u(rng, xshape), _u(rng, kshape), _u(rng, kshape[3])
@@ -49,7 +51,9 @@ def test_conv2d_forward_and_gradients_match_tf(rng, xshape, kshape, stride, padd
 
     tx, tw, tb = tf.Variable(x), tf.Variable(w), tf.Variable(b)
     with tf.GradientTape() as tape:
-        t_out = tf.nn.conv2d(tx, tw, strides=stride, padding=padding.upper()) + tb
+        tf_padding = padding.upper() if isinstance(padding, str) else \
+            [[0, 0], [padding, padding], [padding, padding], [0, 0]]
+        t_out = tf.nn.conv2d(tx, tw, strides=stride, padding=tf_padding) + tb
         scalar = tf.reduce_sum(t_out * dout)
     tdx, tdw, tdb = tape.gradient(scalar, [tx, tw, tb])
 

@@ -20,10 +20,11 @@ of ``conv2d`` to ``conv2d_backward`` and that of ``conv2d_naive`` to
 gradient checks).
 
 Output size of a convolution or pooling window of size ``k`` and stride ``s``
-over ``n`` input positions (see :func:`conv_output_size`)::
+over ``n`` input positions with ``p`` zeros added on each side
+(see :func:`conv_output_size`)::
 
-    valid:  n_out = floor((n - k) / s) + 1
-    same:   n_out = ceil(n / s)        (zero padding added as TensorFlow does)
+    n_out = floor((n + 2p - k) / s) + 1      ("valid" is p = 0)
+    same:   n_out = ceil(n / s)              (zero padding added as TensorFlow does)
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ _PADDINGS = ("valid", "same")
 # --------------------------------------------------------------------------- sizes
 
 
-def _check_padding(padding: str) -> str:
+def _check_padding(padding):
+    """"valid", "same", or a number p >= 0 of zero rows/columns on every side."""
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) and padding >= 0:
+        return int(padding)
     if not isinstance(padding, str) or padding.lower() not in _PADDINGS:
-        raise ValueError(f"unknown padding {padding!r}; expected 'valid' or 'same'")
+        raise ValueError(f"unknown padding {padding!r}; expected 'valid', 'same' or an int >= 0")
     return padding.lower()
 
 
@@ -92,27 +96,29 @@ def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def conv_output_size(n: int, k: int, stride: int = 1, padding: str = "valid") -> int:
+def conv_output_size(n: int, k: int, stride: int = 1, padding="valid") -> int:
     """Number of output positions along one axis.
 
     Inputs:
     - n: input size along the axis (height or width)
     - k: window (kernel) size along the axis
     - stride: step between windows
-    - padding: "valid" (no padding) or "same" (TensorFlow zero padding)
+    - padding: "valid" (p = 0), an int p (p zeros on each side), or "same"
+      (TensorFlow's zero padding, which keeps ceil(n / stride) positions)
 
-    Returns:
-    - "valid": floor((n - k) / stride) + 1;  "same": ceil(n / stride)
+    Returns floor((n + 2p - k) / stride) + 1, or ceil(n / stride) for "same".
 
-    Raises ValueError if the window does not fit ("valid" with k > n).
+    Raises ValueError if the window does not fit (k > n + 2p).
     """
     padding = _check_padding(padding)
     stride = _check_stride(stride)
     if padding == "same":
         return -(-int(n) // stride)
-    if k > n:
-        raise ValueError(f"window of size {k} is larger than the input size {n} (padding='valid')")
-    return (int(n) - int(k)) // stride + 1
+    p = 0 if padding == "valid" else padding
+    if k > n + 2 * p:
+        raise ValueError(f"window of size {k} is larger than the input size {n} "
+                         f"(padding={padding!r})")
+    return (int(n) + 2 * p - int(k)) // stride + 1
 
 
 def _conv_setup(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride, padding):
@@ -138,7 +144,8 @@ def _conv_setup(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride, padding):
     if padding == "same":
         pads = (same_padding(h, kh, stride), same_padding(wd, kw, stride))
     else:
-        pads = ((0, 0), (0, 0))
+        p = 0 if padding == "valid" else padding
+        pads = ((p, p), (p, p))
     hp, wp = h + sum(pads[0]), wd + sum(pads[1])
     if kh > hp or kw > wp:
         raise ValueError(
@@ -170,7 +177,8 @@ def conv2d_naive(x, w, b, stride=1, padding="valid"):
     - w: kernels, shape (KH, KW, C_in, C_out)
     - b: biases, shape (C_out,)
     - stride: step of the window (same in both directions)
-    - padding: "valid" or "same" (TensorFlow semantics, see :func:`same_padding`)
+    - padding: "valid", "same" (TensorFlow semantics, see :func:`same_padding`) or
+      an int p: p zero rows and columns on every side
 
     Returns a tuple of:
     - out: shape (N, H_out, W_out, C_out) with
