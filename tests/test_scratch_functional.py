@@ -361,3 +361,22 @@ def test_int_padding_is_zeros_on_every_side(rng, padding):
         F.conv2d(x, w, b, 1, -1)
     with pytest.raises(ValueError, match="unknown padding"):
         F.conv2d(x, w, b, 1, True)
+
+
+def test_dropout_keeps_the_expected_value_and_is_gradient_checked(rng):
+    x = rng.standard_normal((200, 300))
+    out, mask = F.dropout(x, 0.3, np.random.default_rng(5))
+    assert set(np.unique(mask)) == {0.0, 1 / 0.7}
+    assert abs((mask == 0).mean() - 0.3) < 0.01              # the rate
+    assert abs(mask.mean() - 1.0) < 0.01                      # E[out] = x
+    np.testing.assert_array_equal(out, x * mask)
+
+    small = rng.standard_normal((4, 6))
+
+    def forward(x):                                           # the same mask every call
+        return F.dropout(x, 0.5, np.random.default_rng(9))[0]
+
+    def grads(dout):
+        return {"x": F.dropout_backward(dout, F.dropout(small, 0.5, np.random.default_rng(9))[1])}
+
+    assert check_gradient(forward, grads, {"x": small}, rng)["x"] < GRAD_TOL

@@ -278,3 +278,25 @@ def test_cli_train_numpy_failed_save_keeps_the_previous_model_and_card(tmp_path,
     assert main([*run, "--seed", "1"]) == 1
     assert "No space left on device" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("make", [lambda wd: SGD(0.1, momentum=0.5, weight_decay=wd),
+                                  lambda wd: Adam(1e-2, weight_decay=wd)],
+                         ids=["SGD", "Adam"])
+def test_weight_decay_is_the_gradient_of_the_l2_penalty(make):
+    """A step with weight_decay is the step without it on g + weight_decay * p, the
+    gradient of loss + (weight_decay / 2) * ||p||^2; with a zero gradient it shrinks
+    the weights."""
+    rng = np.random.default_rng(3)
+    p0, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    a, b = p0.copy(), p0.copy()
+    opt_a, opt_b = make(0.05), make(0.0)
+    for _ in range(3):
+        opt_a.step([a], [g])
+        opt_b.step([b], [g + 0.05 * b])
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    c = p0.copy()
+    make(0.05).step([c], [np.zeros_like(c)])
+    assert np.linalg.norm(c) < np.linalg.norm(p0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        make(-1.0)

@@ -45,6 +45,8 @@ __all__ = [
     "max_pool2d_backward",
     "relu",
     "relu_backward",
+    "dropout",
+    "dropout_backward",
     "flatten",
     "flatten_backward",
     "dense",
@@ -425,6 +427,28 @@ def relu(x):
 def relu_backward(dout, cache):
     """dx = dout where the input was positive, 0 elsewhere (gradient 0 at x = 0)."""
     return dout * (cache > 0)
+
+
+def dropout(x, rate: float, rng):
+    """Inverted dropout (training only): zero each value with probability ``rate``
+    and scale the survivors by 1 / (1 - rate).
+
+    Each output is x / (1 - rate) with probability 1 - rate and 0 otherwise, so its
+    expected value is x: at test time the layer is simply left out, with nothing
+    to rescale.
+
+    Inputs: x any shape; rate in [0, 1); rng a ``np.random.Generator``.
+    Returns (out, cache): the cache is the scaled mask, 0 or 1 / (1 - rate).
+    """
+    keep = rng.random(x.shape, dtype=np.float32) >= rate
+    mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - rate))
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    """out = x * mask elementwise, so dx = dout * mask: a dropped unit passes no
+    gradient, a kept one passes it scaled by 1 / (1 - rate), as in the forward pass."""
+    return dout * cache
 
 
 def flatten(x):

@@ -241,12 +241,11 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._cache = None
             return x
-        keep = self._rng.random(x.shape, dtype=np.float32) >= self.rate
-        self._cache = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self._cache
+        out, self._cache = F.dropout(x, self.rate, self._rng)
+        return out
 
     def backward(self, dout):
-        return dout if self._cache is None else dout * self._cache
+        return dout if self._cache is None else F.dropout_backward(dout, self._cache)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}

@@ -23,26 +23,30 @@ __all__ = ["SGD", "Adam", "exponential_decay"]
 
 
 class SGD:
-    """Stochastic gradient descent with (heavy-ball) momentum.
+    """Stochastic gradient descent with (heavy-ball) momentum and L2 weight decay.
 
+        g <- g + weight_decay * p          (the gradient of (weight_decay / 2) * ||p||^2)
         v <- momentum * v - lr * g
         p <- p + v
 
-    Inputs: lr (step size), momentum in [0, 1) (0 = plain SGD).
+    Inputs: lr (step size), momentum in [0, 1) (0 = plain SGD), weight_decay >= 0.
     """
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
-        if lr <= 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, "
-                             f"momentum={momentum}")
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0):
+        if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
+            raise ValueError(f"need lr > 0, 0 <= momentum < 1 and weight_decay >= 0, got "
+                             f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
         self.lr = float(lr)
         self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
         self.state: dict = {"step": 0, "velocity": None}
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
         if self.state["velocity"] is None:
             self.state["velocity"] = [np.zeros_like(p) for p in params]
         for p, g, v in zip(params, grads, self.state["velocity"], strict=True):
+            if self.weight_decay:
+                g = g + self.weight_decay * p
             v[...] = self.momentum * v - self.lr * g
             p += v
         self.state["step"] += 1
@@ -56,16 +60,19 @@ class Adam:
         p <- p - lr * m_hat / (sqrt(v_hat) + eps),
              m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)   (bias correction)
 
-    Defaults are Keras' (lr 1e-3, b1 0.9, b2 0.999, eps 1e-7).
+    Defaults are Keras' (lr 1e-3, b1 0.9, b2 0.999, eps 1e-7). With weight_decay > 0
+    the gradient first gets the L2 term, g <- g + weight_decay * p, as in SGD (the
+    classic coupled form; AdamW instead subtracts lr * weight_decay * p from p).
     """
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-7):
-        if lr <= 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1) or eps <= 0:
+                 eps: float = 1e-7, weight_decay: float = 0.0):
+        if lr <= 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1) or eps <= 0 or weight_decay < 0:
             raise ValueError(f"bad Adam hyperparameters lr={lr}, beta1={beta1}, "
-                             f"beta2={beta2}, eps={eps}")
+                             f"beta2={beta2}, eps={eps}, weight_decay={weight_decay}")
         self.lr, self.beta1 = float(lr), float(beta1)
         self.beta2, self.eps = float(beta2), float(eps)
+        self.weight_decay = float(weight_decay)
         self.state: dict = {"step": 0, "m": None, "v": None}
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
@@ -81,6 +88,8 @@ class Adam:
         lr_t = self.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
         eps_t = self.eps * math.sqrt(1 - b2**t)
         for p, g, m, v in zip(params, grads, st["m"], st["v"], strict=True):
+            if self.weight_decay:
+                g = g + self.weight_decay * p
             m[...] = b1 * m + (1 - b1) * g
             v[...] = b2 * v + (1 - b2) * g**2
             p -= lr_t * m / (np.sqrt(v) + eps_t)
