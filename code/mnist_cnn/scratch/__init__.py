@@ -10,6 +10,7 @@ from mnist_cnn.scratch.functional import __all__ as _functional_all
 __all__ = list(_functional_all)
 
 from mnist_cnn.scratch.layers import (  # noqa: E402
+    BatchNormalization,
     Conv2D,
     Dense,
     Dropout,
@@ -20,5 +21,5 @@ from mnist_cnn.scratch.layers import (  # noqa: E402
 )
 from mnist_cnn.scratch.network import Sequential  # noqa: E402
 
-__all__ += ["Conv2D", "Dense", "Dropout", "Flatten", "MaxPooling2D", "ReLU", "Softmax",
-            "Sequential"]
+__all__ += ["BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten", "MaxPooling2D",
+            "ReLU", "Softmax", "Sequential"]

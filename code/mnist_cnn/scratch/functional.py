@@ -47,6 +47,9 @@ __all__ = [
     "relu_backward",
     "dropout",
     "dropout_backward",
+    "batch_moments",
+    "batchnorm",
+    "batchnorm_backward",
     "flatten",
     "flatten_backward",
     "dense",
@@ -449,6 +452,50 @@ def dropout_backward(dout, cache):
     """out = x * mask elementwise, so dx = dout * mask: a dropped unit passes no
     gradient, a kept one passes it scaled by 1 / (1 - rate), as in the forward pass."""
     return dout * cache
+
+
+def batch_moments(x):
+    """Mean and (biased) variance of each channel over the batch and all positions:
+    x (N, ..., C) -> (mean (C,), var (C,))."""
+    axes = tuple(range(x.ndim - 1))
+    return x.mean(axis=axes), x.var(axis=axes)
+
+
+def batchnorm(x, gamma, beta, mean, var, eps: float = 1e-3):
+    """Batch normalisation of each channel (the last axis):
+
+        y = gamma * (x - mean) / sqrt(var + eps) + beta
+
+    In training, mean and var are the batch's own (:func:`batch_moments`); at test
+    time they are running averages, and the layer is a fixed affine map per channel.
+
+    Inputs: x (N, ..., C); gamma, beta, mean, var (C,).
+    Returns (out, cache) with cache = (x_hat, gamma, 1 / sqrt(var + eps)).
+    """
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = (x - mean) * inv_std
+    return gamma * x_hat + beta, (x_hat, gamma, inv_std)
+
+
+def batchnorm_backward(dout, cache, batch_stats: bool = True):
+    """Backward pass of :func:`batchnorm`: returns (dx, dgamma, dbeta).
+
+    With the batch's own statistics (training), mean and var depend on every x of
+    the channel, which adds two terms to the plain scaling; over the m values of a
+    channel:  dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)),
+    where dx_hat = dout * gamma. With running statistics (``batch_stats=False``)
+    they are constants and dx = dx_hat * inv_std.
+    """
+    x_hat, gamma, inv_std = cache
+    axes = tuple(range(dout.ndim - 1))
+    dgamma, dbeta = (dout * x_hat).sum(axis=axes), dout.sum(axis=axes)
+    dx_hat = dout * gamma
+    if not batch_stats:
+        return dx_hat * inv_std, dgamma, dbeta
+    m = dout.size // dout.shape[-1]
+    dx = inv_std / m * (m * dx_hat - dx_hat.sum(axis=axes)
+                        - x_hat * (dx_hat * x_hat).sum(axis=axes))
+    return dx, dgamma, dbeta
 
 
 def flatten(x):

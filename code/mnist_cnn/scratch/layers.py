@@ -6,7 +6,8 @@ Every layer has the same small interface::
     layer.build(input_shape, rng) -> output_shape   # shapes without the batch axis
     out = layer.forward(x, training=False)          # keeps its cache
     dx  = layer.backward(dout)                      # fills layer.grads
-    layer.params, layer.grads                       # dicts "W", "b" (empty if none)
+    layer.params, layer.grads                       # trainable arrays ("W", "b") and their grads
+    layer.state                                     # arrays that are not trained (BN statistics)
     layer.get_weights() / layer.set_weights([W, b]) # Keras order and layout
     layer.get_config()                              # JSON-able; rebuilds the layer
 
@@ -22,7 +23,8 @@ import numpy as np
 from mnist_cnn.scratch import functional as F
 
 __all__ = ["he_normal", "glorot_uniform", "Layer", "Conv2D", "MaxPooling2D", "ReLU", "Flatten",
-           "Dropout", "Dense", "Softmax", "layer_from_config", "LAYER_CLASSES"]
+           "Dropout", "Dense", "BatchNormalization", "Softmax", "layer_from_config",
+           "LAYER_CLASSES"]
 
 DTYPE = np.float32
 
@@ -57,6 +59,7 @@ class Layer:
         self.name = name
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.state: dict[str, np.ndarray] = {}
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
         self.need_dx = True          # the network turns this off for its first layer
@@ -72,23 +75,30 @@ class Layer:
     def _output_shape(self, input_shape):
         return input_shape
 
+    def weight_names(self) -> list[str]:
+        """The names of :meth:`get_weights`' arrays, in Keras' order."""
+        return [k for k in ("W", "b") if k in self.params]
+
     def count_params(self) -> int:
-        return int(sum(p.size for p in self.params.values()))
+        """Trainable and non-trainable numbers, as Keras counts them."""
+        return int(sum(p.size for p in (*self.params.values(), *self.state.values())))
 
     def get_weights(self) -> list[np.ndarray]:
-        return [self.params[k] for k in ("W", "b") if k in self.params]
+        arrays = {**self.params, **self.state}
+        return [arrays[k] for k in self.weight_names()]
 
     def set_weights(self, weights) -> None:
-        keys = [k for k in ("W", "b") if k in self.params]
+        keys = self.weight_names()
         if len(weights) != len(keys):
             raise ValueError(f"layer {self.name!r} expects {len(keys)} weight arrays "
                              f"({', '.join(keys) or 'none'}), got {len(weights)}")
         for k, w in zip(keys, weights, strict=True):
+            home = self.params if k in self.params else self.state
             w = np.asarray(w)
-            if w.shape != self.params[k].shape:
+            if w.shape != home[k].shape:
                 raise ValueError(f"layer {self.name!r}: {k} must have shape "
-                                 f"{self.params[k].shape}, got {w.shape}")
-            self.params[k] = np.ascontiguousarray(w, dtype=self.params[k].dtype)
+                                 f"{home[k].shape}, got {w.shape}")
+            home[k] = np.ascontiguousarray(w, dtype=home[k].dtype)
 
     def get_config(self) -> dict:
         return {"class": type(self).__name__, "name": self.name}
@@ -289,6 +299,54 @@ class Dense(Layer):
         return {**super().get_config(), "units": self.units}
 
 
+class BatchNormalization(Layer):
+    """Batch normalisation of the last axis, with Keras' defaults and weight order.
+
+    In training it normalises with the batch's statistics and moves the running
+    averages towards them, ``moving = momentum * moving + (1 - momentum) * batch``;
+    at inference it uses the running averages. gamma and beta are trained;
+    moving_mean and moving_variance live in ``state``.
+    """
+
+    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: str | None = None):
+        super().__init__(name)
+        if not 0.0 <= float(momentum) < 1.0 or float(epsilon) <= 0:
+            raise ValueError(f"need 0 <= momentum < 1 and epsilon > 0, got {momentum}, {epsilon}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+
+    def build(self, input_shape, rng=None):
+        out = super().build(input_shape, rng)
+        c = self.input_shape[-1]
+        self.params = {"gamma": np.ones(c, DTYPE), "beta": np.zeros(c, DTYPE)}
+        self.state = {"moving_mean": np.zeros(c, DTYPE), "moving_variance": np.ones(c, DTYPE)}
+        return out
+
+    def weight_names(self):
+        return ["gamma", "beta", "moving_mean", "moving_variance"]
+
+    def forward(self, x, training=False):
+        if training:
+            mean, var = F.batch_moments(x)
+            for key, batch in (("moving_mean", mean), ("moving_variance", var)):
+                moving = self.state[key]
+                self.state[key] = (self.momentum * moving
+                                   + (1 - self.momentum) * batch).astype(moving.dtype)
+        else:
+            mean, var = self.state["moving_mean"], self.state["moving_variance"]
+        self._batch_stats = bool(training)
+        out, self._cache = F.batchnorm(x, self.params["gamma"], self.params["beta"], mean, var,
+                                       self.epsilon)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.batchnorm_backward(dout, self._cache, self._batch_stats)
+        self.grads = {"gamma": dgamma, "beta": dbeta}
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
 class Softmax(Layer):
     """Softmax over the last axis (turns logits into probabilities)."""
 
@@ -303,7 +361,8 @@ class Softmax(Layer):
 
 
 LAYER_CLASSES = {cls.__name__: cls for cls in
-                 (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense, Softmax)}
+                 (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense, BatchNormalization,
+                  Softmax)}
 
 
 def layer_from_config(config: dict) -> Layer:

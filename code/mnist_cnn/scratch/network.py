@@ -149,12 +149,12 @@ class Sequential:
 
     def set_weights(self, weights) -> None:
         weights = list(weights)
-        need = sum(len(layer.params) for layer in self.layers)
+        need = sum(len(layer.weight_names()) for layer in self.layers)
         if len(weights) != need:
             raise ValueError(f"expected {need} weight arrays, got {len(weights)}")
         i = 0
         for layer in self.layers:
-            k = len(layer.params)
+            k = len(layer.weight_names())
             layer.set_weights(weights[i : i + k])
             i += k
 
@@ -162,6 +162,7 @@ class Sequential:
         """Cast every parameter (e.g. to float64 for gradient checks). Returns self."""
         for layer in self.layers:
             layer.params = {k: v.astype(dtype) for k, v in layer.params.items()}
+            layer.state = {k: v.astype(dtype) for k, v in layer.state.items()}
         return self
 
     # ------------------------------------------------------------------ description
@@ -196,7 +197,7 @@ class Sequential:
             raise ValueError(f"model file must end in .npz, got {path}")
         arrays = {"__architecture__": np.array(json.dumps(self.get_config()))}
         for i, layer in enumerate(self.layers):
-            for k, p in layer.params.items():
+            for k, p in zip(layer.weight_names(), layer.get_weights(), strict=True):
                 arrays[f"{i}/{k}"] = p
         with atomic_path(path) as tmp:
             np.savez(tmp, **arrays)
@@ -234,10 +235,10 @@ class Sequential:
             raise ValueError(f"{path}: unsupported model format version {config.get('version')}")
         net = cls([layer_from_config(c) for c in config["layers"]],
                   input_shape=tuple(config["input_shape"]), seed=config.get("seed", 0))
-        expected = {f"{i}/{k}" for i, layer in enumerate(net.layers) for k in layer.params}
+        expected = {f"{i}/{k}" for i, layer in enumerate(net.layers) for k in layer.weight_names()}
         if expected != set(arrays):
             raise ValueError(f"{path}: weight arrays {sorted(arrays)} do not match the "
                              f"architecture (expected {sorted(expected)})")
         for i, layer in enumerate(net.layers):
-            layer.set_weights([arrays[f"{i}/{k}"] for k in ("W", "b") if k in layer.params])
+            layer.set_weights([arrays[f"{i}/{k}"] for k in layer.weight_names()])
         return net

@@ -26,6 +26,7 @@ import numpy as np
 
 from mnist_cnn.scratch.fast.path import FusedPath, dropout_seeds
 from mnist_cnn.scratch.fast.tuning import blas_threads, default_workers, keep_freed_memory
+from mnist_cnn.scratch.layers import BatchNormalization
 from mnist_cnn.scratch.network import Sequential
 
 __all__ = ["FastEngine", "SHARDS"]
@@ -60,6 +61,10 @@ class FastEngine:
                  processes: bool = True, fuse: bool = True):
         self.net = net
         self.shards = max(1, int(shards))
+        if self.shards > 1 and any(isinstance(layer, BatchNormalization) for layer in net.layers):
+            raise ValueError("BatchNormalization normalises with the statistics of the whole "
+                             "batch, which shards would split: use FastEngine(net, shards=1) "
+                             "or the plain engine")
         self.workers = default_workers(self.shards) if workers is None else max(1, int(workers))
         self.processes = bool(processes)
         self.fuse = bool(fuse)
