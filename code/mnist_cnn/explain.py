@@ -26,22 +26,16 @@ __all__ = ["input_gradient", "occlusion_map", "fgsm"]
 
 
 def input_gradient(net: Sequential, x, y, score: str = "class") -> np.ndarray:
-    """The gradient of a score with respect to the input pixels, per image.
+    """d score / d x for images x (N, 28, 28, 1) and labels y (N,), in inference mode.
 
-    Inputs:
-    - net: a scratch network (a final Softmax layer is skipped: scores are logits)
-    - x: images (N, 28, 28, 1); y: labels (N,)
-    - score: "class" for the logit of class y (saliency), or "loss" for each
-      image's own cross-entropy (what an attack increases)
-
-    Returns d score / d x, the shape of x, in inference mode (dropout off, running
-    BatchNorm statistics).
+    score: "class" for the logit of class y (saliency), or "loss" for each image's
+    own cross-entropy (what an attack increases). A final Softmax layer is skipped.
     """
     layers = net.layers[:-1] if isinstance(net.layers[-1], Softmax) else net.layers
     x, y = net._check_input(x), np.asarray(y)
     first, keep = layers[0], layers[0].need_dx
     first.need_dx = True              # training never needs d/dx of the image; we do
-    try:
+    try:                              # forward, then backward from the score's gradient
         out = x
         for layer in layers:
             out = layer.forward(out, training=False)
