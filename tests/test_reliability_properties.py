@@ -236,11 +236,12 @@ def test_conv2d_shapes_follow_the_formula(args):
     b = rng.standard_normal(c_out)
     expected = (n, F.conv_output_size(h, kh, stride, padding),
                 F.conv_output_size(w, kw, stride, padding), c_out)
-    for op in (F.conv2d, F.conv2d_naive):
+    for op, backward in ((F.conv2d, F.conv2d_backward),
+                         (F.conv2d_naive, F.conv2d_backward_naive)):
         out, cache = op(x, wt, b, stride=stride, padding=padding)
         assert out.shape == expected
         assert np.isfinite(out).all()
-        dx, dw, db = F.conv2d_backward(rng.standard_normal(out.shape), cache)
+        dx, dw, db = backward(rng.standard_normal(out.shape), cache)
         assert dx.shape == x.shape and dw.shape == wt.shape and db.shape == b.shape
     # The two implementations compute the same numbers.
     np.testing.assert_allclose(F.conv2d(x, wt, b, stride, padding)[0],
@@ -269,10 +270,11 @@ def test_max_pool_shapes_follow_the_formula(n, h, w, c, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)
     expected = (n, F.conv_output_size(h, p, s, "valid"), F.conv_output_size(w, p, s, "valid"), c)
-    for op in (F.max_pool2d, F.max_pool2d_naive):
+    for op, backward in ((F.max_pool2d, F.max_pool2d_backward),
+                         (F.max_pool2d_naive, F.max_pool2d_backward_naive)):
         out, cache = op(x, p, stride)
         assert out.shape == expected
-        dx = F.max_pool2d_backward(np.ones_like(out), cache)
+        dx = backward(np.ones_like(out), cache)
         assert dx.shape == x.shape
         # Each window sends its whole gradient somewhere: the total is kept.
         assert dx.sum() == pytest.approx(out.size, rel=1e-6)

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 from mnist_cnn import _io
+from mnist_cnn.cards import check_card
 from mnist_cnn.notebook import numerical_gradient, rel_error
 from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
@@ -246,8 +247,12 @@ def test_cli_train_numpy_small_run(tmp_path, capsys):
     out = tmp_path / "tiny.npz"
     assert main(["train-numpy", "--limit", "256", "--epochs", "1", "--out", str(out)]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["train_examples"] == 256 and card["test_examples"] == 10000
+    check_card(card)
+    # --limit 256: the last tenth (25) is the validation set, the rest is trained on
+    assert (card["train_images"], card["validation_images"]) == (231, 25)
+    assert sum(map(sum, card["confusion_matrix"])) == 10000 and card["engine"] == "numpy"
     assert 0 <= card["test_accuracy"] <= 1 and len(card["history"]["loss"]) == 1
+    assert "fast" in card["training_path"] and card["best_epoch"] == 1
     assert card["params"] == Sequential.load(out).count_params()
     for key in ("seconds_per_epoch", "seed", "data_sha256", "versions", "architecture",
                 "command", "test_loss", "sha256"):
