@@ -19,9 +19,10 @@ import argparse
 import functools
 import json
 import os
-import time
 
 import numpy as np
+
+from mnist_cnn.notebook import best_of
 
 BATCH = 256
 NAIVE_IMAGES = 2      # the loops are timed on this many images, then scaled to the batch
@@ -35,24 +36,12 @@ LAYERS = (
 )
 
 
-def _best_time(fn, repeats: int) -> float:
-    """Best of ``repeats`` wall-clock timings after one warm-up call (the minimum is
-    the least disturbed by other work on the machine)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def matmul_gflops(n: int = MATMUL_SIZE, repeats: int = REPEATS, seed: int = 0) -> float:
     """GFLOP/s of np.matmul on two float32 (n, n) matrices (2 n^3 flops)."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    return 2 * n**3 / _best_time(lambda: a @ b, repeats) / 1e9
+    return 2 * n**3 / best_of(lambda: a @ b, repeats) / 1e9
 
 
 def conv_flops(batch, in_shape, out_hw, kshape) -> int:
@@ -95,9 +84,9 @@ def run(batch: int = BATCH, repeats: int = REPEATS, seed: int = 0, cache_dir=Non
 
         fns = {"naive": functools.partial(F.conv2d_naive, x_few, w, b, 1, padding),
                "vec": functools.partial(F.conv2d, x, w, b, 1, padding), "tf": run_tf}
-        t_naive = _best_time(fns["naive"], 1) * batch / n_naive
-        t_vec = _best_time(fns["vec"], repeats)
-        t_tf = _best_time(fns["tf"], repeats)
+        t_naive = best_of(fns["naive"], 1) * batch / n_naive
+        t_vec = best_of(fns["vec"], repeats)
+        t_tf = best_of(fns["tf"], repeats)
         ref = tf.nn.conv2d(tx, tw, 1, padding.upper()).numpy() + b
         gflops = flops / t_vec / 1e9
         results["layers"].append({
