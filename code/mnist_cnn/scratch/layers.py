@@ -264,11 +264,12 @@ class Dropout(Layer):
 class Dense(Layer):
     """Fully connected layer, W of shape (D_in, units) as in Keras."""
 
-    def __init__(self, units: int, name: str | None = None):
+    def __init__(self, units: int, use_bias: bool = True, name: str | None = None):
         super().__init__(name)
         if int(units) < 1:
             raise ValueError(f"Dense units must be positive, got {units}")
         self.units = int(units)
+        self.use_bias = bool(use_bias)
 
     def _output_shape(self, s):
         if len(s) != 1:
@@ -283,20 +284,22 @@ class Dense(Layer):
         shape = (d_in, self.units)
         w = (he_normal(rng, shape, d_in, DTYPE) if self.init == "he"
              else glorot_uniform(rng, shape, d_in, self.units, DTYPE))
-        self.params = {"W": w, "b": np.zeros(self.units, DTYPE)}
+        self.params = {"W": w}
+        if self.use_bias:
+            self.params["b"] = np.zeros(self.units, DTYPE)
         return out
 
     def forward(self, x, training=False):
-        out, self._cache = F.dense(x, self.params["W"], self.params["b"])
+        out, self._cache = F.dense(x, self.params["W"], self.params.get("b"))
         return out
 
     def backward(self, dout):
         dx, dw, db = F.dense_backward(dout, self._cache, need_dx=self.need_dx)
-        self.grads = {"W": dw, "b": db}
+        self.grads = {"W": dw, "b": db} if self.use_bias else {"W": dw}
         return dx
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias}
 
 
 class BatchNormalization(Layer):
