@@ -375,7 +375,7 @@ def probabilities_ui(probs: np.ndarray) -> None:
 
 
 def engines_ui(predictor: Predictor, x: np.ndarray, probs: np.ndarray, engine: str) -> None:
-    other = "numpy" if engine == "keras" else "keras"
+    other = next(e for e in ENGINES if e != engine)
     try:
         other_probs = predictor.predict_proba(x, other)
     except ValueError as exc:
@@ -494,9 +494,9 @@ def main() -> None:
         st.error(error)
         st.button("Try again")  # a click reruns: a model file that is back gets loaded
         return
-    if engine == "numpy" and not predictor.numpy_available():
-        st.warning(f"The NumPy engine cannot run this model, using Keras instead: "
-                   f"{predictor.numpy_error}")
+    problem = predictor.problem(engine)
+    if problem:
+        st.warning(f"Showing the Keras engine instead: {problem}")
         engine = "keras"
     workspace_ui(stroke, engine, predictor)
 

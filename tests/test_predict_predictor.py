@@ -177,3 +177,16 @@ def test_cli_main_missing_model_is_a_clear_error(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "error:" in err and "train-keras" in err
+
+
+def test_problem_names_why_an_engine_cannot_run_the_model(predictor, tmp_path):
+    assert predictor.problem("keras") is None
+    assert "unknown engine" in predictor.problem("torch")
+    import keras
+
+    model = keras.Sequential([keras.Input((28, 28, 1)),
+                              keras.layers.Conv2D(4, 3, activation="tanh"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    odd = Predictor(model)
+    assert odd.problem("keras") is None
+    assert "cannot run this model" in odd.problem("numpy")

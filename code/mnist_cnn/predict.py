@@ -219,6 +219,14 @@ class Predictor:
         """Why the NumPy engine is unavailable (None if it works or was not tried yet)."""
         return self.engines["numpy"].error
 
+    def problem(self, engine: str) -> str | None:
+        """Why ``engine`` cannot run this model (the error's message), or None if it can."""
+        try:
+            self.predict_proba(np.zeros((28, 28), np.float32), engine)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def numpy_available(self) -> bool:
         try:
             self.numpy_net()

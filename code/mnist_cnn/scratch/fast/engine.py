@@ -24,7 +24,7 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from mnist_cnn.scratch.fast.path import FusedPath, dropout_seeds
+from mnist_cnn.scratch.fast.path import FusedPath, dropout_seeds, param_keys
 from mnist_cnn.scratch.fast.tuning import blas_threads, default_workers, keep_freed_memory
 from mnist_cnn.scratch.layers import BatchNormalization
 from mnist_cnn.scratch.network import Sequential
@@ -106,7 +106,7 @@ class FastEngine:
         bounds = np.linspace(0, len(x), shards + 1).round().astype(int)
         parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         seeds = [dropout_seeds(self.net) for _ in parts]
-        keys = [(j, k) for j, layer in enumerate(self.net.layers) for k in layer.params]
+        keys = param_keys(self.net.layers)
 
         def run(i):
             path = FusedPath(self.net, seeds[i], fuse=self.fuse)

@@ -41,6 +41,8 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from mnist_cnn.scratch.fast.path import param_keys
+
 __all__ = ["run_shards", "shutdown", "WorkerLost"]
 
 _ALIGN = 64                 # bytes: every array in shared memory starts on a cache line
@@ -73,11 +75,6 @@ def _io_specs(rows, input_shape, x_dtype, output_shape):
     any float dtype converts to it and back exactly)."""
     return [((rows, *input_shape), x_dtype), ((rows,), np.int64),
             ((rows, *output_shape), np.float64)]
-
-
-def _param_keys(layers):
-    """(layer index, parameter name) of every parameter, in a fixed order."""
-    return [(j, k) for j, layer in enumerate(layers) for k in layer.params]
 
 
 # ---------------------------------------------------------------- the worker process
@@ -135,7 +132,7 @@ class _WorkerState:
         self.fuse = fuse
         self.shms = [shared_memory.SharedMemory(name=n) for n in names]
         params_shm, grads_shm, io_shm = self.shms
-        keys = _param_keys(self.net.layers)
+        keys = param_keys(self.net.layers)
         self.specs = [(tuple(shape), np.dtype(dtype)) for shape, dtype in specs]
         offsets, nbytes = _offsets(self.specs)
         for (j, k), view in zip(keys, _views(params_shm.buf, self.specs, offsets),
@@ -222,7 +219,7 @@ class _Worker:
         ``rows`` examples and ``slots`` gradient sets; returns the parent's
         views: (params, [grads per slot], x, y, logits)."""
         config = json.dumps(net.get_config())
-        params = [net.layers[j].params[k] for j, k in _param_keys(net.layers)]
+        params = [net.layers[j].params[k] for j, k in param_keys(net.layers)]
         specs = [(p.shape, p.dtype) for p in params]
         key = (config, fuse, tuple((s, d.str) for s, d in specs), np.dtype(x_dtype).str)
         if self.key is None or self.key[:4] != key or self.key[4] < rows or self.key[5] < slots:
@@ -312,7 +309,7 @@ def run_shards(net, fuse, x, y, parts, seeds, training, workers, local):
 
     blas_limit = max(1, cpus() // workers)
     mine = {p: [i for i in range(len(parts)) if i % workers == p] for p in range(1, workers)}
-    params = [net.layers[j].params[k] for j, k in _param_keys(net.layers)]
+    params = [net.layers[j].params[k] for j, k in param_keys(net.layers)]
     busy: list[tuple[_Worker, list]] = []
     try:
         try:

@@ -17,7 +17,7 @@ from mnist_cnn.scratch.fast.fused import ConvReluPool
 from mnist_cnn.scratch.layers import Conv2D, Dropout, MaxPooling2D, ReLU
 from mnist_cnn.scratch.network import Sequential
 
-__all__ = ["FusedPath", "fuse_steps", "dropout_seeds"]
+__all__ = ["FusedPath", "fuse_steps", "dropout_seeds", "param_keys"]
 
 
 def fuse_steps(layers) -> list:
@@ -33,6 +33,11 @@ def fuse_steps(layers) -> list:
             steps.append(layers[i])
             i += 1
     return steps
+
+
+def param_keys(layers) -> list[tuple[int, str]]:
+    """(layer index, parameter name) of every trainable parameter, in a fixed order."""
+    return [(j, k) for j, layer in enumerate(layers) for k in layer.params]
 
 
 def dropout_seeds(net: Sequential) -> list[int]:
