@@ -47,7 +47,7 @@ def test_fast_path_matches_model_predict(predictor, mnist_test):
 
 
 def test_numpy_engine_agrees_with_keras(predictor, mnist_test):
-    if not predictor.numpy_available():
+    if predictor.problem("numpy"):
         pytest.skip("NumPy engine not available yet (bridge/scratch network)")
     x, _ = mnist_test
     pk = predictor.predict_proba(x[:32], "keras")
@@ -72,7 +72,7 @@ def test_feature_maps_shapes_and_engines(predictor, mnist_test):
                   if type(layer).__name__ == "Conv2D"]
     assert names == conv_names
     assert maps[0][1].shape[:2] == (26, 26) and maps[0][1].dtype == np.float32
-    if predictor.numpy_available():
+    if predictor.problem("numpy") is None:
         nmaps = predictor.feature_maps(x, "numpy")
         assert [m.shape for _, m in nmaps] == [m.shape for _, m in maps]
         for (_, a), (_, b) in zip(maps, nmaps, strict=True):

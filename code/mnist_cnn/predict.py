@@ -66,6 +66,10 @@ class KerasEngine:
         self._feature_model = None
         self.conv_blocks = self._find_conv_blocks()
 
+    def problem(self) -> str | None:
+        """None: the model was checked to be an MNIST classifier when it was loaded."""
+        return None
+
     def outputs(self, xb) -> np.ndarray:
         """The model's raw outputs (N, 10) for a float32 batch (N, 28, 28, 1)."""
         return np.asarray(self._call(xb), dtype=np.float64)
@@ -119,10 +123,9 @@ class NumpyEngine:
         self.error: str | None = None      # why this engine cannot run the model
         self._lock = threading.Lock()
 
-    @property
-    def net(self):
-        """The scratch network; raises ValueError with the reason if the bridge
-        cannot convert the model (or the scratch engine is not installed)."""
+    def problem(self) -> str | None:
+        """Why the bridge cannot convert the model, or None; the first call builds
+        the network (once, also when several threads ask at the same time)."""
         if self._net is None and self.error is None:
             with self._lock:
                 if self._net is None and self.error is None:
@@ -134,7 +137,13 @@ class NumpyEngine:
                         self.error = f"the NumPy engine is not available ({exc})"
                     except (ValueError, NotImplementedError, TypeError, AttributeError) as exc:
                         self.error = f"the NumPy engine cannot run this model: {exc}"
-        if self.error is not None:
+        return self.error
+
+    @property
+    def net(self):
+        """The scratch network; raises ValueError with the reason if the bridge
+        cannot convert the model (or the scratch engine is not installed)."""
+        if self.problem() is not None:
             raise ValueError(self.error)
         return self._net
 
@@ -162,7 +171,7 @@ ENGINES = ("keras", "numpy")
 
 class Predictor:
     """A loaded MNIST classifier with fast single-image inference on either
-    engine, each an object with the same small interface (``outputs``,
+    engine, each an object with the same small interface (``problem``, ``outputs``,
     ``feature_maps``). Thread-safe for concurrent predictions (the app shares
     one per process).
     """
@@ -213,31 +222,13 @@ class Predictor:
         x (28, 28) float in [0, 1]: [(conv layer name, (H, W, C) float32)]."""
         return self.engine(engine).feature_maps(prepare_images(x))
 
-    # ------------------------------------------------------------------ NumPy engine
-    @property
-    def numpy_error(self) -> str | None:
-        """Why the NumPy engine is unavailable (None if it works or was not tried yet)."""
-        return self.engines["numpy"].error
-
     def problem(self, engine: str) -> str | None:
-        """Why ``engine`` cannot run this model (the error's message), or None if it can."""
+        """Why ``engine`` cannot run this model, or None if it can (nothing is predicted:
+        this is cheap enough for every rerun of the app)."""
         try:
-            self.predict_proba(np.zeros((28, 28), np.float32), engine)
+            return self.engine(engine).problem()
         except ValueError as exc:
             return str(exc)
-        return None
-
-    def numpy_available(self) -> bool:
-        try:
-            self.numpy_net()
-            return True
-        except ValueError:
-            return False
-
-    def numpy_net(self):
-        """The from-scratch NumPy network holding this model's weights (built once).
-        Raises ValueError with the reason if the bridge cannot convert this model."""
-        return self.engines["numpy"].net
 
 
 def top_k(probs, k: int = 3) -> list[tuple[int, float]]:

@@ -111,7 +111,7 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
     Raises ValueError for a model the bridge or the page cannot run,
     FileNotFoundError for a missing model file.
     """
-    from mnist_cnn.data import load_mnist
+    from mnist_cnn.data import load_mnist, prepare_images
 
     model_path = Path(model) if model is not None else paths.default_keras_model()
     if not model_path.is_file():
@@ -123,7 +123,7 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
     weights16 = [w.astype(np.float16) for w in weights32]
 
     _, (x_test, y_test) = load_mnist(cache_dir, progress=progress)
-    x = x_test.astype(np.float32)[..., None] / 255.0
+    x = prepare_images(x_test)
     acc32 = _accuracy(net, x, y_test)
     acc16 = _accuracy(_with_weights(net, weights16), x, y_test)
     loss_points = round((acc32 - acc16) * 100, 4)
@@ -133,7 +133,7 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
     layers, offset, i = [], 0, 0
     for layer in net.layers:
         entry = _layer_entry(layer)
-        keys = [k for k in ("W", "b") if k in layer.params]
+        keys = layer.weight_names()
         if keys:
             entry["weights"] = []
             for key in keys:
