@@ -305,3 +305,20 @@ def test_weight_decay_is_the_gradient_of_the_l2_penalty(make):
     assert np.linalg.norm(c) < np.linalg.norm(p0)
     with pytest.raises(ValueError, match="weight_decay"):
         make(-1.0)
+
+
+def test_keep_best_ends_with_the_best_validation_epoch(mnist_small):
+    """keep_best restores the weights of the best validation epoch: the same as
+    training for just that many epochs with the same seeds."""
+    x, y, xv, yv = mnist_small[0][:256], mnist_small[1][:256], mnist_small[2][:200], \
+        mnist_small[3][:200]
+    kept = build_model(seed=2)
+    h = fit(kept, x, y, epochs=4, batch_size=64, seed=2, validation_data=(xv, yv),
+            progress=False, keep_best=True)
+    best = h["best_epoch"]
+    assert h["val_accuracy"][best - 1] == max(h["val_accuracy"])
+    assert all(a < h["val_accuracy"][best - 1] for a in h["val_accuracy"][best:])
+    short = build_model(seed=2)
+    fit(short, x, y, epochs=best, batch_size=64, seed=2, progress=False)
+    for a, b in zip(kept.get_weights(), short.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -155,8 +155,8 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
             ev = evaluate(model, *validation_data)
             history["val_loss"].append(ev["loss"])
             history["val_accuracy"].append(ev["accuracy"])
-            if ev["accuracy"] >= best[0]:
-                best = (ev["accuracy"], [p.copy() for p in params])
+            if ev["accuracy"] >= best[0]:    # weights copied only when they will be kept
+                best = (ev["accuracy"], [p.copy() for p in params] if keep_best else None)
                 history["best_epoch"] = epoch + 1
             if progress:
                 tqdm.write(f"  epoch {epoch + 1}: val_loss {ev['loss']:.4f} "
