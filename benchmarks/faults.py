@@ -84,7 +84,7 @@ def interrupt_training(command: str, out: Path, extra: list[str], progress_marke
 
     Returns (exit status, combined output, seconds from the signal to exit).
     """
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     # A shell starts background jobs with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt; give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", command, "--out", str(out),
@@ -276,9 +276,9 @@ def read_only_cache(work: Path, rows: list[dict]) -> None:
 def unsafe_files(work: Path, rows: list[dict]) -> None:
     """Scenario 5: a Lambda layer in a .keras file, an object array in an .npz."""
     import numpy as np
+    from mnist_cnn.backend import import_keras
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    keras = import_keras()
     from mnist_cnn.model_files import load_model
     from mnist_cnn.scratch.network import Sequential
 

@@ -113,7 +113,7 @@ class CountingAppServer(AppServer):
     """The app on loopback, started through :data:`_BOOTSTRAP`; output kept in a log file."""
 
     def __enter__(self) -> CountingAppServer:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **self.env)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         if self.model is not None:
             env["MNIST_CNN_MODEL"] = str(self.model)
         cmd = [sys.executable, "-c", _BOOTSTRAP, str(APP_SCRIPT),

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 TIMEOUT = 120  # seconds per AppTest run: the first one loads TensorFlow and the model
@@ -13,8 +10,10 @@ TIMEOUT = 120  # seconds per AppTest run: the first one loads TensorFlow and the
 
 def small_model(input_shape=(28, 28, 1), logits=False, seed=0, filters=(8, 16)):
     """An untrained small CNN MNIST classifier (conv-relu-pool x2, dense 10)."""
-    import keras
-    from keras import layers
+    from mnist_cnn.backend import import_keras
+
+    keras = import_keras()
+    layers = keras.layers
 
     keras.utils.set_random_seed(seed)
     stack = [keras.Input(input_shape)]
@@ -32,9 +31,10 @@ def small_model(input_shape=(28, 28, 1), logits=False, seed=0, filters=(8, 16)):
 def trained_small_model(path, n=12000, epochs=2, seed=0, **kw):
     """Train :func:`small_model` briefly on the first n MNIST training images (a few
     seconds; ~96 % test accuracy) and save it to ``path``. Returns the path."""
-    import keras
+    from mnist_cnn.backend import import_keras
     from mnist_cnn.data import load_mnist
 
+    keras = import_keras()
     (x, y), _ = load_mnist(progress=False)
     model = small_model(seed=seed, **kw)
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")

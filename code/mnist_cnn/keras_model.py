@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_cnn.backend import import_keras, import_tensorflow
 from mnist_cnn.data import VALIDATION_SIZE, prepare_images, split_validation
-from mnist_cnn.model_files import import_keras
 
 # --- the recipe (the CLI defaults reproduce the committed model) -------------------
 INPUT_SHAPE = (28, 28, 1)
@@ -151,7 +151,7 @@ def cosine_lr(epoch, num_epochs, lr=LR, final_fraction=LR_FINAL_FRACTION):
 
 
 def _make_dataset(x, y, batch_size, seed, augment):
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     # One-hot targets: Keras' label smoothing works on categorical (not sparse) labels.
     ds = tf.data.Dataset.from_tensor_slices((x, np.eye(NUM_CLASSES, dtype=np.float32)[y]))

@@ -8,7 +8,6 @@ production model, so loading lives here rather than in :mod:`mnist_cnn.keras_mod
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -18,14 +17,6 @@ KERAS_HINT = (
     "Train one with `python -m mnist_cnn train-keras`, or use the committed "
     "models/cnn_model.keras from the repository."
 )
-
-
-def import_keras():
-    # TensorFlow's start-up messages are noise for readers; keep them quiet by default.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    return keras
 
 
 def load_model(path=None):
@@ -49,6 +40,8 @@ def load_model(path=None):
         # Keras' own message for this case ("File not found") is misleading.
         raise ValueError(f"{path} is not a valid .keras file (those are zip archives); it is "
                          f"corrupt or truncated. {KERAS_HINT}")
+    from mnist_cnn.backend import import_keras
+
     keras = import_keras()
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mnist_cnn.numerics import rel_error  # the gradient check's error, re-exported
+
 __all__ = ["use_book_style", "show", "source", "timings", "best_of", "image_grid",
            "numerical_gradient", "rel_error", "check_gradient"]
 
@@ -105,17 +107,6 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -
         x[i] = old
         grad[i] = (fp - fm) / (2 * h)
     return grad
-
-
-def rel_error(a, b) -> float:
-    """||a - b|| / max(||a|| + ||b||, 1e-12) over the whole array.
-
-    Norm-wise rather than elementwise: an element that is ~1e-30 analytically
-    and exactly 0 numerically is not a 100 % error, while a wrong formula still
-    shows up as an error of order 1.
-    """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12))
 
 
 def check_gradient(forward, backward_grads, inputs: dict, rng, h: float = 1e-6) -> dict:

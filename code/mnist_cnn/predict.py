@@ -48,7 +48,9 @@ class KerasEngine:
     name = "keras"
 
     def __init__(self, model):
-        import tensorflow as tf
+        from mnist_cnn.backend import import_tensorflow
+
+        tf = import_tensorflow()
 
         self.model = model
         self.input_rank = check_mnist_model(model)
@@ -95,7 +97,9 @@ class KerasEngine:
         if not self.conv_blocks:
             return []
         if self._feature_model is None:
-            import keras
+            from mnist_cnn.backend import import_keras
+
+            keras = import_keras()
 
             with self._lock:
                 if self._feature_model is None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 
 import numpy as np
 
@@ -51,8 +50,9 @@ def conv_flops(batch, in_shape, out_hw, kshape) -> int:
 
 
 def run(batch: int = BATCH, repeats: int = REPEATS, seed: int = 0, cache_dir=None) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from mnist_cnn.backend import import_tensorflow
+
+    tf = import_tensorflow()
 
     from mnist_cnn.scratch import functional as F
 

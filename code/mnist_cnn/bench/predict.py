@@ -74,7 +74,7 @@ def _stats(ms):
 
 def _cold(script, model_path, x_path, runs=3):
     """Run ``script`` in fresh interpreters; return the best wall time and its phases."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ)
     best = None
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -93,12 +93,12 @@ def _cold(script, model_path, x_path, runs=3):
 
 def run(model_path=None, repeats=REPEATS, seed=0, cold_runs=3, cache_dir=None):
     """Measure everything; returns a JSON-able dict of figures."""
-    import tensorflow as tf
-
     from mnist_cnn import bridge, paths
+    from mnist_cnn.backend import import_tensorflow
     from mnist_cnn.data import load_mnist, prepare_images
     from mnist_cnn.model_files import load_model
 
+    tf = import_tensorflow()
     model_path = Path(model_path) if model_path else paths.default_keras_model()
     model = load_model(model_path)
     _, (x_test, y_test) = load_mnist(cache_dir, progress=False)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
@@ -42,7 +41,6 @@ def warmup_size(n: int, batch_size: int) -> int:
 
 def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
         cache_dir=None, repeat: int = REPEAT) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from mnist_cnn.data import load_mnist
 
     (x_train, y_train), _ = load_mnist(cache_dir, progress=False)
@@ -74,8 +72,9 @@ def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
                                 shuffle=True))
         t_keras.append(time.perf_counter() - t0)
 
-    import keras
-    import tensorflow as tf
+    from mnist_cnn.backend import import_keras, import_tensorflow
+
+    keras, tf = import_keras(), import_tensorflow()
 
     result = {"images": int(len(x)), "batch_size": batch_size, "params": net.count_params(),
               "keras_params": int(model.count_params()),

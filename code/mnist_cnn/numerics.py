@@ -1,0 +1,150 @@
+"""When are two computations "equal"? One rule for the whole course.
+
+Two programs that compute the same value in floating point rarely give the same
+bits: a convolution sums hundreds of products, and NumPy's BLAS, TensorFlow's
+oneDNN, Apple's Accelerate and a GPU's cuDNN each sum them in their own order
+and with their own fused multiply-adds. The differences sit in the last bits of
+the *dtype* and grow with the *size* of the values, so the tolerance follows
+from both and from nothing else (never from one machine's run):
+
+- the error is relative, measured against the largest magnitude in the two
+  arrays (:func:`max_rel_error`), so it does not depend on the units;
+- it is allowed to be :data:`ULPS` units of rounding of the lower precision of
+  the two (:func:`tolerance`): 1.2e-4 for float32, 2.2e-13 for float64.
+
+Why 1000 units: sums in a different order differ by a few units of rounding per
+addition in the worst case and far less in practice; the course's comparisons
+stay at or below about 10 units (float32, measured on several CPU kernels by
+``make test-numerics``), so 1000 leaves at least 10x headroom on any machine.
+For float32 it also sits 10x *below* the error of TensorFloat-32 (about 1e-3,
+which GPUs since Ampere use by default for convolutions and matrix products),
+so a comparison with TensorFlow catches TF32 left on (see
+:func:`mnist_cnn.backend.import_tensorflow`, which turns it off).
+
+A gradient check is a different comparison: the numerical gradient carries a
+truncation error of O(h^2) and a round-off error of O(eps / h) in float64, so
+it is held to :data:`GRADIENT_RTOL` in the norm-wise :func:`rel_error`.
+
+Every check can be recorded: with ``MNIST_CNN_NUMERICS_LOG=<file>`` set, each
+call appends one JSON line (name, error, tolerance); ``make test-numerics``
+reads them to print the worst error per comparison under other CPU kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["ULPS", "GRADIENT_RTOL", "tolerance", "max_rel_error", "rel_error",
+           "assert_close", "assert_gradient_close"]
+
+#: Units of rounding (machine epsilons) two computations of one value may differ by.
+ULPS = 1000
+
+#: Bound on rel_error(analytic, numerical) for a float64 centred-difference check
+#: with h = 1e-6: the method's own error is about 1e-10; a wrong formula gives ~1.
+GRADIENT_RTOL = 1e-7
+
+
+def _dtype_of(x) -> np.dtype:
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:                       # Python numbers and lists compute in float64
+        dtype = np.asarray(x).dtype
+    dtype = np.dtype(dtype)
+    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+
+
+def tolerance(*arrays) -> float:
+    """The relative tolerance for comparing ``arrays``: ULPS machine epsilons of the
+    least precise floating dtype among them (integers count as float64)."""
+    eps = max(float(np.finfo(_dtype_of(a)).eps) for a in arrays)
+    return ULPS * eps
+
+
+def max_rel_error(actual, expected) -> float:
+    """max |actual - expected| / the largest |value| in either array (0 if both are 0).
+
+    Relative to the largest magnitude, not element by element: an element that
+    is 1e-9 in one library and 0 in the other is round-off, not a 100 % error.
+    """
+    a = np.asarray(actual, np.float64)
+    b = np.asarray(expected, np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {a.shape} against {b.shape}")
+    if a.size == 0:
+        return 0.0
+    scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))))
+    if not np.isfinite(scale):
+        return float("inf") if not np.array_equal(a, b, equal_nan=True) else 0.0
+    return float(np.max(np.abs(a - b)) / scale) if scale > 0 else 0.0
+
+
+def rel_error(a, b) -> float:
+    """||a - b|| / max(||a|| + ||b||, 1e-12) over the whole array (the norm-wise
+    error of a gradient check).
+
+    Norm-wise rather than elementwise: an element that is ~1e-30 analytically
+    and exactly 0 numerically is not a 100 % error, while a wrong formula still
+    shows up as an error of order 1.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12))
+
+
+def _caller_name(depth: int) -> str:
+    frame = sys._getframe(depth + 1)
+    place = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}"
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    return f"{test} ({place})" if test else place
+
+
+def _record(what: str, kind: str, error: float, tol: float) -> None:
+    log = os.environ.get("MNIST_CNN_NUMERICS_LOG")
+    if not log:
+        return
+    line = json.dumps({"what": what, "kind": kind, "error": error, "tolerance": tol})
+    with open(log, "a", encoding="utf-8") as f:   # one short line: appends do not interleave
+        f.write(line + "\n")
+
+
+def assert_close(actual, expected, what: str | None = None, *, rtol: float | None = None
+                 ) -> float:
+    """Assert that two arrays are equal in the course's sense and return the error.
+
+    Inputs:
+    - actual, expected: arrays (or numbers) of the same shape;
+    - what: a name for the comparison in messages and in ``make test-numerics``
+      (default: the calling test or function);
+    - rtol: a different relative tolerance; pass one only with a comment that says
+      why the default (:func:`tolerance`) does not apply.
+
+    Returns: :func:`max_rel_error` (print or glue it). Raises AssertionError with
+    the error, the tolerance and where the worst element is.
+    """
+    what = what or _caller_name(1)
+    tol = tolerance(actual, expected) if rtol is None else float(rtol)
+    err = max_rel_error(actual, expected)
+    _record(what, "equal", err, tol)
+    if not err <= tol:
+        a = np.asarray(actual, np.float64)
+        b = np.asarray(expected, np.float64)
+        at = np.unravel_index(int(np.nanargmax(np.abs(a - b))), a.shape) if a.ndim else ()
+        raise AssertionError(
+            f"{what}: relative error {err:.3g} > tolerance {tol:.3g} "
+            f"(worst at index {tuple(int(i) for i in at)}: {a[at]!r} against {b[at]!r})")
+    return err
+
+
+def assert_gradient_close(analytic, numerical, what: str | None = None) -> float:
+    """Assert that an analytic gradient matches a numerical one (norm-wise
+    :func:`rel_error` <= :data:`GRADIENT_RTOL`) and return the error."""
+    what = what or _caller_name(1)
+    err = rel_error(analytic, numerical)
+    _record(what, "gradient", err, GRADIENT_RTOL)
+    if not err <= GRADIENT_RTOL:
+        raise AssertionError(f"{what}: gradient check failed: relative error {err:.3g} > "
+                             f"{GRADIENT_RTOL:g} (a wrong formula gives an error of order 1)")
+    return err
