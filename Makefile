@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM ?= /usr/bin/chromium
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: help setup data notebooks book book-assets test test-fast chromium tools app lab bench bench-app web-export lint clean
+.PHONY: help setup data notebooks book book-assets test test-fast test-numerics chromium tools app lab bench bench-app web-export lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -92,6 +92,12 @@ test: data book-assets $(WEB_EXPORT) chromium tools lint ## run the whole test s
 
 test-fast: data tools ## the suite without slow and browser tests
 	$(PY) -m pytest -m "not slow and not browser"
+
+# Other machines' float arithmetic, here: the comparisons (tests marked numerics and the
+# chapters' assert_close cells) under other OpenBLAS kernels and TensorFlow with oneDNN
+# on and off; prints each comparison's worst error against its tolerance.
+test-numerics: data ## the comparisons under other CPU kernels (>= 10x headroom each)
+	$(PY) tools/numerics.py
 
 lint: setup ## ruff on code, tests, app, tools and benchmarks
 	$(VENV)/bin/ruff check code tests app tools benchmarks

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mnist_cnn import bridge, paths
+from mnist_cnn import keras_model as km
+from mnist_cnn.backend import import_keras
+from mnist_cnn.data import load_mnist, prepare_images
+from mnist_cnn.evaluate import evaluate_file
+from mnist_cnn.model_files import load_model
+from mnist_cnn.numerics import assert_close
 
-keras = pytest.importorskip("keras")
-pytest.importorskip("mnist_cnn.scratch.network")
-
-from mnist_cnn import bridge, paths  # noqa: E402
-from mnist_cnn import keras_model as km  # noqa: E402
-from mnist_cnn.data import load_mnist, prepare_images  # noqa: E402
-from mnist_cnn.evaluate import evaluate_file  # noqa: E402
-from mnist_cnn.model_files import load_model  # noqa: E402
+pytestmark = pytest.mark.numerics
+keras = import_keras()
 
 L = keras.layers
 
@@ -32,11 +33,11 @@ def _images(n=64, seed=0):
     return np.random.default_rng(seed).random((n, 28, 28, 1)).astype(np.float32)
 
 
-def _assert_same(model, net, x, atol=1e-5):
+def _assert_same(model, net, x):
     pk = np.asarray(model(x, training=False))
     ps = net.predict_proba(x)
     assert ps.shape == pk.shape
-    np.testing.assert_allclose(ps, pk, atol=atol)
+    assert_close(ps, pk, "bridge: NumPy network vs Keras probabilities")
     np.testing.assert_array_equal(ps.argmax(1), pk.argmax(1))
 
 
@@ -77,7 +78,7 @@ def test_fused_activations_2d_input_and_inference_noops():
     assert net.input_shape == (28, 28, 1)
     x = _images(32, seed=3)
     pk = np.asarray(model(x[..., 0], training=False))
-    np.testing.assert_allclose(net.predict_proba(x), pk, atol=1e-5)   # (N, 28, 28, 1) in
+    assert_close(net.predict_proba(x), pk)   # (N, 28, 28, 1) in
 
 
 def test_logits_model_without_softmax():
@@ -86,7 +87,7 @@ def test_logits_model_without_softmax():
                               L.Flatten(), L.Dense(10)])
     net = bridge.from_keras(model)
     logits = np.asarray(model(_images(8), training=False))
-    np.testing.assert_allclose(net.forward(_images(8)), logits, atol=1e-5)
+    assert_close(net.forward(_images(8)), logits)
 
 
 def test_from_path(tmp_path):

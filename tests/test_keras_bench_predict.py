@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import numpy as np
+from mnist_cnn import keras_model as km
+from mnist_cnn.backend import import_keras
+from mnist_cnn.bench import predict as bench
+from mnist_cnn.numerics import tolerance
 
-keras = pytest.importorskip("keras")
-pytest.importorskip("mnist_cnn.scratch.network")
-
-from mnist_cnn import keras_model as km  # noqa: E402
-from mnist_cnn.bench import predict as bench  # noqa: E402
+keras = import_keras()
 
 
 def test_bench_predict_reports_both_engines(tmp_path):
@@ -20,7 +20,10 @@ def test_bench_predict_reports_both_engines(tmp_path):
     for key in ("keras_tf_function", "keras_eager_call", "numpy_scratch"):
         assert res[key]["n"] == 5 and 0 < res[key]["median_ms"] <= res[key]["p95_ms"]
     # Both engines, and both cold starts, give the same digit for the same image.
-    assert res["same_prediction"] and res["max_abs_prob_difference"] < 1e-5
+    # probabilities sum to 1, so the largest is >= 0.1: an absolute difference within
+    # 0.1 x the float32 tolerance is within the tolerance relative to the largest value
+    assert res["same_prediction"]
+    assert res["max_abs_prob_difference"] <= 0.1 * tolerance(np.float32)
     assert res["cold_start_keras"]["label"] == res["cold_start_numpy"]["label"]
     text = bench.format_report(res)
     assert "median" in text and "Cold start" in text

@@ -8,15 +8,16 @@ import zipfile
 
 import numpy as np
 import pytest
+from mnist_cnn import _io, paths
+from mnist_cnn import evaluate as ev
+from mnist_cnn import keras_model as km
+from mnist_cnn.backend import import_keras
+from mnist_cnn.cards import check_card
+from mnist_cnn.data import load_mnist, prepare_images
+from mnist_cnn.model_files import load_model
+from mnist_cnn.numerics import assert_close
 
-keras = pytest.importorskip("keras")
-
-from mnist_cnn import _io, paths  # noqa: E402
-from mnist_cnn import evaluate as ev  # noqa: E402
-from mnist_cnn import keras_model as km  # noqa: E402
-from mnist_cnn.cards import check_card  # noqa: E402
-from mnist_cnn.data import load_mnist, prepare_images  # noqa: E402
-from mnist_cnn.model_files import load_model  # noqa: E402
+keras = import_keras()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_train_save_load_same_predictions(mnist, tmp_path):
     with _io.atomic_path(path) as tmp:
         model.save(tmp)
     loaded = load_model(path)
-    np.testing.assert_allclose(loaded(x, training=False).numpy(), before, atol=1e-6)
+    assert_close(loaded(x, training=False).numpy(), before, "saved and loaded Keras model")
     # Far better than chance (10 %) after three short epochs on 1,800 images.
     assert np.mean(before.argmax(1) == mnist[1][1][:200]) > 0.6
 
@@ -98,7 +99,7 @@ def test_training_is_seeded(mnist):
                  verbose=0)
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert_close(a, b, "Keras training, the same seed twice")
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +214,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
         km.cli_train_keras(args)
 
 
+@pytest.mark.numerics
 def test_twin_mirrors_the_numpy_network_layer_by_layer():
     from mnist_cnn.scratch import train as numpy_train
 
@@ -227,5 +229,6 @@ def test_twin_mirrors_the_numpy_network_layer_by_layer():
     # the same weights give the same logits: the layouts agree, no transposes
     twin.set_weights(ours.get_weights())
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
-    np.testing.assert_allclose(np.asarray(twin(x, training=False)), ours.forward(x), atol=1e-4)
+    assert_close(np.asarray(twin(x, training=False)), ours.forward(x),
+                 "Keras twin vs NumPy network")
     assert float(twin.optimizer.learning_rate) == pytest.approx(numpy_train.LR)

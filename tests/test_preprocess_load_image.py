@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+from mnist_cnn.numerics import assert_close
 from mnist_cnn.preprocess import load_image, to_mnist
 from PIL import Image
 
@@ -39,7 +40,7 @@ def test_jpeg_cmyk_and_16_bit_png_load():
     img16.save(buf, format="PNG")
     loaded = load_image(buf.getvalue())
     out = to_mnist(loaded)
-    np.testing.assert_allclose(out, to_mnist(_digit()), atol=1e-3)
+    assert_close(out, to_mnist(_digit()), "16-bit PNG vs uint8")
 
 
 @pytest.mark.parametrize("data, match", [
@@ -102,4 +103,6 @@ def test_big_photos_are_shrunk_on_load():
     img = load_image(_png(big))
     assert max(img.size) == MAX_SIDE
     assert abs(img.size[0] / img.size[1] - 2000 / 3000) < 0.01
+    # not the same computation: the downscaled file is resampled twice, so stroke edges
+    # move by a fraction of a pixel
     np.testing.assert_allclose(to_mnist(img), to_mnist(big), atol=0.15)

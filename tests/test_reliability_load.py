@@ -9,6 +9,7 @@ sessions there are.
 from __future__ import annotations
 
 import pytest
+from mnist_cnn.numerics import assert_close
 
 from tests._browser import require_chromium
 from tests._helpers_app import committed_or_small_model
@@ -42,7 +43,6 @@ def test_one_predictor_shared_by_many_threads_gives_the_same_answers(tmp_path_fa
     concurrent first use of both engines and of the feature maps must be safe."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
     from mnist_cnn.predict import Predictor
     from mnist_cnn.preprocess import to_mnist
 
@@ -61,8 +61,8 @@ def test_one_predictor_shared_by_many_threads_gives_the_same_answers(tmp_path_fa
         results = list(pool.map(job, range(48)))
     for k, probs, maps in results:
         x, engine = xs[k % len(xs)], ("keras", "numpy")[k % 2]
-        np.testing.assert_allclose(probs, reference.predict_proba(x, engine), atol=1e-5)
+        assert_close(probs, reference.predict_proba(x, engine), "concurrent vs single predictions")
         ref_maps = reference.feature_maps(x, engine)
         assert [n for n, _ in maps] == [n for n, _ in ref_maps]
         for (_, a), (_, b) in zip(maps, ref_maps, strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-4)
+            assert_close(a, b, "concurrent vs single feature maps")

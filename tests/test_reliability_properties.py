@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from mnist_cnn.numerics import assert_close
 from mnist_cnn.preprocess import to_mnist
 from mnist_cnn.scratch import functional as F
 
@@ -182,7 +183,7 @@ def test_dtype_and_scale_do_not_change_the_result(h, w, data):
                     u8.astype(np.float64)):
         out = _check_outcome(variant)
         assert isinstance(out, np.ndarray) and isinstance(ref, np.ndarray)
-        np.testing.assert_allclose(out, ref, atol=1e-4)
+        assert_close(out, ref, "to_mnist: uint8, uint16, float inputs")
 
 
 @pytest.mark.parametrize("bad", [
@@ -244,8 +245,8 @@ def test_conv2d_shapes_follow_the_formula(args):
         dx, dw, db = backward(rng.standard_normal(out.shape), cache)
         assert dx.shape == x.shape and dw.shape == wt.shape and db.shape == b.shape
     # The two implementations compute the same numbers.
-    np.testing.assert_allclose(F.conv2d(x, wt, b, stride, padding)[0],
-                               F.conv2d_naive(x, wt, b, stride, padding)[0], atol=1e-9)
+    assert_close(F.conv2d(x, wt, b, stride, padding)[0],
+                 F.conv2d_naive(x, wt, b, stride, padding)[0], "conv2d vs conv2d_naive")
 
 
 @PROFILE

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mnist_cnn.notebook import check_gradient
+from mnist_cnn.numerics import GRADIENT_RTOL, assert_close
 from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fast import FastEngine, FusedPath, fused
@@ -16,6 +17,8 @@ from mnist_cnn.scratch.fast.fused import (
     conv2d_relu_maxpool_backward,
 )
 from mnist_cnn.scratch.train import fit
+
+pytestmark = pytest.mark.numerics
 
 # (x shape, w shape, conv stride, padding, pool, pool stride): one input channel
 # (recomputing path) and several (stored path), overlapping and odd-sized pools,
@@ -81,7 +84,7 @@ def test_gradient_check(case):
         return {"x": dx, "w": dw, "b": db}
 
     for name, err in check_gradient(forward, grads, inputs, rng).items():
-        assert err < 1e-7, (name, err)
+        assert err <= GRADIENT_RTOL, (name, err)
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 3000, 1 << 30])
@@ -94,11 +97,11 @@ def test_chunking_does_not_change_the_numbers(monkeypatch, chunk_bytes):
     ref, caches = _unfused(x, w, b, 1, "valid", 2, None)
     monkeypatch.setattr(fused, "_CHUNK_BYTES", chunk_bytes)
     out, cache = conv2d_relu_maxpool(x, w, b)
-    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    assert_close(out, ref, "chunked fused forward vs three ops")
     dout = rng.standard_normal(out.shape)
     for got, want in zip(conv2d_relu_maxpool_backward(dout, cache, need_dx=True),
                          _unfused_backward(dout, caches), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        assert_close(got, want, "chunked fused backward vs three ops")
 
 
 def test_float32_stays_float32():
@@ -127,10 +130,6 @@ def _net(dropout=0.0, seed=0):
                       input_shape=(14, 14, 1), seed=seed)
 
 
-def _rel(a, b) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300))
-
-
 @pytest.mark.parametrize(("shards", "processes"), [(1, False), (2, False), (2, True), (3, True)])
 def test_fast_engine_gives_the_plain_chain_numbers(shards, processes):
     """One batch in float64: the speed layer (fused blocks, shards on threads or
@@ -143,11 +142,11 @@ def test_fast_engine_gives_the_plain_chain_numbers(shards, processes):
     engine = FastEngine(plain, shards=shards, workers=2, processes=processes)
     assert [type(s) for s in engine._whole.layers][:2] == [ConvReluPool, ConvReluPool]
     lf, of = engine.loss_and_backward(x, y)
-    assert abs(lf - lp) / abs(lp) < 1e-7
-    assert _rel(of, op) < 1e-7
+    assert_close(lf, lp, "fast engine vs plain chain: loss")
+    assert_close(of, op, "fast engine vs plain chain: logits")
     for a, b in zip(plain.gradients(), gp, strict=True):
-        assert _rel(a, b) < 1e-7
-    np.testing.assert_allclose(engine.forward(x), plain.forward(x), rtol=1e-12, atol=1e-12)
+        assert_close(a, b, "fast engine vs plain chain: gradients")
+    assert_close(engine.forward(x), plain.forward(x), "fast engine vs plain chain: forward")
 
 
 def test_fast_and_plain_training_give_the_same_digits():
@@ -164,7 +163,9 @@ def test_fast_and_plain_training_give_the_same_digits():
             fast=FastEngine(net, shards=2, processes=True) if fast else False)
         nets[fast] = net
     for a, b in zip(nets[False].parameters(), nets[True].parameters(), strict=True):
-        assert _rel(a, b) < 1e-7
+        # 12 Adam steps amplify float64 rounding differences of the shard sums, so this
+        # holds the trained weights to a looser bound than one computation (1000 ulps)
+        assert_close(a, b, "fast vs plain training: weights after 2 epochs", rtol=1e-9)
     np.testing.assert_array_equal(nets[False].predict(x), nets[True].predict(x))
 
 
@@ -178,9 +179,9 @@ def test_unsharded_fast_run_draws_the_plain_dropout_masks():
     for _ in range(3):
         la, _ = a.loss_and_backward(x, y)
         lb, _ = engine.loss_and_backward(x, y)
-        assert abs(la - lb) < 1e-12 * abs(la)
+        assert_close(la, lb, "unsharded fast run with dropout: loss")
         for ga, gb in zip(a.gradients(), b.gradients(), strict=True):
-            assert _rel(ga, gb) < 1e-7
+            assert_close(ga, gb, "unsharded fast run with dropout: gradients")
 
 
 def test_shards_give_the_whole_batch_gradient():
@@ -193,10 +194,10 @@ def test_shards_give_the_whole_batch_gradient():
     g1 = [g.copy() for g in net.gradients()]
     for shards in (2, 3, 7, 50):
         loss, logits = FastEngine(net, shards, workers=2, processes=False).loss_and_backward(x, y)
-        assert loss == pytest.approx(loss1, rel=1e-12)
-        np.testing.assert_allclose(logits, logits1, rtol=1e-12, atol=1e-12)
+        assert_close(loss, loss1, "shards vs whole batch: loss")
+        assert_close(logits, logits1, "shards vs whole batch: logits")
         for a, b in zip(net.gradients(), g1, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+            assert_close(a, b, "shards vs whole batch: gradients")
 
 
 def test_sharded_numbers_do_not_depend_on_the_threads():

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from mnist_cnn import _io
 from mnist_cnn.cards import check_card
-from mnist_cnn.notebook import numerical_gradient, rel_error
+from mnist_cnn.notebook import numerical_gradient
+from mnist_cnn.numerics import assert_close, assert_gradient_close
 from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import Softmax
 from mnist_cnn.scratch.optim import SGD, Adam
 from mnist_cnn.scratch.train import build_model, evaluate, fit, prepare_images, random_shift
+
+pytestmark = pytest.mark.numerics
 
 
 def _small_net(seed=0, input_shape=(8, 8, 1), softmax=False):
@@ -54,8 +57,7 @@ def test_whole_network_gradient_check_float64(softmax):
         return F.cross_entropy(net.forward(x), y, from_logits=not softmax)
 
     for (name, p), g in zip(net.named_parameters(), analytic, strict=True):
-        err = rel_error(g, numerical_gradient(loss, p))
-        assert err < 1e-6, (name, err)
+        assert_gradient_close(g, numerical_gradient(loss, p), f"whole network, {name}")
 
 
 def test_summary_shapes_and_param_count():
@@ -126,7 +128,7 @@ def test_adam_matches_the_textbook_update():
             m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
             ref[i] = ref[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
     for p, r in zip(params, ref, strict=True):
-        np.testing.assert_allclose(p, r, rtol=1e-12, atol=1e-15)
+        assert_close(p, r, "Adam vs its equations (float64)")
     as32 = [p.astype(np.float32) for p in params]
     opt.state.update(m=[a.astype(np.float32) for a in m], v=[a.astype(np.float32) for a in v])
     opt.step(as32, [np.ones_like(p) for p in as32])
@@ -135,7 +137,7 @@ def test_adam_matches_the_textbook_update():
         m6, v6 = b1 * mi + (1 - b1), b2 * vi + (1 - b2)
         want = r - lr * (m6 / (1 - b1**t)) / (np.sqrt(v6 / (1 - b2**t)) + eps)
         assert p.dtype == np.float32
-        np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-6)
+        assert_close(p, want, "Adam step in float32")
 
 
 def test_overfits_100_images(mnist_small):
@@ -299,7 +301,7 @@ def test_weight_decay_is_the_gradient_of_the_l2_penalty(make):
     for _ in range(3):
         opt_a.step([a], [g])
         opt_b.step([b], [g + 0.05 * b])
-    np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert_close(a, b, "weight decay = the L2 penalty's gradient")
     c = p0.copy()
     make(0.05).step([c], [np.zeros_like(c)])
     assert np.linalg.norm(c) < np.linalg.norm(p0)

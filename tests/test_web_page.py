@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from mnist_cnn.numerics import assert_close
 from mnist_cnn.web import WEIGHTS_JS, default_out_dir
 
 from tests._browser import build_book, serve
@@ -71,7 +72,8 @@ def _check_draw_and_clear(page, draw, digit: int):
     assert page.evaluate("() => window.scrollY") == scroll  # the strokes did not scroll
     assert wait_state(page, "predicted", "too-small", "empty") == "predicted"
     got, probs = widget_result(page)
-    assert got == digit and len(probs) == 10 and abs(sum(probs) - 1) < 1e-4
+    assert got == digit and len(probs) == 10
+    assert_close(sum(probs), 1.0, "page widget: probabilities sum to 1 (float64 softmax)")
     assert page.locator(f"{ROOT} .dw-digit").inner_text() == str(digit)
     page.get_by_role("button", name="Clear").click()
     assert wait_state(page, "ready") == "ready"

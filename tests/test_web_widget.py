@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from mnist_cnn import cli
 from mnist_cnn.canvas import CANVAS, simulate_canvas
+from mnist_cnn.numerics import assert_close
 from mnist_cnn.preprocess import to_mnist
 from mnist_cnn.web import (
     FORMAT,
@@ -250,7 +251,8 @@ def test_js_preprocessing_follows_every_rule_of_to_mnist(page):
             assert js is None, name
         else:
             assert js is not None, name
-            assert np.abs(np.array(js, np.float32).reshape(28, 28) - py).max() < 1e-6, name
+            assert_close(np.array(js, np.float32).reshape(28, 28), py,
+                         f"preprocess.js vs to_mnist: {name}")
 
 
 @pytest.mark.browser
@@ -258,7 +260,8 @@ def test_widget_reads_a_drawing_and_clears(page):
     draw_mouse(page, stroke_points(7, 70, 50, 170))
     assert wait_state(page, "predicted", "too-small", "empty") == "predicted"
     digit, probs = widget_result(page)
-    assert digit == 7 and len(probs) == 10 and abs(sum(probs) - 1) < 1e-4
+    assert digit == 7 and len(probs) == 10
+    assert_close(sum(probs), 1.0, "widget: probabilities sum to 1 (float64 softmax)")
     page.get_by_role("button", name="Clear").click()
     assert wait_state(page, "ready") == "ready"
     assert widget_result(page) == (None, None)

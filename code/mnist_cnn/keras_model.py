@@ -52,20 +52,23 @@ ZOOM = 0.1
 SEED = 0
 
 # --- the NumPy network's twin -------------------------------------------------------
-def build_twin(dropout: float, lr: float, seed: int = 0):
+def build_twin(dropout: float, lr: float, seed: int = 0, dtype: str = "float32"):
     """The course network of :func:`mnist_cnn.scratch.train.build_model`, layer for
     layer in Keras (the same layer types, shapes and parameter counts), compiled
     with Adam on logits as the NumPy trainer uses it. Pass the NumPy recipe's
-    ``DROPOUT`` and ``LR`` (:mod:`mnist_cnn.scratch.train`)."""
+    ``DROPOUT`` and ``LR`` (:mod:`mnist_cnn.scratch.train`); ``dtype="float64"``
+    builds it in double precision, to compare gradients through max pooling."""
     keras = import_keras()
     keras.utils.set_random_seed(seed)
     layers = keras.layers
     model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 3), layers.ReLU(), layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3), layers.ReLU(), layers.MaxPooling2D(2),
-        layers.Flatten(), layers.Dense(128), layers.ReLU(), layers.Dropout(dropout),
-        layers.Dense(10),
+        keras.Input((28, 28, 1), dtype=dtype),
+        layers.Conv2D(32, 3, dtype=dtype), layers.ReLU(dtype=dtype),
+        layers.MaxPooling2D(2, dtype=dtype),
+        layers.Conv2D(64, 3, dtype=dtype), layers.ReLU(dtype=dtype),
+        layers.MaxPooling2D(2, dtype=dtype),
+        layers.Flatten(dtype=dtype), layers.Dense(128, dtype=dtype), layers.ReLU(dtype=dtype),
+        layers.Dropout(dropout, dtype=dtype), layers.Dense(10, dtype=dtype),
     ], name="numpy_twin")
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -99,7 +102,7 @@ def build_model(conv_filters=CONV_FILTERS, dense_units=DENSE_UNITS, dropout=DROP
     - an uncompiled ``keras.Sequential``; output (N, 10) class probabilities.
     """
     keras = import_keras()
-    from keras import layers
+    layers = keras.layers
 
     model_layers = [keras.Input(shape=tuple(input_shape))]
     for i, filters in enumerate(conv_filters):
@@ -133,7 +136,7 @@ def augmentation(seed=SEED, rotation=ROTATION, translation=TRANSLATION, zoom=ZOO
     Inputs/returns: float32 (N, 28, 28, 1) in [0, 1]; empty areas filled with 0 (black).
     """
     keras = import_keras()
-    from keras import layers
+    layers = keras.layers
 
     return keras.Sequential([
         layers.RandomRotation(rotation, fill_mode="constant", seed=seed),

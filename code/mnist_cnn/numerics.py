@@ -50,16 +50,18 @@ GRADIENT_RTOL = 1e-7
 
 
 def _dtype_of(x) -> np.dtype:
-    dtype = getattr(x, "dtype", None)
-    if dtype is None:                       # Python numbers and lists compute in float64
+    # A dtype (np.float32, "float32") is itself; Python numbers and lists are float64;
+    # a TensorFlow tensor converts to its dtype.
+    if isinstance(x, (type, np.dtype, str)):
+        dtype = np.dtype(x)
+    else:
         dtype = np.asarray(x).dtype
-    dtype = np.dtype(dtype)
     return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
 def tolerance(*arrays) -> float:
-    """The relative tolerance for comparing ``arrays``: ULPS machine epsilons of the
-    least precise floating dtype among them (integers count as float64)."""
+    """The relative tolerance for comparing ``arrays`` (or dtypes): ULPS machine
+    epsilons of the least precise floating dtype among them (integers count as float64)."""
     eps = max(float(np.finfo(_dtype_of(a)).eps) for a in arrays)
     return ULPS * eps
 
@@ -95,10 +97,11 @@ def rel_error(a, b) -> float:
 
 
 def _caller_name(depth: int) -> str:
+    """file:line (function) of the code that called the check: stable across runs and
+    parameters, so the same comparison can be followed from machine to machine."""
     frame = sys._getframe(depth + 1)
-    place = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}"
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    return f"{test} ({place})" if test else place
+    code = frame.f_code
+    return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
 
 
 def _record(what: str, kind: str, error: float, tol: float) -> None:
