@@ -1,7 +1,8 @@
 """The canvas app: draw a digit (or upload a photo), see what the network sees and why.
 
 Run it with ``make app`` or ``streamlit run app/streamlit_app.py``. Set
-``MNIST_CNN_MODEL=/path/to/model.keras`` to serve any Keras MNIST classifier.
+``MNIST_CNN_MODEL=/path/to/model.keras`` to serve any Keras MNIST classifier (or a
+from-scratch NumPy model, ``.npz``, which runs on the NumPy engine only).
 
 The UI is thin: preprocessing lives in :mod:`mnist_cnn.preprocess`, loading and
 inference in :mod:`mnist_cnn.predict` (shared with the CLI and the book). The
@@ -262,7 +263,8 @@ def sidebar_ui(predictor: Predictor | None, path: Path) -> tuple[str, int]:
     with st.sidebar:
         st.header("Settings")
         stroke = st.slider("Stroke width", 6, 40, DEFAULT_STROKE, key="stroke_width")
-        engine = st.radio("Engine", ENGINES, key="engine", horizontal=True,
+        first = ENGINES.index(predictor.default_engine) if predictor is not None else 0
+        engine = st.radio("Engine", ENGINES, index=first, key="engine", horizontal=True,
                           format_func={"keras": "Keras model",
                                        "numpy": "NumPy (from scratch)"}.get,
                           help="The same weights run by Keras or by the from-scratch NumPy "
@@ -496,8 +498,9 @@ def main() -> None:
         return
     problem = predictor.problem(engine)
     if problem:
-        st.warning(f"Showing the Keras engine instead: {problem}")
-        engine = "keras"
+        engine = predictor.default_engine      # the one engine every model runs on
+        st.warning(f"Showing the {'Keras' if engine == 'keras' else 'NumPy'} engine "
+                   f"instead: {problem}")
     workspace_ui(stroke, engine, predictor)
 
 

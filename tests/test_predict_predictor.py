@@ -1,14 +1,24 @@
-"""Predictor: safe loading, validation, engines agree, feature maps, CLI."""
+"""Predictor: safe loading, validation, engines agree, feature maps, CLI; a Keras
+file and a from-scratch NumPy model (.npz) alike."""
 
 import json
 
 import numpy as np
 import pytest
-from mnist_cnn.model_files import load_mnist_model
+from mnist_cnn.backend import import_keras
+from mnist_cnn.model_files import load_mnist_model, load_numpy_mnist_model
+from mnist_cnn.numerics import assert_close
 from mnist_cnn.predict import Predictor, cli_predict, top_k
 from mnist_cnn.preprocess import to_mnist
 
 from tests._helpers_app import committed_or_small_model, render_digit, small_model
+
+F32 = np.float32
+# Predictor returns float64, but the engines compute in float32: comparisons of two
+# computations are made in float32, the precision of the numbers compared.
+# A float32 softmax row: 10 terms, each rounded a few times (exp, the normalising sum,
+# the division); 100 units of rounding bound the row sum's distance from 1 with headroom.
+SUM_RTOL = 100 * np.finfo(F32).eps
 
 
 @pytest.fixture(scope="module")
@@ -33,26 +43,30 @@ def test_reads_mnist_digits(predictor, mnist_test):
     x, y = mnist_test
     probs = predictor.predict_proba(x)
     assert probs.shape == (200, 10)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=SUM_RTOL)
     assert np.mean(probs.argmax(1) == y) >= 0.93
     # Single image: (10,) and the same numbers as in the batch.
-    np.testing.assert_allclose(predictor.predict_proba(x[3]), probs[3], atol=1e-5)
+    assert_close(predictor.predict_proba(x[3]).astype(F32), probs[3].astype(F32),
+                 "predictor: one image vs the same image in a batch")
     assert predictor.predict(x[3]) == int(probs[3].argmax())
 
 
+@pytest.mark.numerics
 def test_fast_path_matches_model_predict(predictor, mnist_test):
     x, _ = mnist_test
     ref = predictor.model.predict(x[:16, ..., None], verbose=0)
-    np.testing.assert_allclose(predictor.predict_proba(x[:16]), ref, atol=1e-5)
+    assert_close(predictor.predict_proba(x[:16]).astype(F32), ref,
+                 "predictor: tf.function fast path vs model.predict")
 
 
+@pytest.mark.numerics
 def test_numpy_engine_agrees_with_keras(predictor, mnist_test):
     if predictor.problem("numpy"):
         pytest.skip("NumPy engine not available yet (bridge/scratch network)")
     x, _ = mnist_test
     pk = predictor.predict_proba(x[:32], "keras")
     pn = predictor.predict_proba(x[:32], "numpy")
-    np.testing.assert_allclose(pn, pk, atol=1e-4)
+    assert_close(pn.astype(F32), pk.astype(F32), "predictor: NumPy vs Keras engine")
     assert (pn.argmax(1) == pk.argmax(1)).all()
 
 
@@ -63,6 +77,7 @@ def test_drawn_digits_anywhere(predictor):
             assert predictor.predict(x) == digit, (digit, left, top, size)
 
 
+@pytest.mark.numerics
 def test_feature_maps_shapes_and_engines(predictor, mnist_test):
     x = mnist_test[0][0]
     maps = predictor.feature_maps(x)
@@ -75,8 +90,8 @@ def test_feature_maps_shapes_and_engines(predictor, mnist_test):
     if predictor.problem("numpy") is None:
         nmaps = predictor.feature_maps(x, "numpy")
         assert [m.shape for _, m in nmaps] == [m.shape for _, m in maps]
-        for (_, a), (_, b) in zip(maps, nmaps, strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-3)
+        for (name, a), (_, b) in zip(maps, nmaps, strict=True):
+            assert_close(b, a, f"feature maps {name}: NumPy vs Keras engine")
 
 
 def test_bad_engine_and_bad_input(predictor):
@@ -86,17 +101,20 @@ def test_bad_engine_and_bad_input(predictor):
         predictor.predict_proba(np.zeros((32, 32)))
 
 
+@pytest.mark.numerics
 def test_channel_less_input_and_logits_models(tmp_path):
     x = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
     m3 = small_model(input_shape=(28, 28))
     p3 = Predictor(m3)
-    np.testing.assert_allclose(p3.predict_proba(x), m3(x).numpy(), atol=1e-5)
+    assert_close(p3.predict_proba(x).astype(F32), m3(x).numpy(),
+                 "predictor: (28, 28)-input model vs a direct call")
     # A model ending in logits still yields probabilities.
     ml = small_model(logits=True)
     pl = Predictor(ml).predict_proba(x)
     z = ml(x[..., None]).numpy()
     ez = np.exp(z - z.max(1, keepdims=True))
-    np.testing.assert_allclose(pl, ez / ez.sum(1, keepdims=True), atol=1e-5)
+    assert_close(pl.astype(F32), ez / ez.sum(1, keepdims=True),
+                 "predictor: softmax of a logits model vs NumPy's")
 
 
 def test_loading_errors(tmp_path):
@@ -106,8 +124,7 @@ def test_loading_errors(tmp_path):
     corrupt.write_bytes(b"PK\x03\x04 definitely not a keras zip")
     with pytest.raises(ValueError):
         load_mnist_model(corrupt)
-    import keras
-
+    keras = import_keras()
     wrong = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(10)])
     wrong.save(tmp_path / "wrong.keras")
@@ -131,7 +148,7 @@ def test_top_k():
     assert top_k(p, 3) == [(1, 0.5), (3, 0.3), (0, 0.1)]
 
 
-def _args(images, model, json_mode=False, engine="keras"):
+def _args(images, model, json_mode=False, engine=None):
     import argparse
 
     return argparse.Namespace(images=[str(i) for i in images], model=str(model),
@@ -163,7 +180,8 @@ def test_cli_predict_lines_errors_and_exit_status(tmp_path, model_path, capsys):
     assert [row["file"] for row in lines] == [str(seven), str(bad), str(blank),
                                                str(tmp_path / "missing.png"), str(one)]
     assert lines[0]["digit"] == 7 and len(lines[0]["probabilities"]) == 10
-    assert abs(sum(lines[0]["probabilities"]) - 1) < 1e-4
+    # printed rounded to 6 decimals: 10 terms of at most 5e-7 each, besides float32 rounding
+    np.testing.assert_allclose(sum(lines[0]["probabilities"]), 1.0, rtol=10 * 5e-7 + SUM_RTOL)
     assert "not a supported image" in lines[1]["error"]
     assert "blank" in lines[2]["error"]
     assert "no such image" in lines[3]["error"]
@@ -182,11 +200,103 @@ def test_cli_main_missing_model_is_a_clear_error(tmp_path, capsys):
 def test_problem_names_why_an_engine_cannot_run_the_model(predictor, tmp_path):
     assert predictor.problem("keras") is None
     assert "unknown engine" in predictor.problem("torch")
-    import keras
-
+    keras = import_keras()
     model = keras.Sequential([keras.Input((28, 28, 1)),
                               keras.layers.Conv2D(4, 3, activation="tanh"),
                               keras.layers.Flatten(), keras.layers.Dense(10)])
     odd = Predictor(model)
     assert odd.problem("keras") is None
     assert "cannot run this model" in odd.problem("numpy")
+
+
+# --------------------------------------------------------------------------- NumPy models
+
+
+@pytest.fixture(scope="module")
+def npz_path(model_path, tmp_path_factory):
+    """The Keras model's weights in the from-scratch network, saved as a NumPy model."""
+    from mnist_cnn.bridge import from_keras
+
+    return from_keras(model_path).save(tmp_path_factory.mktemp("npz") / "bridged.npz")
+
+
+@pytest.fixture(scope="module")
+def npz_predictor(npz_path):
+    return Predictor.from_file(npz_path)
+
+
+@pytest.mark.numerics
+def test_npz_model_runs_on_the_numpy_engine_only(npz_predictor, predictor, mnist_test):
+    x, y = mnist_test
+    p = npz_predictor
+    assert p.default_engine == "numpy" and p.problem() is None and p.problem("numpy") is None
+    why = p.problem("keras")
+    assert "bridged.npz" in why and "NumPy model (.npz)" in why and "numpy engine only" in why
+    with pytest.raises(ValueError, match="numpy engine only"):
+        p.predict_proba(x[0], "keras")
+    with pytest.raises(ValueError, match="numpy engine only"):
+        p.feature_maps(x[0], "keras")
+    probs = p.predict_proba(x)
+    assert probs.shape == (200, 10) and np.mean(probs.argmax(1) == y) >= 0.93
+    # the same weights as the Keras file, in the same engine
+    assert_close(probs.astype(F32), predictor.predict_proba(x, "numpy").astype(F32),
+                 "predictor: .npz model vs the Keras model's NumPy engine")
+    assert p.predict(x[3]) == int(probs[3].argmax())
+    assert len(p.conv_blocks) == len(predictor.conv_blocks)
+    maps, ref = p.feature_maps(x[0]), predictor.feature_maps(x[0], "numpy")
+    assert [n for n, _ in maps] == [n for n, _ in ref]
+    for (name, a), (_, b) in zip(maps, ref, strict=True):
+        assert_close(a, b, f"feature maps {name}: .npz model vs the NumPy engine")
+
+
+def test_npz_loading_errors(tmp_path):
+    from mnist_cnn.scratch import Dense, Flatten, Sequential
+
+    with pytest.raises(FileNotFoundError, match="train-numpy"):
+        Predictor.from_file(tmp_path / "missing.npz")
+    Sequential([Flatten(), Dense(10)], input_shape=(32, 32, 3)).save(tmp_path / "wide.npz")
+    with pytest.raises(ValueError, match="input shape"):
+        load_numpy_mnist_model(tmp_path / "wide.npz")
+    Sequential([Flatten(), Dense(5)], input_shape=(28, 28, 1)).save(tmp_path / "five.npz")
+    with pytest.raises(ValueError, match="output shape"):
+        Predictor.from_file(tmp_path / "five.npz")
+    # the Keras loader names the format instead of Keras' "File format not supported"
+    with pytest.raises(ValueError, match=r"NumPy model \(.npz\), not a Keras model"):
+        load_mnist_model(tmp_path / "five.npz")
+
+
+def test_npz_channel_less_network():
+    from mnist_cnn.scratch import Dense, Flatten, Sequential
+
+    net = Sequential([Flatten(), Dense(10)], input_shape=(28, 28))
+    x = np.random.default_rng(0).random((3, 28, 28)).astype(F32)
+    p = Predictor(net)
+    assert "this model is a from-scratch NumPy model" in p.problem("keras")
+    assert_close(p.predict_proba(x).astype(F32), net.predict_proba(x),
+                 "predictor: (28, 28)-input NumPy network vs its own predict_proba")
+
+
+def test_cli_predict_with_an_npz_model(tmp_path, npz_path, capsys):
+    from mnist_cnn.cli import main
+    from PIL import Image
+
+    seven = tmp_path / "seven.png"
+    Image.fromarray(render_digit(7, 40, 30, 180, width=16, rgba=False)).save(seven)
+    assert cli_predict(_args([seven], npz_path)) == 0                  # numpy by default
+    assert capsys.readouterr().out.startswith(f"{seven}: 7")
+    assert cli_predict(_args([seven], npz_path, engine="numpy")) == 0
+    assert capsys.readouterr().out.startswith(f"{seven}: 7")
+    # asking for the Keras engine is one clear line, before any image is read
+    assert main(["predict", str(seven), "--model", str(npz_path), "--engine", "keras"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: --engine keras: bridged.npz is a from-scratch NumPy model")
+    assert "leave out --engine" in err and err.count("\n") == 1
+
+
+def test_bench_predict_refuses_an_npz_model_clearly(npz_path, capsys):
+    from mnist_cnn.cli import main
+
+    assert main(["bench", "predict", "--model", str(npz_path)]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "Keras model (.keras or .h5)" in err and str(npz_path) in err

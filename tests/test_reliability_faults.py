@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mnist_cnn import data
+from mnist_cnn.numerics import assert_close
 from mnist_cnn.preprocess import to_mnist
 from streamlit.testing.v1 import AppTest
 
@@ -112,7 +113,8 @@ def test_a_new_model_file_is_picked_up_without_restart(good_model, tmp_path, mon
     second = np.array(at.session_state["probabilities"])
     x = to_mnist(render_digit(7, 50, 40, 170, width=16))
     expected = np.asarray(other(x[None, ..., None], training=False))[0]
-    np.testing.assert_allclose(second, expected, atol=1e-4)
+    # the app's probabilities are float32 results (tf.function) returned as float64
+    assert_close(second.astype(np.float32), expected, "app after a model swap vs direct call")
     assert np.abs(second - first).max() > 0.05
 
 
@@ -160,28 +162,31 @@ def _check_untouched(folder: Path, before: dict[str, str]) -> None:
     assert now == before, f"folder changed: {sorted(now)} vs {sorted(before)}"  # no temp files
 
 
-# (command, model file, extra arguments, progress marker, wait after it, stop time limit)
+# (command, model file, extra arguments, progress marker, wait after it)
 _NUMPY_RUN = ("train-numpy", "numpy_cnn.npz",
-              ["--limit", "2000", "--epochs", "3", "--batch-size", "4"], "epoch 1/3", 0.3, 10)
+              ["--limit", "2000", "--epochs", "3", "--batch-size", "4"], "epoch 1/3", 0.3)
 _KERAS_RUN = ("train-keras", "cnn_model.keras",
-              ["--limit", "3000", "--epochs", "3", "--batch-size", "8"], "Epoch 1/3", 1.0, 20)
+              ["--limit", "3000", "--epochs", "3", "--batch-size", "8"], "Epoch 1/3", 1.0)
 
 
+# What matters is the exit status and the untouched folder, not how fast a shared machine
+# stops: no bound on the time from the signal to the exit. The timeout only turns a hang
+# (a signal that is never acted on) into a failure instead of a stalled run.
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize(("run", "sig"), [
     (_NUMPY_RUN, signal.SIGINT),   # Ctrl-C
     (_KERAS_RUN, signal.SIGINT),
     (_NUMPY_RUN, signal.SIGTERM),  # what a hosting platform sends to stop a job
 ], ids=["numpy-ctrl-c", "keras-ctrl-c", "numpy-sigterm"])
 def test_interrupted_training_leaves_previous_model_intact(tmp_path, run, sig):
-    command, name, extra, marker, after, limit = run
+    command, name, extra, marker, after = run
     before = place_previous_model(tmp_path, name)
-    code, out, stopped = interrupt_training(command, tmp_path / name, extra, marker,
-                                            after=after, sig=sig)
+    code, out, _ = interrupt_training(command, tmp_path / name, extra, marker,
+                                      after=after, sig=sig)
     assert code == 130, out[-2000:]
     assert "Interrupted; no partial files were written." in out, out[-2000:]
     assert "Traceback" not in out, out[-2000:]
-    assert stopped < limit
     _check_untouched(tmp_path, before)
 
 
@@ -279,8 +284,9 @@ def test_read_only_verified_cache_still_loads(read_only_dir, raw_files):
 @pytest.fixture(scope="module")
 def lambda_model(tmp_path_factory):
     """A .keras file whose Lambda layer would create a marker file if its code ever ran."""
-    import keras
+    from mnist_cnn.backend import import_keras
 
+    keras = import_keras()
     folder = tmp_path_factory.mktemp("lambda")
     marker = folder / "code-ran"
     path = folder / "evil.keras"

@@ -1,8 +1,12 @@
 """Command line: ``python -m mnist_cnn <command> ...`` (or ``mnist-cnn``).
 
 The parser lives here; each command's work lives in the module that owns the
-idea, imported only when that command runs so ``--help`` stays instant and
-``data`` never imports TensorFlow.
+idea, imported only when that command runs so ``--help`` stays instant, and
+neither ``data`` nor a command given a NumPy model (``.npz``) imports TensorFlow.
+
+Every command that takes ``--model`` takes both formats, a Keras file
+(``.keras``/``.h5``) and a from-scratch NumPy network (``.npz``), except
+``bench predict``, which measures a Keras model against its bridged NumPy twin.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ _HANDLERS = {
     "predict": "mnist_cnn.predict:cli_predict",
     "export-web": "mnist_cnn.web:cli_export_web",
 }
+# The model formats every --model takes (bench predict excepted), for the help texts.
+_BOTH = "a Keras model (.keras/.h5) or a from-scratch NumPy model (.npz)"
+_DEFAULT_MODEL = "default: $MNIST_CNN_MODEL if set, else models/cnn_model.keras"
 _BENCHES = {
     "conv": ("mnist_cnn.bench.conv:main", "vectorised conv vs naive loops vs tf.nn.conv2d"),
     "train": ("mnist_cnn.bench.train:main", "one epoch: plain and fast NumPy vs Keras"),
@@ -81,23 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate",
                        help="test accuracy, per-class accuracy and confusion matrix of a model")
     p.add_argument("--model", default=None,
-                   help="a Keras MNIST classifier (.keras/.h5) or a NumPy model (.npz); "
-                        "default: models/cnn_model.keras")
+                   help=f"{_BOTH}; {_DEFAULT_MODEL}")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_common_data(p)
 
     p = sub.add_parser("predict", help="predict the digit in image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--model", default=None,
-                   help="Keras model file (default: models/cnn_model.keras)")
-    p.add_argument("--engine", choices=("keras", "numpy"), default="keras",
-                   help="run the Keras model directly, or its weights in the NumPy network")
+    p.add_argument("--model", default=None, help=f"{_BOTH}; {_DEFAULT_MODEL}")
+    p.add_argument("--engine", choices=("keras", "numpy"), default=None,
+                   help="keras: the Keras model called directly; numpy: the same weights in "
+                        "the from-scratch NumPy network. Default: the model's own engine "
+                        "(keras for a Keras model, numpy for a .npz). A .npz model runs on "
+                        "the numpy engine only (and never imports TensorFlow): "
+                        "--engine keras with a .npz is an error")
 
     p = sub.add_parser("export-web",
                        help="export the model for the in-page canvas (weights.js + manifest)")
-    p.add_argument("--model", default=None,
-                   help="Keras model file (default: models/cnn_model.keras)")
+    p.add_argument("--model", default=None, help=f"{_BOTH}; {_DEFAULT_MODEL}")
     p.add_argument("--out", default=None,
                    help="output folder (default: book/_static/digit_widget)")
     _add_common_data(p)
@@ -110,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--limit", type=int, default=None,
                        help="use only N images/examples (quick runs)")
         b.add_argument("--repeats", type=int, default=None, help="timing repetitions")
-        b.add_argument("--model", default=None, help="model file, where the benchmark uses one")
+        b.add_argument("--model", default=None,
+                       help="model file, where the benchmark uses one (predict: a Keras "
+                            f"model; canvas: {_BOTH})")
         b.add_argument("--batch-size", type=int, default=None)
         b.add_argument("--json", action="store_true", help="also print the figures as JSON")
         _add_common_data(b)
@@ -132,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench is None:
             parser.parse_args(["bench", "--help"])
         target = _BENCHES[args.bench][0]
+        from mnist_cnn.model_files import is_numpy_model
+
+        if args.bench == "predict" and args.model and is_numpy_model(args.model):
+            # said before TensorFlow loads (seconds), not after
+            print(f"error: bench predict compares a Keras model with its weights in the NumPy "
+                  f"network: --model takes a Keras model (.keras or .h5), and {args.model} is "
+                  "a NumPy model (.npz). For a .npz, `python -m mnist_cnn predict --model "
+                  f"{args.model} IMAGE` and `bench canvas --model {args.model}` work.",
+                  file=sys.stderr)
+            return 1
     else:
         target = _HANDLERS[args.command]
 

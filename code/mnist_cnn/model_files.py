@@ -1,9 +1,15 @@
-"""Keras model files: load any of them safely and check it is an MNIST classifier.
+"""Model files: load any of them safely and check it is an MNIST classifier.
 
 The app, the CLI, the bridge and :mod:`mnist_cnn.evaluate` serve *any* Keras
 MNIST classifier (input 28x28 or 28x28x1, 10 outputs), not only the course's
 production model, so loading lives here rather than in :mod:`mnist_cnn.keras_model`
 (which builds and trains that model).
+
+The from-scratch NumPy network's own file (``.npz``, written by
+:meth:`mnist_cnn.scratch.network.Sequential.save`) is the other format: the
+commands that take a model take both (:func:`is_numpy_model` tells them apart by
+the suffix), and :func:`load_numpy_mnist_model` loads one without importing
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,6 +23,23 @@ KERAS_HINT = (
     "Train one with `python -m mnist_cnn train-keras`, or use the committed "
     "models/cnn_model.keras from the repository."
 )
+NUMPY_HINT = (
+    "Train one with `python -m mnist_cnn train-numpy`, or use the committed "
+    "models/numpy_cnn.npz from the repository."
+)
+
+
+def is_numpy_model(path) -> bool:
+    """Whether ``path`` names a from-scratch NumPy model (``.npz``) rather than a Keras file."""
+    return Path(path).suffix.lower() == ".npz"
+
+
+def resolve_model_path(path=None) -> Path:
+    """``path`` (``~`` expanded), or the served model: ``$MNIST_CNN_MODEL`` if set,
+    else ``models/cnn_model.keras`` (see :func:`mnist_cnn.paths.default_keras_model`)."""
+    from mnist_cnn import paths
+
+    return Path(path).expanduser() if path else paths.default_keras_model()
 
 
 def load_model(path=None):
@@ -36,6 +59,10 @@ def load_model(path=None):
     path = Path(path) if path is not None else paths.default_keras_model()
     if not path.is_file():
         raise FileNotFoundError(f"No Keras model at {path}. {KERAS_HINT}")
+    if is_numpy_model(path):
+        # Keras' own message for this one ("File format not supported") names no way out.
+        raise ValueError(f"{path} is a from-scratch NumPy model (.npz), not a Keras model; "
+                         "this needs a Keras model (.keras or .h5).")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         # Keras' own message for this case ("File not found") is misleading.
         raise ValueError(f"{path} is not a valid .keras file (those are zip archives); it is "
@@ -79,12 +106,36 @@ def check_mnist_model(model) -> int:
 
 def load_mnist_model(path=None):
     """:func:`load_model` plus :func:`check_mnist_model`. Returns (model, path)."""
-    from mnist_cnn import paths
-
-    path = Path(path).expanduser() if path else paths.default_keras_model()
+    path = resolve_model_path(path)
     model = load_model(path)
     check_mnist_model(model)
     return model, path
+
+
+def load_numpy_mnist_model(path):
+    """Load a from-scratch NumPy network (``.npz``) and check it is an MNIST classifier.
+
+    Never imports TensorFlow: :meth:`Sequential.load` reads the arrays with
+    ``allow_pickle=False`` and rebuilds the layers from their JSON record.
+
+    Inputs: path to a file written by :meth:`mnist_cnn.scratch.network.Sequential.save`.
+    Returns: (``Sequential``, path).
+    Raises: FileNotFoundError (the message says how to get one); ValueError if the file
+    is not such a network, or its input is not a 28x28(x1) image or its output not 10 scores.
+    """
+    from mnist_cnn.scratch.network import Sequential
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"No NumPy model at {path}. {NUMPY_HINT}")
+    net = Sequential.load(path)
+    if tuple(net.input_shape) not in ((28, 28), (28, 28, 1)):
+        raise ValueError(f"{path}: the network's input shape is {tuple(net.input_shape)}; an "
+                         "MNIST classifier takes (28, 28) or (28, 28, 1) images.")
+    if tuple(net.output_shape) != (10,):
+        raise ValueError(f"{path}: the network's output shape is {tuple(net.output_shape)}; "
+                         "an MNIST classifier returns 10 scores, one per digit.")
+    return net, path
 
 
 def predict_outputs(model, x, batch_size: int = 1000) -> np.ndarray:

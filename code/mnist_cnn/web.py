@@ -4,7 +4,10 @@
 
 The served Keras model goes through the bridge (:func:`mnist_cnn.bridge.from_keras`:
 BatchNorm folded into the Conv2D/Dense before it, fused activations split off,
-inference no-ops dropped). What is left is the chain the book built by hand -
+inference no-ops dropped). A from-scratch NumPy model (``.npz``) is that network
+already: its Dropout layers (no-ops at inference) are dropped and, if it ends in
+logits, the Softmax its ``predict_proba`` applies is appended; TensorFlow is not
+imported for it. What is left is the chain the book built by hand -
 Conv2D, ReLU, MaxPooling2D, Flatten, Dense, Softmax - and that is all the page's
 JavaScript (``book/_static/digit_widget/forward.js``) runs. Two files are written:
 
@@ -67,12 +70,37 @@ def _layer_entry(layer) -> dict:
     return entry
 
 
+def _inference_chain(net):
+    """A scratch network's inference computation as a new network with the same
+    weights: Dropout (the identity at inference) dropped, and a Softmax appended
+    unless it ends in one (its ``predict_proba`` applies that softmax)."""
+    from mnist_cnn.scratch.layers import Dropout, Softmax, layer_from_config
+    from mnist_cnn.scratch.network import Sequential
+
+    kept = [layer for layer in net.layers if not isinstance(layer, Dropout)]
+    layers = [layer_from_config(layer.get_config()) for layer in kept]
+    if not isinstance(kept[-1], Softmax):
+        names = {layer.name for layer in layers}
+        name = next(n for n in ("softmax", *(f"softmax_{k}" for k in range(1, len(names) + 2)))
+                    if n not in names)
+        layers.append(Softmax(name=name))
+    chain = Sequential(layers, input_shape=net.input_shape, seed=net.seed)
+    chain.set_weights([w for layer in kept for w in layer.get_weights()])
+    return chain
+
+
 def _web_network(model_path: Path):
-    """The bridged scratch network, or ValueError saying why the page could not run it."""
-    from mnist_cnn.bridge import from_keras
+    """The scratch network the page runs - bridged from a Keras file, or a NumPy
+    model's own (``.npz``) - or ValueError saying why the page could not run it."""
+    from mnist_cnn.model_files import is_numpy_model, load_numpy_mnist_model
 
     try:
-        net = from_keras(model_path)
+        if is_numpy_model(model_path):
+            net = _inference_chain(load_numpy_mnist_model(model_path)[0])
+        else:
+            from mnist_cnn.bridge import from_keras
+
+            net = from_keras(model_path)
     except ValueError as exc:
         raise ValueError(f"cannot export {model_path.name} for the web: {exc}") from None
     other = [f"'{layer.name}' ({type(layer).__name__})" for layer in net.layers
@@ -105,7 +133,8 @@ def _with_weights(net, weights):
 
 
 def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) -> dict:
-    """Export ``model`` (a Keras file; default: the served model) to ``out_dir``.
+    """Export ``model`` (a Keras file or a from-scratch NumPy ``.npz``; default: the
+    served model) to ``out_dir``.
 
     Returns the manifest (also written as ``manifest.json`` and inside ``weights.js``).
     Raises ValueError for a model the bridge or the page cannot run,
