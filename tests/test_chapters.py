@@ -9,7 +9,9 @@ what a reader opening a chapter in JupyterLab or Colab gets.
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -156,3 +158,198 @@ def test_measured_figures_in_the_prose_are_glued(path):
     figures = {f.replace("\u00a0", " ") for f in FIGURE.findall(_prose(path.read_text()))}
     unexplained = sorted(f for f in figures if (path.stem, f) not in NOT_MEASURED)
     assert unexplained == [], f"{path.name}: glue these figures or assert them beside the prose"
+
+
+# ---------------------------------------------------------------- what a notebook copy shows
+# A MyST directive is Sphinx markup: Jupyter and Colab know none of them and show a
+# fenced ```{name} block as a code block with the directive's raw text. That is
+# acceptable only where the body *is* the content and reads as text. These are the
+# directives the chapters may use in Markdown, each with why it reads right anyway:
+DIRECTIVES_READ_AS_TEXT = {
+    "admonition": "a box of prose (learning goals, try-it notes); its text is the content",
+    "note": "a box of prose, as admonition",
+    "tip": "a box of prose, as admonition",
+    "important": "a box of prose, as admonition",
+    "warning": "a box of prose, as admonition",
+    "exercise": "an exercise's statement is prose; Jupyter shows it as a block of text",
+    "solution-start": "marks where a solution's executed cells begin; its only body is the "
+                      "`:class: dropdown` option, and the solution itself is ordinary cells",
+    "solution-end": "closes a solution; no body",
+}
+# Everything else fails, among them: literalinclude and include (the reader would see
+# a file name instead of the code: show code with `source(...)` in a code cell), figure
+# (a path instead of the picture: display it from a code cell), raw (HTML source
+# instead of what it draws: use a plain HTML block), code-cell (a cell jupytext did not
+# recognise, e.g. one indented in a list item: its code would never run), glue:figure.
+DIRECTIVE = re.compile(r"^[ \t]*(?:`{3,}|~{3,}|:{3,})[ \t]*\{([^}\s]+)\}", re.M)
+
+
+def test_the_directive_rule_finds_fenced_directives():
+    text = ("```{literalinclude} ../x.py\n```\n  ```{code-cell} ipython3\n  x\n  ```\n"
+            ":::{admonition} Goals\n:::\n````{figure} a.png\n````\n```python\n```\n")
+    assert DIRECTIVE.findall(text) == ["literalinclude", "code-cell", "admonition", "figure"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_no_directive_shows_as_raw_text_in_the_notebook_copy(path):
+    nb = nbformat.read(colab_notebooks.notebook_path(path), as_version=4)
+    found = sorted({(name, cell.source.split("\n", 1)[0][:60])
+                    for cell in nb.cells if cell.cell_type == "markdown"
+                    for name in DIRECTIVE.findall(cell.source)
+                    if name not in DIRECTIVES_READ_AS_TEXT})
+    assert found == [], (f"{path.name}: these directives show as raw text in Jupyter and "
+                         "Colab (see DIRECTIVES_READ_AS_TEXT)")
+
+
+# ---------------------------------------------------------------- code shown with source()
+BOOK = ROOT / "book"
+SHOWN_MAX_LINES = 30
+# Displays allowed to be longer, keyed (chapter, the call as ast.unparse writes it),
+# each with its reason. A key that no longer matches a longer display fails too.
+LONGER_DISPLAYS = {
+    ("convolution", "source(conv2d_naive)"):
+        "the literal loops of the chapter's one idea; more than half of it is the "
+        "docstring that lists the inputs and the output shape",
+    ("keras", "source(km.build_model)"):
+        "the whole production architecture in one function, with every argument "
+        "documented; the chapter reads its layers off it",
+    ("keras", "source(km.train)"):
+        "the whole training recipe (augmentation, validation split, schedule, early "
+        "stopping, best-epoch restore) that the paragraph above it walks through",
+    ("deployment", "source('_static/digit_widget/forward.js', 'conv2d')"):
+        "conv2d_naive of the convolution chapter in JavaScript: six nested loops with the "
+        "zero-padding checks, under three lines of comment",
+}
+
+
+def _code_cells(path: Path):
+    return [c for c in jupytext.read(path).cells if c.cell_type == "code"]
+
+
+def _source_calls(tree: ast.AST) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name) and node.func.id == "source"]
+
+
+def _displays():
+    """(chapter, call) for every ``source(...)`` in a chapter's code cells."""
+    return [(path.stem, ast.unparse(call)) for path in CHAPTERS
+            for cell in _code_cells(path) for call in _source_calls(ast.parse(cell.source))]
+
+
+DISPLAYS = _displays()
+
+
+def _shown_code(chapter: str, call: str, monkeypatch) -> str:
+    """The code ``call`` displays, as the chapter runs it: in book/, with the
+    chapter's own mnist_cnn imports."""
+    from mnist_cnn.notebook import source
+
+    namespace: dict = {}
+    for cell in _code_cells(BOOK / f"{chapter}.md"):
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_cnn") \
+                    or isinstance(node, ast.Import) \
+                    and all(a.name.startswith("mnist_cnn") for a in node.names):
+                exec(ast.unparse(node), namespace)          # noqa: S102 - our own chapters
+    node = ast.parse(call, mode="eval").body
+    args = [eval(ast.unparse(a), namespace) for a in node.args]          # noqa: S307
+    kwargs = {k.arg: eval(ast.unparse(k.value), namespace) for k in node.keywords}  # noqa: S307
+    monkeypatch.chdir(BOOK)
+    code, _ = source(*args, **kwargs, as_text=True)
+    return code
+
+
+def test_chapters_show_code_through_source():
+    """Code is shown by running `source(...)` (so notebooks show it too), never by a
+    literalinclude or a hand-made display, and every kind of display is in use."""
+    assert len(DISPLAYS) >= 35
+    calls = {call for _, call in DISPLAYS}
+    assert {"source(conv2d_naive)", "source(km.build_model)",
+            "source('../app/streamlit_app.py', 'workspace_ui')",
+            "source('../requirements.txt')", "source('../.streamlit/config.toml')",
+            "source('_static/digit_widget/forward.js', 'conv2d')"} <= calls
+    for path in CHAPTERS:
+        assert "{literalinclude}" not in path.read_text(), path.name
+        assert not any(re.search(r"\bgetsource\b|\bCode\(", c.source)
+                       for c in _code_cells(path)), path.name
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_a_source_cell_shows_only_its_output(path):
+    """A cell that shows code does nothing else, and the page shows the code, not the
+    one-line call that produced it (in a notebook the call stays visible: run it)."""
+    for cell in _code_cells(path):
+        tree = ast.parse(cell.source)
+        if not _source_calls(tree):
+            continue
+        assert all(isinstance(s, ast.Expr) and s.value in _source_calls(tree)
+                   for s in tree.body), f"{path.name}: {cell.source!r} does more than show"
+        assert "remove-input" in cell.metadata.get("tags", []), \
+            f"{path.name}: tag {cell.source!r} with remove-input"
+
+
+@pytest.mark.parametrize(("chapter", "call"), DISPLAYS, ids=[f"{c}:{s}" for c, s in DISPLAYS])
+def test_a_shown_piece_of_code_is_short(chapter, call, monkeypatch):
+    lines = len(_shown_code(chapter, call, monkeypatch).splitlines())
+    if (chapter, call) in LONGER_DISPLAYS:
+        assert lines > SHOWN_MAX_LINES, f"{chapter}: {call} is {lines} lines: drop its exception"
+    else:
+        assert lines <= SHOWN_MAX_LINES, f"{chapter} shows {call}: {lines} lines"
+
+
+def test_every_longer_display_is_still_shown():
+    assert set(LONGER_DISPLAYS) <= set(DISPLAYS)
+
+
+def test_chapters_and_colab_run_in_book():
+    """Chapters name files relative to book/: the build runs them there, and so does
+    the Colab setup cell."""
+    assert 'os.chdir(os.path.join(CHECKOUT, "book"))' in colab_notebooks.SETUP_CODE.template
+
+
+# ---------------------------------------------------------------- source() itself
+def test_source_shows_a_definition_from_a_file_without_importing_it(monkeypatch):
+    from mnist_cnn import bridge
+    from mnist_cnn.notebook import source
+    from mnist_cnn.scratch import functional as F
+
+    monkeypatch.chdir(BOOK)
+    code, language = source("../app/streamlit_app.py", "workspace_ui", as_text=True)
+    lines = code.splitlines()
+    assert language == "python"
+    assert lines[0] == "@st.fragment" and lines[1].startswith("def workspace_ui(")
+    assert not any(line.startswith(("def ", "@", "class ")) for line in lines[2:])
+    assert not any(getattr(m, "__file__", None) and m.__file__.endswith("streamlit_app.py")
+                   for m in list(sys.modules.values()))
+    # The same text inspect finds for an imported object: functions and methods.
+    assert source("../code/mnist_cnn/scratch/functional.py", "conv2d", as_text=True) == \
+        source(F.conv2d, as_text=True)
+    assert source("../code/mnist_cnn/bridge.py", "_Pending.fold_batchnorm", as_text=True) == \
+        source(bridge._Pending.fold_batchnorm, as_text=True)
+    with pytest.raises(LookupError):
+        source("../app/streamlit_app.py", "no_such_function", as_text=True)
+    with pytest.raises(FileNotFoundError, match="book/"):
+        source("app/streamlit_app.py", as_text=True)
+
+
+def test_source_shows_whole_files_and_javascript_functions(monkeypatch):
+    from mnist_cnn.notebook import source
+
+    monkeypatch.chdir(BOOK)
+    assert source("../requirements.txt", as_text=True) == (
+        (ROOT / "requirements.txt").read_text(), "text")
+    assert source("../.streamlit/config.toml", as_text=True)[1] == "toml"
+    assert source("../.streamlit/config.toml", language="ini", as_text=True)[1] == "ini"
+    code, language = source("_static/digit_widget/forward.js", "forward", as_text=True)
+    assert language == "javascript"
+    assert code.startswith("// ") and "function forward(net, image) {" in code
+    assert code.rstrip().endswith("}") and "MnistCnn.forward" not in code
+    with pytest.raises(ValueError):
+        source("../requirements.txt", "numpy", as_text=True)
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    assert source("../.streamlit/config.toml") is None
+    assert shown[0].data.startswith("```toml\n# Streamlit settings")
+    assert shown[0].data.endswith("\n```")

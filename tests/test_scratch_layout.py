@@ -5,7 +5,6 @@ chapter displays is a short one from the plain path."""
 from __future__ import annotations
 
 import ast
-import inspect
 import re
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "code" / "mnist_cnn"
 PLAIN = ("functional", "layers", "network", "optim")
-SHOWN_MAX_LINES = 30
 
 
 def _module_name(path: Path) -> str:
@@ -139,6 +137,8 @@ def _shown_functions():
                 elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
                         and node.func.id in ("source", "Code") and node.args:
                     arg = node.args[0]
+                    if isinstance(arg, ast.Constant):
+                        continue        # source("path", ...): a file, not a library object
                     if isinstance(arg, ast.Call) and ast.unparse(arg.func) == "inspect.getsource":
                         arg = arg.args[0]
                     calls.append(ast.unparse(arg))
@@ -156,7 +156,7 @@ def test_chapters_show_library_functions():
 
 @pytest.mark.parametrize(("chapter", "expr", "obj"), _shown_functions(),
                          ids=lambda v: v if isinstance(v, str) else "")
-def test_a_shown_function_is_short_and_from_the_plain_path(chapter, expr, obj):
-    lines = inspect.getsource(obj).splitlines()
-    assert len(lines) <= SHOWN_MAX_LINES, f"{chapter} shows {expr}: {len(lines)} lines"
+def test_a_shown_function_is_from_the_plain_path(chapter, expr, obj):
+    # Its length is checked with every other display (files too, with the reasoned
+    # exceptions) in tests/test_chapters.py::test_a_shown_piece_of_code_is_short.
     assert "scratch.fast" not in obj.__module__ or chapter == "fast.md"

@@ -157,7 +157,8 @@ def test_js_forward_pass_matches_numpy(page, exported, mnist):
           f"{np.mean(got.argmax(1) == expected.argmax(1)):.2%}, "
           f"max abs probability diff {np.abs(got - expected).max():.2e}")
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
-    assert np.abs(got - expected).max() <= 1e-4
+    assert_close(got.astype(np.float32), expected.astype(np.float32),
+                 "forward.js vs NumPy: probabilities")
 
 
 def _js_read_canvases(page, rgba: np.ndarray):
