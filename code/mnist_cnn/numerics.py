@@ -10,16 +10,19 @@ from both and from nothing else (never from one machine's run):
 - the error is relative, measured against the largest magnitude in the two
   arrays (:func:`max_rel_error`), so it does not depend on the units;
 - it is allowed to be :data:`ULPS` units of rounding of the lower precision of
-  the two (:func:`tolerance`): 1.2e-4 for float32, 2.2e-13 for float64.
+  the two (:func:`tolerance`), a unit being the dtype's machine epsilon (the gap
+  between 1 and the next number: 2^-23 = 1.19e-7 for float32, 2^-52 for float64):
+  1.2e-4 for float32, 2.2e-13 for float64.
 
 Why 1000 units: sums in a different order differ by a few units of rounding per
 addition in the worst case and far less in practice; the course's comparisons
-stay at or below about 10 units (float32, measured on several CPU kernels by
-``make test-numerics``), so 1000 leaves at least 10x headroom on any machine.
-For float32 it also sits 10x *below* the error of TensorFloat-32 (about 1e-3,
-which GPUs since Ampere use by default for convolutions and matrix products),
-so a comparison with TensorFlow catches TF32 left on (see
-:func:`mnist_cnn.backend.import_tensorflow`, which turns it off).
+stay far below that on every CPU kernel ``make test-numerics`` tries, so 1000
+leaves at least 10x headroom. It does not reliably catch TensorFloat-32, which
+GPUs since Ampere use by default for float32 convolutions and matrix products:
+TF32 rounds each input to 10 mantissa bits (a relative error up to 2^-11, about
+5e-4), which in the course's comparisons gives errors of 1 to 10 times this
+tolerance and sometimes less. So TF32 is turned off rather than tested for
+(:func:`mnist_cnn.backend.import_tensorflow`).
 
 A gradient check is a different comparison: the numerical gradient carries a
 truncation error of O(h^2) and a round-off error of O(eps / h) in float64, so
