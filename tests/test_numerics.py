@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from mnist_cnn import numerics
 from mnist_cnn.backend import is_startup_noise
-from mnist_cnn.numerics import assert_close, assert_gradient_close, max_rel_error, tolerance
+from mnist_cnn.numerics import (
+    assert_close,
+    assert_gradient_close,
+    max_rel_error,
+    round_to_tf32,
+    tolerance,
+)
 
 from tools import numerics as runner
 
@@ -51,12 +57,12 @@ def test_float32_rounding_passes_with_headroom_and_tf32_rounding_does_not():
     f32 = x.astype(np.float32) @ w.astype(np.float32)
     assert assert_close(f32, exact) < tolerance(f32) / 100
 
-    def tf32(a):  # round to nearest, keeping 10 of float32's 23 mantissa bits
-        bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
-        return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
-
+    tx, tw = round_to_tf32(x), round_to_tf32(w)
+    assert tx.dtype == np.float32
+    assert max_rel_error(tx, x) <= 2.0 ** -11                    # half a 10-bit unit
+    assert np.all(np.abs(tx.view(np.uint32)) & 0x1FFF == 0)      # 13 low bits cleared
     with pytest.raises(AssertionError, match=r"relative error .* > tolerance"):
-        assert_close(tf32(x) @ tf32(w), exact, "TF32 matmul")
+        assert_close(tx @ tw, exact, "TF32 matmul")
 
 
 def test_failure_message_names_the_comparison_and_the_worst_element():

@@ -42,7 +42,7 @@ import sys
 import numpy as np
 
 __all__ = ["ULPS", "GRADIENT_RTOL", "tolerance", "max_rel_error", "rel_error",
-           "assert_close", "assert_gradient_close"]
+           "assert_close", "assert_gradient_close", "round_to_tf32"]
 
 #: Units of rounding (machine epsilons) two computations of one value may differ by.
 ULPS = 1000
@@ -154,3 +154,11 @@ def assert_gradient_close(analytic, numerical, what: str | None = None) -> float
         raise AssertionError(f"{what}: gradient check failed: relative error {err:.3g} > "
                              f"{GRADIENT_RTOL:g} (a wrong formula gives an error of order 1)")
     return err
+
+
+def round_to_tf32(a) -> np.ndarray:
+    """``a`` as float32 rounded to TensorFloat-32's precision (10 of float32's 23
+    mantissa bits, to nearest), as an NVIDIA GPU rounds the inputs of a TF32 matrix
+    product or convolution: on a CPU this shows what TF32 would do to a result."""
+    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
