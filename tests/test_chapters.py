@@ -315,13 +315,15 @@ def test_source_shows_a_definition_from_a_file_without_importing_it(monkeypatch)
     from mnist_cnn.scratch import functional as F
 
     monkeypatch.chdir(BOOK)
+    before = set(sys.modules)        # (other tests may have run the app already)
     code, language = source("../app/streamlit_app.py", "workspace_ui", as_text=True)
     lines = code.splitlines()
     assert language == "python"
     assert lines[0] == "@st.fragment" and lines[1].startswith("def workspace_ui(")
     assert not any(line.startswith(("def ", "@", "class ")) for line in lines[2:])
+    imported = [sys.modules[name] for name in set(sys.modules) - before]
     assert not any(getattr(m, "__file__", None) and m.__file__.endswith("streamlit_app.py")
-                   for m in list(sys.modules.values()))
+                   for m in imported)
     # The same text inspect finds for an imported object: functions and methods.
     assert source("../code/mnist_cnn/scratch/functional.py", "conv2d", as_text=True) == \
         source(F.conv2d, as_text=True)
