@@ -33,24 +33,68 @@ def launch(playwright):
     return launch_browser(playwright)
 
 
-def build_book(root: Path) -> Path:
-    """Build the book as `make book` does (`jupyter-book build . -n -W --keep-going`,
-    executing every chapter); fail with the build's last lines. Returns _build/html."""
-    import subprocess
-    import sys
+class BookBuild:
+    """`jupyter-book build . -n -W --keep-going` (as `make book` runs it, executing
+    every chapter) in a subprocess. The conftest starts it in the background when the
+    session will check the site, so the build runs on one core while the other tests
+    run; the site's tests wait for it."""
 
-    jb = Path(sys.executable).with_name("jupyter-book")
-    # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
-    # chapters' kernels must not inherit it, or plt.show() renders no figure (and
-    # jupyter-cache would keep those figure-less outputs for `make book`).
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    proc = subprocess.run([str(jb), "build", ".", "-n", "-W", "--keep-going"], cwd=root,
-                          capture_output=True, text=True, timeout=3600, env=env)
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
-    # -W turns every warning into a failure, so the exit status is the verdict.
-    assert proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
-    assert "build finished with problems" not in proc.stdout, tail
-    return root / "_build" / "html"
+    def __init__(self, root: Path):
+        import subprocess
+        import sys
+        import tempfile
+
+        self.root = root
+        jb = Path(sys.executable).with_name("jupyter-book")
+        # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
+        # chapters' kernels must not inherit it, or plt.show() renders no figure (and
+        # jupyter-cache would keep those figure-less outputs for `make book`).
+        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([str(jb), "build", ".", "-n", "-W", "--keep-going"],
+                                     cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
+                                     text=True, env=env)
+        self._site: Path | None = None
+
+    def site(self, timeout: float = 3600) -> Path:
+        """Wait for the build; fail with its last lines. Returns _build/html."""
+        if self._site is None:
+            self.proc.wait(timeout=timeout)
+            self.log.seek(0)
+            output = self.log.read()
+            tail = "\n".join(output.splitlines()[-60:])
+            # -W turns every warning into a failure, so the exit status is the verdict.
+            assert self.proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
+            assert "build finished with problems" not in output, tail
+            self._site = self.root / "_build" / "html"
+        return self._site
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+_builds: dict[Path, BookBuild] = {}
+
+
+def start_book_build(root: Path) -> BookBuild:
+    """Start the book build for ``root`` (once per session)."""
+    if root not in _builds:
+        _builds[root] = BookBuild(root)
+    return _builds[root]
+
+
+def build_book(root: Path) -> Path:
+    """The built site (_build/html) of ``root``: waits for the session's build,
+    starting it first if none has started."""
+    return start_book_build(root).site()
+
+
+def stop_book_builds():
+    while _builds:
+        _builds.popitem()[1].stop()
 
 
 @contextmanager

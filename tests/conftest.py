@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- the book
+def pytest_collection_finish(session):
+    """When the site's tests are selected, build the book in the background from the
+    start (the longest single task of the suite: it executes every chapter), so it
+    runs beside the other tests instead of before the site's."""
+    if session.config.option.collectonly or os.environ.get("MNIST_CNN_SITE_DIR"):
+        return
+    if any(Path(str(item.fspath)).name == "test_site.py" for item in session.items):
+        from tests._browser import start_book_build
+
+        start_book_build(ROOT)
+
+
+def pytest_sessionfinish(session):
+    from tests._browser import stop_book_builds
+
+    stop_book_builds()
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests._helpers_env import venv_with_our_dependencies
 from tools import colab_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,13 +88,7 @@ def colab(tmp_path_factory, request):
          "commit", "-q", "-m", "snapshot", cwd=origin)
     # Colab's Python: the dependencies are there (ours, through a .pth file), the
     # course library is not (the .pth of our editable install is not processed there).
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
-                              "get_paths()['purelib'])"], check=True, capture_output=True,
-                             text=True).stdout.strip()
-    Path(purelib, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = venv_with_our_dependencies(tmp / "venv")
     kernels = tmp / "jupyter" / "kernels" / SIMULATED_KERNEL
     kernels.mkdir(parents=True)
     (kernels / "kernel.json").write_text(json.dumps({

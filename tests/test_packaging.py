@@ -1,6 +1,7 @@
 """The installable package: pyproject declares what it imports, the scratch engine
 loads without TensorFlow or Streamlit, and a plain ``pip install .`` (no extras,
-not editable, run from another folder) gives a working command line."""
+not editable, into a fresh venv that sees the dependencies, run from another
+folder) gives a working command line."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
 import tomllib
+
+from tests._helpers_env import venv_with_our_dependencies
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "code" / "mnist_cnn"
@@ -56,19 +58,23 @@ def test_the_scratch_engine_imports_without_tensorflow_or_streamlit():
 
 @pytest.mark.slow
 def test_a_plain_install_runs_help_predict_and_evaluate(tmp_path):
-    """``pip install .`` into a fresh venv, then the CLI from an empty folder."""
+    """``pip install .`` (not editable) into a fresh venv, then the CLI from an empty folder."""
     # A copy of what the package is made of, so the build leaves nothing in the checkout.
     source = tmp_path / "source"
     shutil.copytree(REPO / "code", source / "code",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
+    # The dependencies come from our environment (TensorFlow is not downloaded and
+    # unpacked again); pip still resolves them against what pyproject declares, and
+    # test_pyproject_declares_every_third_party_import checks that list.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    py = env_dir / "bin" / "python"
+    py = venv_with_our_dependencies(env_dir)
     install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(source)],
                              capture_output=True, text=True, timeout=1800)
     assert install.returncode == 0, install.stderr[-3000:]
+    check = subprocess.run([str(py), "-m", "pip", "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout[-3000:]
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -1,8 +1,9 @@
 """The built book, checked the way a reader sees it: a real Jupyter Book build,
 served on loopback, opened page by page in headless Chromium.
 
-The build runs here (`jupyter-book build . -n -W --keep-going`, executing every
-chapter); `make book` afterwards reuses its execution cache. Set
+The build (`jupyter-book build . -n -W --keep-going`, executing every chapter)
+starts in the background when the session begins (see conftest.py) and these
+tests wait for it; `make book` afterwards reuses its execution cache. Set
 MNIST_CNN_SITE_DIR to check an already built site instead.
 """
 
