@@ -191,6 +191,17 @@ def test_load_missing_file_says_how_to_get_one(tmp_path):
         load_model(tmp_path / "nope.keras")
 
 
+def test_load_takes_a_home_relative_path_and_empty_means_the_served_model(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope.keras")):
+        load_model("~/nope.keras")                       # ~ is expanded, as everywhere else
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(tmp_path / "served.keras"))
+    for empty in ("", None):                             # "" (an empty setting) is the default
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "served.keras")):
+            load_model(empty)
+
+
 def test_load_corrupt_file_is_a_value_error(tmp_path):
     path = tmp_path / "corrupt.keras"
     path.write_bytes(b"this is not a zip archive" * 10)

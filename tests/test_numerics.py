@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_backend_turns_tensorfloat32_off_and_prints_nothing():
             "x = tf.nn.conv2d(tf.ones((1, 5, 5, 1)), tf.ones((3, 3, 1, 2)), 1, 'SAME')\n"
             "print(tf.config.experimental.tensor_float_32_execution_enabled(), x.shape)\n"
             "print('python stderr still works', file=sys.stderr)\n")
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TF_CPP")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True, timeout=300)
     assert out.stdout.split() == ["False", "(1,", "5,", "5,", "2)"]

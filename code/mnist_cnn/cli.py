@@ -23,6 +23,7 @@ _HANDLERS = {
     "evaluate": "mnist_cnn.evaluate:cli_evaluate",
     "predict": "mnist_cnn.predict:cli_predict",
     "export-web": "mnist_cnn.web:cli_export_web",
+    "experiment": "mnist_cnn.experiments:cli_experiment",
 }
 # The model formats every --model takes (bench predict excepted), for the help texts.
 _BOTH = "a Keras model (.keras/.h5) or a from-scratch NumPy model (.npz)"
@@ -110,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: book/_static/digit_widget)")
     _add_common_data(p)
 
+    p = sub.add_parser("experiment",
+                       help="run a training experiment the book reports, over several seeds, "
+                            "and write its results (models/experiments/NAME.json)")
+    p.add_argument("name", choices=("overfitting",),
+                   help="overfitting: 4 recipes on 1,000 training images, 12 epochs")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                   help="seeds, at least 3 (default: 0 1 2 3 4)")
+    p.add_argument("--out", default=None,
+                   help="output file (default: models/experiments/NAME.json)")
+    _add_common_data(p)
+
     p = sub.add_parser("bench", help="benchmarks that print measured figures")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")
     for name, (_, help_text) in _BENCHES.items():
@@ -142,16 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench is None:
             parser.parse_args(["bench", "--help"])
         target = _BENCHES[args.bench][0]
-        from mnist_cnn.model_files import is_numpy_model
-
-        if args.bench == "predict" and args.model and is_numpy_model(args.model):
-            # said before TensorFlow loads (seconds), not after
-            print(f"error: bench predict compares a Keras model with its weights in the NumPy "
-                  f"network: --model takes a Keras model (.keras or .h5), and {args.model} is "
-                  "a NumPy model (.npz). For a .npz, `python -m mnist_cnn predict --model "
-                  f"{args.model} IMAGE` and `bench canvas --model {args.model}` work.",
-                  file=sys.stderr)
-            return 1
     else:
         target = _HANDLERS[args.command]
 

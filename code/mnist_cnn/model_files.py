@@ -54,9 +54,7 @@ def load_model(path=None):
     ValueError if it is corrupt, not a Keras file, or needs unsafe deserialisation
     (e.g. a ``Lambda`` layer holding arbitrary Python code).
     """
-    from mnist_cnn import paths
-
-    path = Path(path) if path is not None else paths.default_keras_model()
+    path = resolve_model_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No Keras model at {path}. {KERAS_HINT}")
     if is_numpy_model(path):

@@ -40,6 +40,51 @@ def show(fig) -> None:
     plt.close(fig)
 
 
+_SUFFIX_LANGUAGES = {".py": "python", ".js": "javascript", ".toml": "toml", ".txt": "text",
+                     ".json": "json", ".yml": "yaml", ".yaml": "yaml", ".cfg": "ini",
+                     ".ini": "ini", ".sh": "bash", ".html": "html", ".css": "css",
+                     ".md": "markdown"}
+
+
+def _python_definition(text: str, name: str, path: str) -> str:
+    """The function, class or ``Class.method`` called ``name`` in Python source
+    ``text``, decorators included (found with ``ast``, nothing is imported)."""
+    import ast
+
+    node = ast.parse(text, filename=path)
+    for part in name.split("."):           # down Class.method through each body
+        found = [n for n in getattr(node, "body", [])
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                 and n.name == part]
+        if not found:
+            raise LookupError(f"{path}: no definition {name!r}")
+        node = found[-1]                   # the last one wins, as at run time
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return "".join(text.splitlines(keepends=True)[first - 1:node.end_lineno])
+
+
+def _js_function(text: str, name: str, path: str) -> str:
+    """``function name(...) {...}`` in JavaScript source ``text``, with the ``//``
+    comment lines right above it."""
+    import re
+
+    lines = text.splitlines(keepends=True)
+    pattern = re.compile(rf"^\s*(?:async\s+)?function\s+{re.escape(name)}\s*\(")
+    start = next((i for i, line in enumerate(lines) if pattern.match(line)), None)
+    if start is None:
+        raise LookupError(f"{path}: no 'function {name}('")
+    end, depth, opened = start, 0, False   # to the brace that closes the body
+    for end in range(start, len(lines)):
+        stripped = lines[end].split("//")[0]
+        depth += stripped.count("{") - stripped.count("}")
+        opened = opened or "{" in stripped
+        if opened and depth <= 0:
+            break
+    while start > 0 and lines[start - 1].lstrip().startswith("//"):
+        start -= 1                         # the comment that documents it
+    return "".join(lines[start:end + 1])
+
+
 def source(obj, name: str | None = None, *, language: str | None = None,
            as_text: bool = False):
     """Show source code as a highlighted code block, in the book and in a notebook alike.
@@ -59,14 +104,10 @@ def source(obj, name: str | None = None, *, language: str | None = None,
     With ``as_text=True`` nothing is displayed: the code and its language are returned
     (the tests count the lines of every display).
     """
-    import ast
     import os
     import re
     import textwrap
 
-    suffixes = {".py": "python", ".js": "javascript", ".toml": "toml", ".txt": "text",
-                ".json": "json", ".yml": "yaml", ".yaml": "yaml", ".cfg": "ini",
-                ".ini": "ini", ".sh": "bash", ".html": "html", ".css": "css", ".md": "markdown"}
     if not isinstance(obj, (str, os.PathLike)):
         if name is not None:
             raise TypeError("source(obj) takes no name: pass a path to pick a definition")
@@ -78,37 +119,13 @@ def source(obj, name: str | None = None, *, language: str | None = None,
                                     "chapters run in book/)")
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-        lang = suffixes.get(os.path.splitext(path)[1].lower(), "text")
-        lines = text.splitlines(keepends=True)
+        lang = _SUFFIX_LANGUAGES.get(os.path.splitext(path)[1].lower(), "text")
         if name is None:
             code = text
         elif lang == "python":
-            # Walk down Class.method through the module's (or class's) own statements.
-            node = ast.parse(text, filename=path)
-            for part in name.split("."):
-                found = [n for n in getattr(node, "body", [])
-                         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                         and n.name == part]
-                if not found:
-                    raise LookupError(f"{path}: no definition {name!r}")
-                node = found[-1]                   # the last one wins, as at run time
-            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            code = "".join(lines[first - 1:node.end_lineno])
+            code = _python_definition(text, name, path)
         elif lang == "javascript":
-            pattern = re.compile(rf"^\s*(?:async\s+)?function\s+{re.escape(name)}\s*\(")
-            start = next((i for i, line in enumerate(lines) if pattern.match(line)), None)
-            if start is None:
-                raise LookupError(f"{path}: no 'function {name}('")
-            end, depth, opened = start, 0, False   # to the brace that closes the body
-            for end in range(start, len(lines)):
-                stripped = lines[end].split("//")[0]
-                depth += stripped.count("{") - stripped.count("}")
-                opened = opened or "{" in stripped
-                if opened and depth <= 0:
-                    break
-            while start > 0 and lines[start - 1].lstrip().startswith("//"):
-                start -= 1                         # the comment that documents it
-            code = "".join(lines[start:end + 1])
+            code = _js_function(text, name, path)
         else:
             raise ValueError(f"{path}: a definition can be picked from .py and .js files only")
     code = textwrap.dedent(code).rstrip("\n") + "\n"   # a method reads from column 0

@@ -185,16 +185,9 @@ class NumpyEngine:
     def feature_maps(self, xb) -> list[tuple[str, np.ndarray]]:
         """As :meth:`KerasEngine.feature_maps`: each Conv2D's output after the
         ReLU that follows it (BatchNorm is folded into the convolution)."""
-        net = self.net
-        acts = net.activations(self._feed(xb))
-        result = []
-        for i, (name, out) in enumerate(acts):
-            if type(net.layers[i]).__name__ != "Conv2D":
-                continue
-            if i + 1 < len(acts) and type(net.layers[i + 1]).__name__ == "ReLU":
-                out = acts[i + 1][1]
-            result.append((name, np.asarray(out)[0].astype(np.float32)))
-        return result
+        acts = dict(self.net.activations(self._feed(xb)))      # layer names are unique
+        return [(conv, np.asarray(acts[last])[0].astype(np.float32))
+                for conv, last in self.conv_blocks]
 
 
 class UnavailableEngine:

@@ -93,13 +93,20 @@ def _cold(script, model_path, x_path, runs=3):
 
 def run(model_path=None, repeats=REPEATS, seed=0, cold_runs=3, cache_dir=None):
     """Measure everything; returns a JSON-able dict of figures."""
-    from mnist_cnn import bridge, paths
+    from mnist_cnn import bridge
     from mnist_cnn.backend import import_tensorflow
     from mnist_cnn.data import load_mnist, prepare_images
-    from mnist_cnn.model_files import load_model
+    from mnist_cnn.model_files import is_numpy_model, load_model, resolve_model_path
 
+    model_path = resolve_model_path(model_path)
+    if is_numpy_model(model_path):
+        # said before TensorFlow loads (seconds), not after
+        raise ValueError(
+            f"bench predict compares a Keras model with its weights in the NumPy network: "
+            f"--model takes a Keras model (.keras or .h5), and {model_path} is a NumPy model "
+            f"(.npz). For a .npz, `python -m mnist_cnn predict --model {model_path} IMAGE` "
+            f"and `bench canvas --model {model_path}` work.")
     tf = import_tensorflow()
-    model_path = Path(model_path) if model_path else paths.default_keras_model()
     model = load_model(model_path)
     _, (x_test, y_test) = load_mnist(cache_dir, progress=False)
     i = int(np.random.default_rng(seed).integers(len(x_test)))
