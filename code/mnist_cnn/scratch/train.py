@@ -85,7 +85,7 @@ def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
         shift: int = 0, progress: bool = True, desc: str = "train", fast=False,
-        keep_best: bool = False) -> dict:
+        keep_best: bool = False, on_epoch_end=None) -> dict:
     """Train ``model`` in place with mini-batch gradient descent.
 
     Inputs:
@@ -102,6 +102,9 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
       a ``FastEngine`` of your own
     - keep_best: with validation_data, end with the weights of the epoch with the
       best validation accuracy (the later one on ties)
+    - on_epoch_end: optional ``f(epoch, model) -> dict``, called after each epoch
+      (epoch counts from 0); each item of the dict it returns is appended to the
+      history under its key (e.g. accuracy on the clean training images)
 
     Returns the history: {"loss", "accuracy", "lr", "seconds"[, "val_loss",
     "val_accuracy", "best_epoch"]}, one entry per epoch (training loss/accuracy
@@ -161,6 +164,9 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
             if progress:
                 tqdm.write(f"  epoch {epoch + 1}: val_loss {ev['loss']:.4f} "
                            f"val_acc {ev['accuracy']:.4f}")
+        if on_epoch_end is not None:
+            for key, value in (on_epoch_end(epoch, model) or {}).items():
+                history.setdefault(key, []).append(value)
     if keep_best and best[1] is not None:
         for p, saved in zip(params, best[1], strict=True):
             p[...] = saved
