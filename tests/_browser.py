@@ -36,28 +36,37 @@ def launch(playwright):
 class BookBuild:
     """`jupyter-book build . -n -W --keep-going` (as `make book` runs it, executing
     every chapter) in a subprocess. The conftest starts it in the background when the
-    session will check the site, so the build runs on one core while the other tests
-    run; the site's tests wait for it."""
+    session will check the site, so the build runs while the other tests run; the
+    site's tests wait for it.
+
+    It builds into a folder of its own, not the checkout's _build: chapters that time
+    things measure them here on a machine busy with tests, and `make book` must not
+    publish those figures. A cache from an earlier `make book` is copied in, so
+    chapters that have not changed are not executed again."""
 
     def __init__(self, root: Path):
+        import shutil
         import subprocess
         import sys
         import tempfile
 
         self.root = root
+        self.out = Path(tempfile.mkdtemp(prefix="mnist-cnn-book-"))
+        cache = root / "_build" / ".jupyter_cache"
+        if cache.is_dir():
+            shutil.copytree(cache, self.out / "_build" / ".jupyter_cache")
         jb = Path(sys.executable).with_name("jupyter-book")
         # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
-        # chapters' kernels must not inherit it, or plt.show() renders no figure (and
-        # jupyter-cache would keep those figure-less outputs for `make book`).
+        # chapters' kernels must not inherit it, or plt.show() renders no figure.
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen([str(jb), "build", ".", "-n", "-W", "--keep-going"],
-                                     cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
+        self.proc = subprocess.Popen(
+            [str(jb), "build", ".", "-n", "-W", "--keep-going", "--path-output", str(self.out)],
+            cwd=root, stdout=self.log, stderr=subprocess.STDOUT, text=True, env=env)
         self._site: Path | None = None
 
     def site(self, timeout: float = 3600) -> Path:
-        """Wait for the build; fail with its last lines. Returns _build/html."""
+        """Wait for the build; fail with its last lines. Returns the built html folder."""
         if self._site is None:
             self.proc.wait(timeout=timeout)
             self.log.seek(0)
@@ -66,14 +75,17 @@ class BookBuild:
             # -W turns every warning into a failure, so the exit status is the verdict.
             assert self.proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
             assert "build finished with problems" not in output, tail
-            self._site = self.root / "_build" / "html"
+            self._site = self.out / "_build" / "html"
         return self._site
 
     def stop(self):
+        import shutil
+
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=60)
         self.log.close()
+        shutil.rmtree(self.out, ignore_errors=True)
 
 
 _builds: dict[Path, BookBuild] = {}
@@ -87,8 +99,8 @@ def start_book_build(root: Path) -> BookBuild:
 
 
 def build_book(root: Path) -> Path:
-    """The built site (_build/html) of ``root``: waits for the session's build,
-    starting it first if none has started."""
+    """The built site of ``root`` (in a folder of the session's own, removed at the
+    end): waits for the session's build, starting it first if none has started."""
     return start_book_build(root).site()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -21,6 +22,10 @@ def pytest_collection_finish(session):
         from tests._browser import start_book_build
 
         start_book_build(ROOT)
+        # The build is the longest path through the session: when both want the
+        # cores, it goes first (the tests wait for conditions, not for fixed times).
+        with contextlib.suppress(OSError):
+            os.nice(3)
 
 
 def pytest_sessionfinish(session):

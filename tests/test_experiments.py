@@ -15,11 +15,11 @@ from mnist_cnn.scratch.train import build_model, evaluate, fit
 @pytest.fixture(scope="module")
 def small():
     (x, y), (xv, yv) = experiments.overfitting_data()
-    return x[:60], y[:60], xv[:40], yv[:40]
+    return x[:200], y[:200], xv[:40], yv[:40]
 
 
 def test_on_epoch_end_appends_what_it_returns_to_the_history(small):
-    x, y, xv, yv = small
+    x, y, xv, yv = (a[:60] for a in small)
     seen = []
 
     def after(epoch, net):
@@ -31,13 +31,17 @@ def test_on_epoch_end_appends_what_it_returns_to_the_history(small):
     assert seen == [0, 1] and len(history["clean"]) == 2
     # inference mode on the clean images, after the epoch's last step
     assert history["clean"][-1] == evaluate(net, x, y)["accuracy"]
+    with pytest.raises(ValueError, match="accuracy"):      # fit's own keys are not overwritten
+        fit(build_model(seed=1), x, y, epochs=1, batch_size=20, progress=False,
+            on_epoch_end=lambda epoch, net: {"accuracy": 1.0})
 
 
 def test_a_run_records_three_accuracies_per_epoch_and_repeats_with_its_seed(small):
     recipe = RECIPES["dropout 0.3 + shifts"]
-    a = experiments.overfitting_run(recipe, 3, *small, epochs=2)
-    b = experiments.overfitting_run(recipe, 3, *small, epochs=2)
-    c = experiments.overfitting_run(recipe, 4, *small, epochs=2)
+    data = [a[:60] for a in small]
+    a = experiments.overfitting_run(recipe, 3, *data, epochs=2)
+    b = experiments.overfitting_run(recipe, 3, *data, epochs=2)
+    c = experiments.overfitting_run(recipe, 4, *data, epochs=2)
     for key in experiments.ACCURACIES:
         assert len(a[key]) == 2 and all(0 <= v <= 1 for v in a[key])
         assert a[key] == b[key]
@@ -49,7 +53,7 @@ def test_a_run_records_three_accuracies_per_epoch_and_repeats_with_its_seed(smal
 def _record(seeds=(0, 1, 2)):
     run = {key: [0.5] * experiments.EPOCHS for key in experiments.ACCURACIES}
     return {"experiment": "overfitting", "settings": json.loads(json.dumps(experiments.SETTINGS)),
-            "seeds": list(seeds),
+            "seeds": list(seeds), "wall_seconds": 1.0,
             "runs": {label: [{"seed": s, **run, "weight_norm": 1.0} for s in seeds]
                      for label in RECIPES}}
 
@@ -69,6 +73,23 @@ def test_load_refuses_what_it_cannot_trust(tmp_path):
     path.write_text(json.dumps(_record(seeds=(0, 1))))
     with pytest.raises(ValueError, match="at least 3"):
         experiments.load(path=path)
+    path.write_text(json.dumps(_record(seeds=(0, 0, 1, 2))))    # a seed counted twice
+    with pytest.raises(ValueError, match="at least 3 different"):
+        experiments.load(path=path)
+    listed = _record()
+    listed["seeds"] = [0, 1, 5]                                # the runs are 0, 1, 2
+    path.write_text(json.dumps(listed))
+    with pytest.raises(ValueError, match="once from each"):
+        experiments.load(path=path)
+    for broken in ({"runs": []}, {"wall_seconds": None}):
+        path.write_text(json.dumps({**_record(), **broken}))
+        with pytest.raises(ValueError):
+            experiments.load(path=path)
+    nulls = _record()
+    nulls["runs"]["dropout 0.3"][1]["val"] = [None] * experiments.EPOCHS
+    path.write_text(json.dumps(nulls))
+    with pytest.raises(ValueError, match="accuracies"):
+        experiments.load(path=path)
     path.write_text(json.dumps(_record()))
     record = experiments.load(path=path)
     assert experiments.final(record, "dropout 0.3", "gap").tolist() == [0.0, 0.0, 0.0]
@@ -82,8 +103,20 @@ def test_the_committed_record_has_every_recipe_from_every_seed():
         gap = experiments.final(record, label, "gap")
         assert np.allclose(gap, experiments.final(record, label, "train")
                            - experiments.final(record, label, "val"))
-    mean, sd = experiments.mean_sd([1.0, 2.0, 3.0])
-    assert (mean, sd) == (2.0, 1.0)                      # sample sd, n - 1
+
+
+def test_mean_sd_uses_the_sample_standard_deviation():
+    assert experiments.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)      # n - 1
+
+
+def test_final_is_each_seeds_mean_over_the_last_epochs():
+    record = _record()
+    for i, run in enumerate(record["runs"]["dropout 0.3"]):
+        run["val"] = [0.0] * (experiments.EPOCHS - 3) + [0.90, 0.91, 0.95 + i / 100]
+    val = experiments.final(record, "dropout 0.3", "val")
+    assert np.allclose(val, [(0.90 + 0.91 + 0.95 + i / 100) / 3 for i in range(3)])
+    assert np.allclose(experiments.final(record, "dropout 0.3", "gap"), 0.5 - val)
+    assert experiments.final(record, "dropout 0.3", "val", last=1).tolist() == [0.95, 0.96, 0.97]
 
 
 def test_compare_calls_a_difference_inside_the_spread_noise():
@@ -91,12 +124,15 @@ def test_compare_calls_a_difference_inside_the_spread_noise():
     assert diff == 1.0 and np.isclose(se, np.sqrt(2 / 3)) and verdict == "within seed noise"
     assert experiments.compare([5.0, 5.1, 4.9], [1.0, 1.1, 0.9])[2] == "higher"
     assert experiments.compare([1.0, 1.1, 0.9], [5.0, 5.1, 4.9])[2] == "lower"
+    for few in ([0.96], [0.96, 0.95], [np.nan, 1.0, 1.0]):    # no finding from 1 seed or NaN
+        with pytest.raises(ValueError, match="at least 3 finite"):
+            experiments.compare(few, [0.95, 0.95, 0.96])
 
 
 def test_the_command_writes_a_record_that_loads(tmp_path, monkeypatch, capsys, small):
     from mnist_cnn.cli import main
 
-    x, y, xv, yv = small
+    x, y, xv, yv = (a[:60] for a in small)
     monkeypatch.setattr(experiments, "overfitting_data", lambda cache_dir=None: ((x, y), (xv, yv)))
     real_run = experiments.overfitting_run
     # a run is tested above; here each one is 1 real epoch, padded to the stated 12
@@ -104,12 +140,47 @@ def test_the_command_writes_a_record_that_loads(tmp_path, monkeypatch, capsys, s
         key: value * experiments.EPOCHS if isinstance(value, list) else value
         for key, value in real_run(recipe, seed, *data, epochs=1).items()})
     out = tmp_path / "o.json"
-    assert main(["experiment", "overfitting", "--seeds", "0", "1"]) == 1
-    assert "at least 3" in capsys.readouterr().err
+    for seeds in (["0", "1"], ["0", "0", "1"], ["-1", "0", "1"]):
+        assert main(["experiment", "overfitting", "--seeds", *seeds]) == 1
+        assert "--seeds takes at least 3 different non-negative" in capsys.readouterr().err
+    for bad in (tmp_path, tmp_path / "o.txt"):                 # refused before any training
+        assert main(["experiment", "overfitting", "--out", str(bad)]) == 1
+        assert "--out must be a .json file" in capsys.readouterr().err
     assert main(["experiment", "overfitting", "--seeds", "5", "6", "7", "--out", str(out)]) == 0
     record = experiments.load(path=out)
-    assert record["seeds"] == [5, 6, 7]
+    assert record["seeds"] == [5, 6, 7] and record["wall_seconds"] > 0
     assert record["command"] == ("python -m mnist_cnn experiment overfitting --seeds 5 6 7 "
                                  f"--out {out}")
     printed = capsys.readouterr().out
     assert f"-> {out}" in printed and all(label in printed for label in RECIPES)
+
+
+def test_reestimated_bn_layers_hold_the_statistics_of_their_inputs(small):
+    from mnist_cnn import keras_model as km
+    from mnist_cnn.backend import import_keras
+    from mnist_cnn.numerics import assert_close
+
+    keras = import_keras()
+    x = small[0]
+    model = km.build_model(conv_filters=(4, 4), dense_units=8)
+    copy = experiments.reestimated(model, x)
+    assert model.get_layer("bn_conv1").moving_variance.numpy().tolist() == [1.0] * 4  # untouched
+    for name in ("bn_conv1", "bn_conv2", "bn_dense1"):
+        layer = copy.get_layer(name)
+        inputs = np.asarray(keras.Model(copy.inputs, layer.input)(x, training=False),
+                            dtype=np.float64)
+        axes = tuple(range(inputs.ndim - 1))
+        assert_close(layer.moving_mean.numpy(), inputs.mean(axis=axes), f"{name} mean")
+        assert_close(layer.moving_variance.numpy(), inputs.var(axis=axes), f"{name} variance")
+    # the copy predicts like the model wherever the statistics agree: same weights
+    assert [w.shape for w in copy.get_weights()] == [w.shape for w in model.get_weights()]
+
+
+@pytest.mark.slow
+def test_a_batchnorm_run_records_validation_per_epoch_both_ways(small):
+    x, y = small[0][:200], small[1][:200]
+    run = experiments.batchnorm_run(True, 0, x, y)
+    plain = experiments.batchnorm_run(False, 0, x, y)
+    assert len(run["val"]) == len(run["val_reestimated"]) == experiments.BN_EPOCHS
+    assert set(plain) == {"val"} and len(plain["val"]) == experiments.BN_EPOCHS
+    assert all(0 <= v <= 1 for v in run["val"] + run["val_reestimated"])

@@ -114,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment",
                        help="run a training experiment the book reports, over several seeds, "
                             "and write its results (models/experiments/NAME.json)")
-    p.add_argument("name", choices=("overfitting",),
-                   help="overfitting: 4 recipes on 1,000 training images, 12 epochs")
+    p.add_argument("name", choices=("overfitting", "batchnorm"),
+                   help="overfitting: 4 recipes on 1,000 training images, 12 epochs; "
+                        "batchnorm: the Keras network with and without BN, 3 epochs "
+                        "on 6,000 images")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                    help="seeds, at least 3 (default: 0 1 2 3 4)")
     p.add_argument("--out", default=None,

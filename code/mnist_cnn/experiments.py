@@ -7,7 +7,10 @@ file, checks it was made with the settings the page states, reruns the first
 epoch of one seed to show the file is what this code produces, and computes
 every figure it quotes from it.
 
-    python -m mnist_cnn experiment overfitting        # about 6 minutes on 2 cores
+    python -m mnist_cnn experiment overfitting
+    python -m mnist_cnn experiment batchnorm          # Keras
+
+(each takes minutes; the record keeps its own wall time).
 
 ``overfitting``: the course network on 1,000 training images, 12 epochs, with
 four recipes (nothing; dropout; dropout + shifts; weight decay), each over five
@@ -20,6 +23,14 @@ seeds. After every epoch it records three accuracies:
 
 The gap between training and validation is ``train - val``; the running mean is
 kept to show why it is not the training accuracy.
+
+``batchnorm``: the production Keras architecture with and without batch
+normalisation, trained like the Keras chapter's live run (3 epochs on the first
+6,000 training images, the last 600 of them held out), five seeds. It records the
+validation accuracy after each epoch (Keras' inference mode: BN uses its running
+averages) and, for the BN network, the same with each BN layer's statistics
+recomputed from 2,000 of its training images (:func:`reestimated`), which shows
+how much of BN's early validation accuracy the running averages' lag costs.
 """
 
 from __future__ import annotations
@@ -30,6 +41,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mnist_cnn.data import VALIDATION_SIZE
+from mnist_cnn.scratch.fast.engine import SHARDS
 
 N_TRAIN = 1000          # few enough images for the network to memorise them
 N_VAL = 2000            # validation digits (of the fixed 5,000)
@@ -44,9 +58,15 @@ RECIPES = {
     "dropout 0.3 + shifts": {"dropout": 0.3, "shift": 2, "weight_decay": 0.0},
     "weight decay 1e-3": {"dropout": 0.0, "shift": 0, "weight_decay": 1e-3},
 }
-SETTINGS = {"n_train": N_TRAIN, "n_val": N_VAL, "epochs": EPOCHS, "batch_size": BATCH_SIZE,
-            "lr": LR, "optimizer": "Adam", "engine": "fast (FastEngine, default shards)",
-            "recipes": RECIPES}
+# Everything the numbers depend on: a record made with other settings does not load.
+# (The speed layer's numbers depend on its number of shards, each shard drawing its
+# own dropout masks; the validation digits come from the fixed split.)
+SETTINGS = {"n_train": N_TRAIN, "n_val": N_VAL, "validation_split": VALIDATION_SIZE,
+            "epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "optimizer": "Adam",
+            "engine": "FastEngine", "shards": SHARDS, "recipes": RECIPES}
+# Figures are taken as each seed's mean over the last epochs: one epoch's validation
+# accuracy moves by about as much as the spread between seeds.
+ENDPOINT_EPOCHS = 3
 ACCURACIES = ("running", "train", "val")
 
 
@@ -64,7 +84,8 @@ def overfitting_data(cache_dir=None):
     from mnist_cnn.data import load_mnist, prepare_images, split_validation
 
     (x_u8, y), _ = load_mnist(cache_dir, progress=False)
-    (x_fit, y_fit), (x_val, y_val) = split_validation(prepare_images(x_u8), y.astype(np.intp))
+    (x_fit, y_fit), (x_val, y_val) = split_validation(prepare_images(x_u8), y.astype(np.intp),
+                                                      VALIDATION_SIZE)
     return (x_fit[:N_TRAIN], y_fit[:N_TRAIN]), (x_val[:N_VAL], y_val[:N_VAL])
 
 
@@ -105,11 +126,12 @@ def overfitting(seeds=SEEDS, progress: bool = True, cache_dir=None) -> dict:
 
 
 def load(name: str = "overfitting", path=None) -> dict:
-    """The committed record of experiment ``name``, checked: it must have been made
-    with the settings this code states (else: rerun its command) and hold every
-    recipe from at least three seeds."""
+    """The committed record of experiment ``name`` (a key of :data:`EXPERIMENTS`),
+    checked: it must have been made with the settings this code states (else: rerun
+    its command) and hold every label from at least three seeds, with every epoch."""
     import json
 
+    spec = EXPERIMENTS[name]
     path = Path(path) if path is not None else experiment_path(name)
     if not path.is_file():
         raise FileNotFoundError(f"No results for experiment {name!r} at {path}: run "
@@ -121,30 +143,51 @@ def load(name: str = "overfitting", path=None) -> dict:
                          f"experiment {name}`.") from exc
     if not isinstance(record, dict) or record.get("experiment") != name:
         raise ValueError(f"{path} is not the record of experiment {name!r}.")
-    if record.get("settings") != json.loads(json.dumps(SETTINGS)):
+    if record.get("settings") != json.loads(json.dumps(spec["settings"])):
         raise ValueError(f"{path} was made with other settings than this code's; rerun "
                          f"`python -m mnist_cnn experiment {name}`.")
-    runs = record.get("runs", {})
-    for label in RECIPES:
-        seeds = [run.get("seed") for run in runs.get(label, [])]
-        if len(set(seeds)) < 3:
-            raise ValueError(f"{path}: recipe {label!r} has {len(set(seeds))} seed(s); "
-                             "an experiment needs at least 3.")
-        for run in runs[label]:
-            if any(len(run.get(key, [])) != EPOCHS for key in ACCURACIES):
-                raise ValueError(f"{path}: a run of {label!r} does not have {EPOCHS} epochs.")
+    try:
+        _check_runs(record, spec)
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a well-formed record of {name!r} ({exc!r}); rerun "
+                         f"`python -m mnist_cnn experiment {name}`.") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     return record
 
 
-def final(record: dict, label: str, key: str) -> np.ndarray:
-    """One value per seed: the last epoch's ``key`` ("running", "train", "val",
-    "gap" = train - val, or "weight_norm") of recipe ``label``."""
+def _check_runs(record: dict, spec: dict) -> None:
+    seeds = record["seeds"]
+    if len(set(seeds)) != len(seeds) or len(seeds) < 3:
+        raise ValueError(f"seeds {seeds}: an experiment needs at least 3 different seeds")
+    for label in spec["labels"]:
+        runs = record["runs"][label]
+        if [run["seed"] for run in runs] != seeds:
+            raise ValueError(f"{label!r} was not run once from each of the seeds {seeds}")
+        for run in runs:
+            for key in spec["per_epoch"]:
+                values = run[key]
+                if len(values) != spec["epochs"] or not all(
+                        isinstance(v, float) and 0 <= v <= 1 for v in values):
+                    raise ValueError(f"{label!r}, seed {run['seed']}: {key!r} is not "
+                                     f"{spec['epochs']} accuracies")
+            for key in spec.get("per_run", ()):
+                if not isinstance(run[key], float):
+                    raise ValueError(f"{label!r}, seed {run['seed']}: no {key!r}")
+    if not isinstance(record["wall_seconds"], (int, float)):
+        raise ValueError("no wall time")
+
+
+def final(record: dict, label: str, key: str, last: int = ENDPOINT_EPOCHS) -> np.ndarray:
+    """One value per seed for recipe (or model) ``label``: the mean over the ``last``
+    epochs of ``key`` ("running", "train", "val", "val_reestimated", or "gap" =
+    train - val), or the run's "weight_norm" (measured once, after training)."""
     runs = record["runs"][label]
-    if key == "gap":
-        return np.array([r["train"][-1] - r["val"][-1] for r in runs])
     if key == "weight_norm":
         return np.array([r["weight_norm"] for r in runs])
-    return np.array([r[key][-1] for r in runs])
+    if key == "gap":
+        return final(record, label, "train", last) - final(record, label, "val", last)
+    return np.array([np.mean(r[key][-last:]) for r in runs])
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -153,16 +196,114 @@ def mean_sd(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1))
 
 
+BN_IMAGES = 6000        # the Keras chapter's live run: the first 6,000 training images
+BN_EPOCHS = 3
+BN_BATCH_SIZE = 32
+BN_LR = 1e-3
+BN_REESTIMATE_IMAGES = 2000
+BN_MODELS = {"with BN": True, "without BN": False}       # label -> build_model(batch_norm=)
+BN_SETTINGS = {"n_images": BN_IMAGES, "validation_split": VALIDATION_SIZE, "epochs": BN_EPOCHS,
+               "batch_size": BN_BATCH_SIZE, "lr": BN_LR, "reestimate_images": BN_REESTIMATE_IMAGES,
+               "trainer": "keras_model.train (augmentation, label smoothing, cosine schedule)",
+               "models": BN_MODELS}
+
+
+def reestimated(model, x):
+    """A copy of the Keras ``model`` whose BatchNormalization layers hold the mean and
+    variance of their inputs over the images ``x`` (each computed in inference mode,
+    layer by layer), instead of the running averages training left there."""
+    from mnist_cnn.backend import import_keras
+
+    keras = import_keras()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    entry = copy.inputs[0] if len(copy.inputs) == 1 else copy.inputs
+    for layer in copy.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            inputs = np.asarray(keras.Model(entry, layer.input)(x, training=False),
+                                dtype=np.float64)          # statistics summed in float64
+            axes = tuple(range(inputs.ndim - 1))             # all but the channels
+            layer.moving_mean.assign(inputs.mean(axis=axes))
+            layer.moving_variance.assign(inputs.var(axis=axes))
+    return copy
+
+
+def keras_accuracy(model, x, y) -> float:
+    """Accuracy of a Keras classifier in inference mode."""
+    return float(np.mean(np.asarray(model(x, training=False)).argmax(axis=1) == y))
+
+
+def batchnorm_run(batch_norm: bool, seed: int, x, y) -> dict:
+    """Train the production architecture with (or without) BN on ``x, y`` (float32
+    images, int labels; the last tenth is held out for validation) as the Keras
+    chapter's live run does. Returns per-epoch ``val`` accuracy and, with BN,
+    ``val_reestimated`` (BN statistics recomputed, :func:`reestimated`)."""
+    from mnist_cnn import keras_model as km
+    from mnist_cnn.backend import import_keras
+    from mnist_cnn.data import split_validation
+
+    keras = import_keras()
+    (x_fit, _), (x_val, y_val) = split_validation(x, y, VALIDATION_SIZE)
+    reestimates: list[float] = []
+
+    class Reestimate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            copy = reestimated(self.model, x_fit[:BN_REESTIMATE_IMAGES])
+            reestimates.append(keras_accuracy(copy, x_val, y_val))
+
+    model = km.build_model(batch_norm=batch_norm)
+    history = km.train(model, x, y, epochs=BN_EPOCHS, batch_size=BN_BATCH_SIZE, lr=BN_LR,
+                       seed=seed, verbose=0, callbacks=[Reestimate()] if batch_norm else [])
+    run = {"val": [float(v) for v in history.history["val_accuracy"]]}
+    if batch_norm:
+        run["val_reestimated"] = reestimates
+    return run
+
+
+def batchnorm(seeds=SEEDS, progress: bool = True, cache_dir=None) -> dict:
+    """Both networks of :data:`BN_MODELS` from every seed; the experiment's record."""
+    from tqdm import tqdm
+
+    from mnist_cnn.data import load_mnist, prepare_images
+
+    (x_u8, y), _ = load_mnist(cache_dir, progress=False)
+    x, y = prepare_images(x_u8[:BN_IMAGES]), y[:BN_IMAGES].astype(np.intp)
+    runs: dict[str, list] = {label: [] for label in BN_MODELS}
+    jobs = [(label, seed) for label in BN_MODELS for seed in seeds]
+    for label, seed in tqdm(jobs, desc="batchnorm runs", unit="run", disable=not progress):
+        runs[label].append({"seed": int(seed), **batchnorm_run(BN_MODELS[label], seed, x, y)})
+    return {"experiment": "batchnorm", "settings": BN_SETTINGS,
+            "seeds": [int(s) for s in seeds], "runs": runs}
+
+
+# name -> what load() checks (the settings, the labels, the per-epoch keys every run
+# has, epochs), the function that runs it, and what the command prints.
+EXPERIMENTS = {
+    "overfitting": {"settings": SETTINGS, "labels": tuple(RECIPES), "per_epoch": ACCURACIES,
+                    "per_run": ("weight_norm",), "epochs": EPOCHS, "run": overfitting,
+                    "summary": ("train", "val", "gap")},
+    "batchnorm": {"settings": BN_SETTINGS, "labels": tuple(BN_MODELS), "per_epoch": ("val",),
+                  "epochs": BN_EPOCHS, "run": batchnorm, "summary": ("val", "val_reestimated")},
+}
+
+
 # A difference between two recipes counts as a finding only beyond this many
-# standard errors (about a 95 % screen for normal noise; with 5 seeds a rough one).
+# standard errors. With 5 seeds per group (Welch's t with about 4-8 degrees of freedom)
+# this is a rough screen: about 1 in 10 differences of pure noise passes it, so a page
+# with several verdicts states the strong ones and treats a marginal one as a hint.
 NOISE_SE = 2.0
 
 
 def compare(a, b) -> tuple[float, float, str]:
     """Per-seed values ``a`` against ``b``: (mean(a) - mean(b), the standard error of
     that difference, sqrt(sd_a^2/n_a + sd_b^2/n_b), and the verdict "higher", "lower"
-    or "within seed noise" (a difference under NOISE_SE standard errors))."""
+    or "within seed noise" (a difference under NOISE_SE standard errors: not shown to
+    exist, which is not the same as shown not to exist)). Each side needs at least 3
+    finite values."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    for side in (a, b):
+        if side.ndim != 1 or len(side) < 3 or not np.isfinite(side).all():
+            raise ValueError(f"compare needs at least 3 finite per-seed values a side, got {side}")
     diff = float(a.mean() - b.mean())
     se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
     verdict = ("within seed noise" if abs(diff) <= NOISE_SE * se
@@ -180,23 +321,36 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def cli_experiment(args: argparse.Namespace) -> int:
-    """``python -m mnist_cnn experiment NAME``: run it, write its record atomically."""
+    """``python -m mnist_cnn experiment NAME``: run it, write its record atomically,
+    print each label's last-epoch figures (mean ± sd over the seeds)."""
     from mnist_cnn._io import library_versions, write_json
 
-    if len(set(args.seeds)) < 3:
-        raise ValueError(f"--seeds needs at least 3 different seeds, got {args.seeds}")
-    out = Path(args.out) if args.out else experiment_path(args.name)
+    seeds = list(args.seeds)
+    if len(set(seeds)) != len(seeds) or len(seeds) < 3 or min(seeds) < 0:
+        raise ValueError(f"--seeds takes at least 3 different non-negative seeds, got {seeds}")
+    spec = EXPERIMENTS[args.name]
+    out = Path(args.out).expanduser() if args.out else experiment_path(args.name)
+    if out.suffix != ".json" or out.is_dir():     # said now, not after minutes of training
+        raise ValueError(f"--out must be a .json file, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    record = overfitting(tuple(args.seeds), progress=True, cache_dir=args.cache_dir)
+    record = spec["run"](tuple(seeds), progress=True, cache_dir=args.cache_dir)
+    record["wall_seconds"] = round(time.perf_counter() - start, 1)
     record["command"] = _command_line(args)
     record["created"] = time.strftime("%Y-%m-%d")
-    record["versions"] = library_versions()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    record["versions"] = library_versions(*(("tensorflow", "keras")
+                                            if args.name == "batchnorm" else ()))
     write_json(out, record)
-    print(f"Experiment {args.name}: {len(RECIPES)} recipes x {len(args.seeds)} seeds in "
-          f"{time.perf_counter() - start:.0f} s -> {out}")
-    for label in RECIPES:
-        gap, val = mean_sd(final(record, label, "gap")), mean_sd(final(record, label, "val"))
-        print(f"  {label:22s} gap {gap[0]:+.1%} ± {gap[1]:.1%}   "
-              f"validation {val[0]:.1%} ± {val[1]:.1%}")
+    print(f"Experiment {args.name}: {len(spec['labels'])} x {len(seeds)} seeds in "
+          f"{record['wall_seconds']:.0f} s -> {out} (last {ENDPOINT_EPOCHS} epochs, "
+          "mean ± sd over the seeds:)")
+    for label in spec["labels"]:
+        run = record["runs"][label][0]
+        figures = []
+        for key in spec["summary"]:
+            if key in run or (key == "gap" and "train" in run):
+                mean, sd = mean_sd(final(record, label, key))
+                figures.append(f"{key} {mean:+.1%} ± {sd:.1%}" if key == "gap"
+                               else f"{key} {mean:.1%} ± {sd:.1%}")
+        print(f"  {label:22s} " + "   ".join(figures))
     return 0

@@ -203,7 +203,8 @@ class RestoreBest:
 
 def train(model, x_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED,
           validation_size=VALIDATION_SIZE, augment=True, lr=LR,
-          patience=EARLY_STOP_PATIENCE, label_smoothing=LABEL_SMOOTHING, verbose=1):
+          patience=EARLY_STOP_PATIENCE, label_smoothing=LABEL_SMOOTHING, verbose=1,
+          callbacks=()):
     """Fit ``model`` on MNIST-style data with augmentation, validation and callbacks.
 
     Inputs:
@@ -215,6 +216,7 @@ def train(model, x_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SE
       of N for small subsets; 0 disables validation).
     - seed: seeds Keras/TF/NumPy (``keras.utils.set_random_seed``), the shuffle
       and the augmentation.
+    - callbacks: more Keras callbacks, run after the course's own.
 
     Returns:
     - the ``keras.callbacks.History``; the model keeps the weights of its best
@@ -232,16 +234,16 @@ def train(model, x_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SE
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                   metrics=["accuracy"])
-    callbacks = [keras.callbacks.LearningRateScheduler(lambda e: cosine_lr(e, epochs, lr))]
+    course = [keras.callbacks.LearningRateScheduler(lambda e: cosine_lr(e, epochs, lr))]
     if n_val:
         # Stop when validation accuracy stalls; keep the best validation epoch's weights
         # even if later epochs get worse.
-        callbacks.append(keras.callbacks.EarlyStopping(
+        course.append(keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=patience, verbose=verbose))
-        callbacks.append(RestoreBest("val_accuracy", verbose=verbose))
+        course.append(RestoreBest("val_accuracy", verbose=verbose))
     # shuffle=False: the dataset is already shuffled (seeded) in _make_dataset.
-    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                     shuffle=False, verbose=verbose)
+    return model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                     callbacks=[*course, *callbacks], shuffle=False, verbose=verbose)
 
 
 # --- the train-keras command ----------------------------------------------------------

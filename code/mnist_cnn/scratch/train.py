@@ -82,6 +82,9 @@ def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
             "predictions": pred}
 
 
+_HISTORY_KEYS = {"loss", "accuracy", "lr", "seconds", "val_loss", "val_accuracy"}
+
+
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
         shift: int = 0, progress: bool = True, desc: str = "train", fast=False,
@@ -165,7 +168,12 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
                 tqdm.write(f"  epoch {epoch + 1}: val_loss {ev['loss']:.4f} "
                            f"val_acc {ev['accuracy']:.4f}")
         if on_epoch_end is not None:
-            for key, value in (on_epoch_end(epoch, model) or {}).items():
+            extra = on_epoch_end(epoch, model) or {}
+            taken = set(extra) & (_HISTORY_KEYS | {"best_epoch"})
+            if taken:
+                raise ValueError(f"on_epoch_end returned {sorted(taken)}, which fit records "
+                                 "itself; use other names")
+            for key, value in extra.items():
                 history.setdefault(key, []).append(value)
     if keep_best and best[1] is not None:
         for p, saved in zip(params, best[1], strict=True):
