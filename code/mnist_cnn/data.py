@@ -46,7 +46,8 @@ import numpy as np
 
 from mnist_cnn._io import atomic_write, sha256_bytes, sha256_file
 
-# SHA-256 of the raw (uncompressed) IDX files, as published with the dataset.
+# SHA-256 of the raw (uncompressed) IDX files. MNIST's home page lists the files and
+# their sizes, not hashes: the course computed these from the files and pins them.
 FILES: dict[str, str] = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",

@@ -30,8 +30,9 @@ DTYPE = np.float32
 
 
 def he_normal(rng, shape, fan_in, dtype=DTYPE):
-    """He et al. (2015): std sqrt(2 / fan_in) keeps the activation variance
-    constant through ReLU layers (ReLU zeroes half of the signal)."""
+    """He et al. (2015): std sqrt(2 / fan_in) keeps the second moment E[x^2] of the
+    activations constant through ReLU layers (ReLU halves E[x^2] of a symmetric input;
+    its variance it cuts by more)."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
