@@ -39,10 +39,11 @@ class BookBuild:
     session will check the site, so the build runs while the other tests run; the
     site's tests wait for it.
 
-    It builds into a folder of its own, not the checkout's _build: chapters that time
-    things measure them here on a machine busy with tests, and `make book` must not
-    publish those figures. A cache from an earlier `make book` is copied in, so
-    chapters that have not changed are not executed again."""
+    It builds into a folder of its own, _build/test-site, not into _build/html:
+    chapters that time things measure them here on a machine busy with tests, and
+    `make book` must not publish those figures. Its execution cache stays there for
+    the next session; the first time, a cache from an earlier `make book` is copied
+    in, so chapters that have not changed are not executed again."""
 
     def __init__(self, root: Path):
         import shutil
@@ -51,10 +52,10 @@ class BookBuild:
         import tempfile
 
         self.root = root
-        self.out = Path(tempfile.mkdtemp(prefix="mnist-cnn-book-"))
-        cache = root / "_build" / ".jupyter_cache"
-        if cache.is_dir():
-            shutil.copytree(cache, self.out / "_build" / ".jupyter_cache")
+        self.out = root / "_build" / "test-site"
+        cache, own = root / "_build" / ".jupyter_cache", self.out / "_build" / ".jupyter_cache"
+        if cache.is_dir() and not own.is_dir():
+            shutil.copytree(cache, own)
         jb = Path(sys.executable).with_name("jupyter-book")
         # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
         # chapters' kernels must not inherit it, or plt.show() renders no figure.
@@ -79,13 +80,10 @@ class BookBuild:
         return self._site
 
     def stop(self):
-        import shutil
-
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=60)
         self.log.close()
-        shutil.rmtree(self.out, ignore_errors=True)
 
 
 _builds: dict[Path, BookBuild] = {}
@@ -99,8 +97,8 @@ def start_book_build(root: Path) -> BookBuild:
 
 
 def build_book(root: Path) -> Path:
-    """The built site of ``root`` (in a folder of the session's own, removed at the
-    end): waits for the session's build, starting it first if none has started."""
+    """The built site of ``root`` (in _build/test-site): waits for the session's
+    build, starting it first if none has started."""
     return start_book_build(root).site()
 
 

@@ -2,8 +2,8 @@
 served on loopback, opened page by page in headless Chromium.
 
 The build (`jupyter-book build . -n -W --keep-going`, executing every chapter)
-starts in the background when the session begins (see conftest.py), into a folder
-of its own, and these tests wait for it. Set MNIST_CNN_SITE_DIR to check an
+starts in the background when the session begins (see conftest.py), into
+_build/test-site, and these tests wait for it. Set MNIST_CNN_SITE_DIR to check an
 already built site instead.
 """
 

@@ -251,6 +251,7 @@ def batchnorm_run(batch_norm: bool, seed: int, x, y) -> dict:
             copy = reestimated(self.model, x_fit[:BN_REESTIMATE_IMAGES])
             reestimates.append(keras_accuracy(copy, x_val, y_val))
 
+    keras.utils.set_random_seed(seed)            # the initial weights come from the seed too
     model = km.build_model(batch_norm=batch_norm)
     history = km.train(model, x, y, epochs=BN_EPOCHS, batch_size=BN_BATCH_SIZE, lr=BN_LR,
                        seed=seed, verbose=0, callbacks=[Reestimate()] if batch_norm else [])
