@@ -42,8 +42,9 @@ class BookBuild:
     It builds into a folder of its own, _build/test-site, not into _build/html:
     chapters that time things measure them here on a machine busy with tests, and
     `make book` must not publish those figures. Its execution cache stays there for
-    the next session; the first time, a cache from an earlier `make book` is copied
-    in, so chapters that have not changed are not executed again."""
+    the next session (the rest is built afresh, so every warning shows again); the
+    first time, a cache from an earlier `make book` is copied in, so chapters that
+    have not changed are not executed again."""
 
     def __init__(self, root: Path):
         import shutil
@@ -56,6 +57,11 @@ class BookBuild:
         cache, own = root / "_build" / ".jupyter_cache", self.out / "_build" / ".jupyter_cache"
         if cache.is_dir() and not own.is_dir():
             shutil.copytree(cache, own)
+        # Only executed chapters are kept from one session to the next: an incremental
+        # Sphinx build would skip unchanged pages and not repeat their warnings.
+        for old in (own.parent.iterdir() if own.parent.is_dir() else []):
+            if old != own:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
         jb = Path(sys.executable).with_name("jupyter-book")
         # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
         # chapters' kernels must not inherit it, or plt.show() renders no figure.

@@ -66,11 +66,16 @@ def test_conv2d_naive_matches_tf(rng):
 
 def _tf_max_pool(x, dout, pool, stride):
     """TensorFlow's max pool of x and the gradient of sum(out * dout) w.r.t. x."""
-    tx = tf.Variable(x)
-    with tf.GradientTape() as tape:
-        t_out = tf.nn.max_pool2d(tx, ksize=pool, strides=stride or pool, padding="VALID")
-        scalar = tf.reduce_sum(t_out * dout)
-    return t_out, tape.gradient(scalar, tx)
+    # Pinned to the CPU: the book (backprop.md) says this test checks the engine
+    # against TensorFlow's CPU kernel. On a machine with a GPU, TF would otherwise
+    # place the op on the GPU and the test would check a different kernel, one
+    # the book does not claim to match (e.g. in where ties send the gradient).
+    with tf.device("/CPU:0"):
+        tx = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            t_out = tf.nn.max_pool2d(tx, ksize=pool, strides=stride or pool, padding="VALID")
+            scalar = tf.reduce_sum(t_out * dout)
+        return t_out, tape.gradient(scalar, tx)
 
 
 @pytest.mark.parametrize(("xshape", "pool", "stride"), [

@@ -4,7 +4,7 @@ and against ``tf.nn.conv2d``, and against this machine's matrix-multiply speed.
 For two layer shapes of the course network (batch 256 by default):
 
 - 28x28x1 -> 32 filters 3x3 (the first layer, on real MNIST digits),
-- 14x14x32 -> 64 filters 3x3 ("same" padding, on random feature maps),
+- 13x13x32 -> 64 filters 3x3 (the second layer, valid, on random feature maps),
 
 it prints the seconds per forward pass of ``conv2d_naive`` (timed on a few
 images and scaled up to the batch, said so in the output), ``conv2d`` and
@@ -31,7 +31,7 @@ MATMUL_SIZE = 2048
 LAYERS = (
     # name, (H, W, C_in), (KH, KW, C_out), padding
     ("28x28x1 -> 32 (3x3, valid)", (28, 28, 1), (3, 3, 32), "valid"),
-    ("14x14x32 -> 64 (3x3, same)", (14, 14, 32), (3, 3, 64), "same"),
+    ("13x13x32 -> 64 (3x3, valid)", (13, 13, 32), (3, 3, 64), "valid"),
 )
 
 
