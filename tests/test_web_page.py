@@ -2,7 +2,8 @@
 deployment chapter and on the landing page, served from loopback and opened from disk.
 
 Uses the built site in _build/html (MNIST_CNN_SITE_DIR to point elsewhere); when it is
-missing or older than the widget's pages and scripts, builds it the way `make book` does.
+missing or older than the widget's pages and scripts, the session's own build
+(_build/test-site, see tests/_browser.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def site_dir() -> Path:
     site = REPO / "_build" / "html"
     if _stale(site):
         assert (default_out_dir() / WEIGHTS_JS).is_file(), "run `make web-export` first"
-        build_book(REPO)
+        site = build_book(REPO)         # the session's own build (tests/_browser.py)
     return site
 
 
