@@ -78,7 +78,10 @@ class BookBuild:
             self.proc.wait(timeout=timeout)
             self.log.seek(0)
             output = self.log.read()
-            tail = "\n".join(output.splitlines()[-60:])
+            # the warnings themselves scroll far above the build's last lines
+            lines = output.splitlines()
+            problems = [line for line in lines if "WARNING:" in line or "ERROR:" in line]
+            tail = "\n".join(problems[:40] + ["..."] + lines[-20:])
             # -W turns every warning into a failure, so the exit status is the verdict.
             assert self.proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
             assert "build finished with problems" not in output, tail
