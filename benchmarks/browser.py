@@ -25,13 +25,13 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from mnist_cnn.bench.stats import summary
 from mnist_cnn.canvas import stroke_points
 
 CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
@@ -333,11 +333,6 @@ def clear_canvas(page, timeout_ms: int = 30_000) -> None:
         "!document.documentElement.hasAttribute('data-digit-pending')", timeout=timeout_ms)
 
 
-def _percentile(values, q):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))]
-
-
 def measure(model=None, repeats: int = 5, log_path=None, script=APP_SCRIPT,
             counts=tuple(MULTI_STROKE)) -> dict:
     """Cold start, and for digits of each stroke count: last mouse-up -> final answer,
@@ -366,10 +361,10 @@ def measure(model=None, repeats: int = 5, log_path=None, script=APP_SCRIPT,
                         runs.append(draw_and_watch(page, box,
                                                    split_strokes(digit, left, top, size, k)))
                     lat = [r["latency_s"] for r in runs if r["latency_s"] is not None]
+                    stats = summary(lat, digits=3)
                     by_strokes[k] = {
                         "digit": digit, "latencies_s": lat,
-                        "median_s": round(statistics.median(lat), 3) if lat else None,
-                        "p95_s": round(_percentile(lat, 0.95), 3) if lat else None,
+                        "median_s": stats["median"], "p95_s": stats["p95"],
                         "stale_after_last_up": sum(r["stale_after_last_up"] for r in runs),
                         "unmarked_while_drawing": sum(r["unmarked_while_drawing"]
                                                       for r in runs),

@@ -61,7 +61,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,7 @@ import threading
 import time
 from pathlib import Path
 
+from mnist_cnn.bench.stats import summary
 from mnist_cnn.canvas import stroke_points
 
 from benchmarks.browser import (
@@ -293,7 +293,8 @@ async def _run_level(url: str, n: int, seconds: float, browsers: int,
         finally:
             for b in launched:
                 await b.close()
-    lat = sorted(results["latencies"])
+    lat = results["latencies"]
+    stats = summary(lat, digits=3)
     return {
         "sessions": n,
         "seconds": seconds,
@@ -302,10 +303,10 @@ async def _run_level(url: str, n: int, seconds: float, browsers: int,
         "predictions": len(lat),
         "per_session": results["per_session"],
         "predictions_per_s": round(len(lat) / seconds, 2),
-        "median_latency_s": round(statistics.median(lat), 3) if lat else None,
+        "median_latency_s": stats["median"],
         # The client's own time to draw a stroke: shows the browsers keep up.
-        "median_draw_s": round(statistics.median(results["draw_s"]), 3) if lat else None,
-        "p95_latency_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3) if lat else None,
+        "median_draw_s": summary(results["draw_s"], digits=3)["median"] if lat else None,
+        "p95_latency_s": stats["p95"],
         # The app process's CPU time while the sessions drew, per digit drawn (every
         # stroke, reset and prediction of the level; page opening excluded).
         "server_cpu_s_per_digit": (round(cpu_drawing / len(lat), 3)

@@ -26,12 +26,12 @@ import argparse
 import gzip
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from mnist_cnn.bench.stats import summary
 from mnist_cnn.canvas import DIGIT_STROKES, stroke_points
 from mnist_cnn.web import WEIGHTS_JS, default_out_dir
 
@@ -129,13 +129,6 @@ def widget_bytes(export_dir: Path) -> dict:
     return {"files": raw, "total": sum(raw.values()), "gzip": gz}
 
 
-def _stats(values) -> dict:
-    v = sorted(values)
-    return {"median": round(statistics.median(v), 2),
-            "p95": round(v[min(len(v) - 1, int(round(0.95 * (len(v) - 1))))], 2),
-            "max": round(v[-1], 2)}
-
-
 def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -180,7 +173,8 @@ def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) ->
             correct += widget_result(page)[0] == digit
         browser.close()
     return {"repeats": repeats, "load_seconds": round(load_s, 2),
-            "latency_ms": _stats(latency), "shown_ms": _stats(shown), "wall_ms": _stats(wall),
+            "latency_ms": summary(latency, 2), "shown_ms": summary(shown, 2),
+            "wall_ms": summary(wall, 2),
             "read_correctly": correct, "console_errors": errors,
             "bytes": widget_bytes(export_dir)}
 

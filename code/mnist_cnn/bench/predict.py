@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_cnn.bench.stats import summary
 from mnist_cnn.notebook import timings
 
 REPEATS = 200
@@ -68,8 +69,8 @@ def _time_calls(fn, x, repeats, warmup=WARMUP):
 
 
 def _stats(ms):
-    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
-            "n": int(len(ms))}
+    s = summary(ms)
+    return {"median_ms": s["median"], "p95_ms": s["p95"], "n": s["n"]}
 
 
 def _cold(script, model_path, x_path, runs=3):
