@@ -17,7 +17,7 @@ def test_bench_predict_reports_both_engines(tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     res = bench.run(model_path=path, repeats=5, seed=1, cold_runs=1)
-    for key in ("keras_tf_function", "keras_eager_call", "numpy_scratch"):
+    for key in ("app_keras_engine", "app_numpy_engine", "keras_eager_call"):
         assert res[key]["n"] == 5 and 0 < res[key]["median_ms"] <= res[key]["p95_ms"]
     # Both engines, and both cold starts, give the same digit for the same image.
     # probabilities sum to 1, so the largest is >= 0.1: an absolute difference within

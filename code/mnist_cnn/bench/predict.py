@@ -1,18 +1,23 @@
-"""``python -m mnist_cnn bench predict``: single-image latency and cold start.
+"""``python -m mnist_cnn bench predict``: single-image latency and cold start of
+what the app runs.
 
-Measures, for one 28x28 test image:
+Measures, for one 28x28 test image passed as the app passes a drawing (a (28, 28)
+float image):
 
-- the Keras model called the fast way: a ``tf.function`` with a fixed input
-  signature (traced once), and the plain eager call ``model(x, training=False)``.
-  (``model.predict`` builds a data pipeline per call - tens of ms - so a server
-  answering one drawing at a time should not use it.)
-- the same weights in the from-scratch NumPy network (:func:`mnist_cnn.bridge.from_keras`);
-- cold start in a fresh Python process: import + load + first prediction, for
-  Keras (``.keras`` file) and for the NumPy network (``.npz`` written by the bridge,
-  which needs no TensorFlow import at all).
+- the app's two engines, through :class:`mnist_cnn.predict.Predictor` exactly as
+  the app calls them: ``predictor.predict_proba(x, "keras")`` (the Keras model
+  behind a ``tf.function`` traced once) and ``predictor.predict_proba(x, "numpy")``
+  (the same weights in the from-scratch NumPy network, via the bridge);
+- for reference, the plain eager Keras call ``model(x, training=False)``, what a
+  server without the traced function would pay (``model.predict`` is slower
+  still: it builds a data pipeline per call);
+- cold start in a fresh Python process, as the app starts: import +
+  ``Predictor.from_file`` (load, check, warm-up trace) + the first prediction, for
+  the Keras file and for the ``.npz`` the bridge writes (which imports no
+  TensorFlow at all).
 
-Prints median and p95 in milliseconds and a one-line summary. Run it under the
-team's CPU lock for honest numbers.
+Prints median and p95 in milliseconds (:func:`mnist_cnn.bench.stats.summary`) and
+a one-line summary. Run it on a quiet machine for honest numbers.
 """
 
 from __future__ import annotations
@@ -34,30 +39,18 @@ from mnist_cnn.notebook import timings
 REPEATS = 200
 WARMUP = 10
 
-_COLD_KERAS = """
+# Cold start as the app starts: import, Predictor.from_file (load, check, warm-up),
+# first prediction. The same script for both files: the file decides the engine.
+_COLD = """
 import time, sys
 t0 = time.perf_counter()
 import numpy as np
-from mnist_cnn.model_files import load_model
+from mnist_cnn.predict import Predictor
 t1 = time.perf_counter()
-model = load_model(sys.argv[1])
+predictor = Predictor.from_file(sys.argv[1])
 t2 = time.perf_counter()
 x = np.load(sys.argv[2])
-p = np.asarray(model(x, training=False))
-t3 = time.perf_counter()
-print(int(p.argmax()), t1 - t0, t2 - t1, t3 - t2)
-"""
-
-_COLD_NUMPY = """
-import time, sys
-t0 = time.perf_counter()
-import numpy as np
-from mnist_cnn.scratch.network import Sequential
-t1 = time.perf_counter()
-net = Sequential.load(sys.argv[1])
-t2 = time.perf_counter()
-x = np.load(sys.argv[2])
-p = net.predict_proba(x)
+p = predictor.predict_proba(x)
 t3 = time.perf_counter()
 print(int(p.argmax()), t1 - t0, t2 - t1, t3 - t2)
 """
@@ -95,9 +88,9 @@ def _cold(script, model_path, x_path, runs=3):
 def run(model_path=None, repeats=REPEATS, seed=0, cold_runs=3, cache_dir=None):
     """Measure everything; returns a JSON-able dict of figures."""
     from mnist_cnn import bridge
-    from mnist_cnn.backend import import_tensorflow
     from mnist_cnn.data import load_mnist, prepare_images
     from mnist_cnn.model_files import is_numpy_model, load_model, resolve_model_path
+    from mnist_cnn.predict import Predictor
 
     model_path = resolve_model_path(model_path)
     if is_numpy_model(model_path):
@@ -107,33 +100,31 @@ def run(model_path=None, repeats=REPEATS, seed=0, cold_runs=3, cache_dir=None):
             f"--model takes a Keras model (.keras or .h5), and {model_path} is a NumPy model "
             f"(.npz). For a .npz, `python -m mnist_cnn predict --model {model_path} IMAGE` "
             f"and `bench canvas --model {model_path}` work.")
-    tf = import_tensorflow()
     model = load_model(model_path)
+    predictor = Predictor(model, model_path)       # what the app holds, warmed up
     _, (x_test, y_test) = load_mnist(cache_dir, progress=False)
     i = int(np.random.default_rng(seed).integers(len(x_test)))
-    x = prepare_images(x_test[i:i + 1])  # (1, 28, 28, 1) float32
+    x = prepare_images(x_test[i:i + 1])[0, :, :, 0]  # (28, 28) float32, as the app passes
 
-    fast = tf.function(lambda t: model(t, training=False),
-                       input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)])
-    net = bridge.from_keras(model)
-    p_fast = fast(x).numpy()
-    p_np = net.predict_proba(x)
-
+    p_keras = predictor.predict_proba(x, "keras")
+    p_numpy = predictor.predict_proba(x, "numpy")
     res = {
         "model": str(model_path), "image_index": i, "label": int(y_test[i]),
-        "keras_tf_function": _stats(_time_calls(lambda t: fast(t).numpy(), x, repeats)),
+        "app_keras_engine": _stats(_time_calls(
+            lambda t: predictor.predict_proba(t, "keras"), x, repeats)),
+        "app_numpy_engine": _stats(_time_calls(
+            lambda t: predictor.predict_proba(t, "numpy"), x, repeats)),
         "keras_eager_call": _stats(_time_calls(
-            lambda t: model(t, training=False).numpy(), x, repeats)),
-        "numpy_scratch": _stats(_time_calls(net.predict_proba, x, repeats)),
-        "max_abs_prob_difference": float(np.abs(p_fast - p_np).max()),
-        "same_prediction": bool(p_fast.argmax() == p_np.argmax()),
+            lambda t: np.asarray(model(t[None, :, :, None], training=False)), x, repeats)),
+        "max_abs_prob_difference": float(np.abs(p_keras - p_numpy).max()),
+        "same_prediction": bool(p_keras.argmax() == p_numpy.argmax()),
     }
     with tempfile.TemporaryDirectory() as tmp:
         x_path = Path(tmp) / "x.npy"
         np.save(x_path, x)
-        npz = net.save(Path(tmp) / "bridged.npz")
-        res["cold_start_keras"] = _cold(_COLD_KERAS, model_path, x_path, cold_runs)
-        res["cold_start_numpy"] = _cold(_COLD_NUMPY, npz, x_path, cold_runs)
+        npz = bridge.from_keras(model).save(Path(tmp) / "bridged.npz")
+        res["cold_start_keras"] = _cold(_COLD, model_path, x_path, cold_runs)
+        res["cold_start_numpy"] = _cold(_COLD, npz, x_path, cold_runs)
     return res
 
 
@@ -147,13 +138,14 @@ def format_report(res):
                 " ms)")
 
     return "\n".join([
-        f"Single-image latency, {res['keras_tf_function']['n']} calls each "
+        f"Single-image latency, {res['app_keras_engine']['n']} calls each "
         f"(model {Path(res['model']).name}, test image #{res['image_index']}, "
         f"digit {res['label']}):",
-        row("Keras, tf.function", res["keras_tf_function"]),
-        row("Keras, model(x, training=False)", res["keras_eager_call"]),
-        row("NumPy scratch network (bridge)", res["numpy_scratch"]),
-        "Cold start (new process: import + load + first prediction, best of runs):",
+        row("the app's keras engine", res["app_keras_engine"]),
+        row("the app's numpy engine", res["app_numpy_engine"]),
+        row("(reference: eager model(x))", res["keras_eager_call"]),
+        "Cold start (new process: import + Predictor.from_file + first prediction, "
+        "best of runs):",
         cold("Keras (.keras)", res["cold_start_keras"]),
         cold("NumPy scratch (.npz)", res["cold_start_numpy"]),
         f"Same prediction: {res['same_prediction']}; max |prob difference| "
@@ -167,8 +159,9 @@ def main(args: argparse.Namespace) -> int:
     print(format_report(res))
     if getattr(args, "json", False):
         print(json.dumps(res))
-    print(f"bench predict: Keras {res['keras_tf_function']['median_ms']:.2f} ms, "
-          f"NumPy {res['numpy_scratch']['median_ms']:.2f} ms median per image; cold start "
+    print(f"bench predict: the app's keras engine "
+          f"{res['app_keras_engine']['median_ms']:.2f} ms, numpy engine "
+          f"{res['app_numpy_engine']['median_ms']:.2f} ms median per image; cold start "
           f"{res['cold_start_keras']['wall_s']:.1f} s (Keras) / "
           f"{res['cold_start_numpy']['wall_s']:.1f} s (NumPy)")
     return 0
