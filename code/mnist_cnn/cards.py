@@ -75,7 +75,7 @@ def write_card(card_path: str | os.PathLike, model_file: str | os.PathLike, *, m
     """
     from mnist_cnn._io import sha256_file, write_json
     from mnist_cnn.data import data_hashes
-    from mnist_cnn.evaluate import evaluate_probs
+    from mnist_cnn.metrics import evaluate_probs
 
     model_file = Path(model_file)
     res = evaluate_probs(probs, y_test)

@@ -1,13 +1,15 @@
 """Evaluating any MNIST classifier: a Keras file (``.keras``/``.h5``) or a
 from-scratch NumPy network (``.npz``).
 
-- :func:`as_probabilities`: the one answer to "are these probabilities or logits?";
-- :func:`evaluate_probs`: accuracy, loss, per-class accuracy and the confusion matrix;
-- :func:`predict_file_proba` / :func:`evaluate_file`: the same for a model file on
-  the 10,000 MNIST test images; ``python -m mnist_cnn evaluate`` prints it.
+- :func:`predict_file_proba`: the probabilities of a model file for given images;
+- :func:`evaluate_file`: its test figures on the 10,000 MNIST test images
+  (:func:`mnist_cnn.metrics.evaluate_probs`); ``python -m mnist_cnn evaluate``
+  prints them.
 
-This module imports neither TensorFlow nor the scratch engine until a file of
-that kind is evaluated.
+TensorFlow is imported only when a Keras file is evaluated. The figures come from
+:mod:`mnist_cnn.metrics`, which uses the scratch engine's softmax and
+cross-entropy (NumPy only), so importing this module loads the NumPy engine but
+not TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,48 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cnn.scratch.functional import cross_entropy, softmax
-
-NUM_CLASSES = 10
-
-
-def as_probabilities(out) -> tuple[np.ndarray, bool]:
-    """Model outputs (N, K) as probabilities (float64), and whether a softmax was applied.
-
-    Rows that are already probability vectors (all in [0, 1], each summing to 1
-    within 1e-3) are kept; otherwise the outputs are logits and get a softmax.
-    """
-    out = np.asarray(out, np.float64)
-    probs = bool(out.size) and out.min() >= -1e-6 and out.max() <= 1 + 1e-6 \
-        and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3)
-    return (out, False) if probs else (softmax(out), True)
-
-
-def confusion_matrix(y_true, y_pred, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """(K, K) int counts: row = true digit, column = predicted digit."""
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
-    return cm
-
-
-def evaluate_probs(probs, y) -> dict:
-    """Test figures for probabilities (N, 10) against labels (N,).
-
-    Returns a dict: test_accuracy, test_loss (mean cross-entropy), test_errors,
-    per_class_accuracy {"0": ..., ...}, confusion_matrix (rows = true digit).
-    """
-    probs = np.asarray(probs, np.float64)
-    y = np.asarray(y, int)
-    pred = probs.argmax(axis=1)
-    cm = confusion_matrix(y, pred)
-    per_class = (np.diag(cm) / np.maximum(cm.sum(axis=1), 1)).tolist()
-    return {
-        "test_accuracy": float(np.mean(pred == y)),
-        "test_loss": cross_entropy(probs, y),
-        "test_errors": int(np.sum(pred != y)),
-        "per_class_accuracy": {str(d): round(a, 6) for d, a in enumerate(per_class)},
-        "confusion_matrix": cm.tolist(),
-    }
+from mnist_cnn.metrics import NUM_CLASSES, as_probabilities, evaluate_probs
 
 
 def predict_file_proba(path, x) -> tuple[np.ndarray, str]:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn.data import prepare_images
-from mnist_cnn.evaluate import as_probabilities
+from mnist_cnn.metrics import as_probabilities
 from mnist_cnn.model_files import (
     check_mnist_model,
     is_numpy_model,
