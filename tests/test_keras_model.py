@@ -16,6 +16,7 @@ from mnist_cnn.cards import check_card
 from mnist_cnn.data import load_mnist, prepare_images
 from mnist_cnn.model_files import load_model
 from mnist_cnn.numerics import assert_close
+from mnist_cnn.train_commands import cli_train_keras
 
 keras = import_keras()
 
@@ -107,7 +108,7 @@ def cli_trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("keras_cli") / "m.keras"
     args = argparse.Namespace(epochs=1, limit=500, seed=0, batch_size=64, out=str(out),
                               cache_dir=None)
-    assert km.cli_train_keras(args) == 0
+    assert cli_train_keras(args) == 0
     return out
 
 
@@ -222,7 +223,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
     args = argparse.Namespace(epochs=0, limit=None, seed=0, batch_size=None,
                               out=str(tmp_path / "m.keras"), cache_dir=None)
     with pytest.raises(ValueError, match="epochs"):
-        km.cli_train_keras(args)
+        cli_train_keras(args)
 
 
 @pytest.mark.numerics

@@ -18,8 +18,8 @@ import sys
 # command -> "module:function"; the function takes the parsed args, returns an exit code.
 _HANDLERS = {
     "data": "mnist_cnn.cli:_cmd_data",
-    "train-numpy": "mnist_cnn.scratch.train:cli_train_numpy",
-    "train-keras": "mnist_cnn.keras_model:cli_train_keras",
+    "train-numpy": "mnist_cnn.train_commands:cli_train_numpy",
+    "train-keras": "mnist_cnn.train_commands:cli_train_keras",
     "evaluate": "mnist_cnn.evaluate:cli_evaluate",
     "predict": "mnist_cnn.predict:cli_predict",
     "export-web": "mnist_cnn.web:cli_export_web",

@@ -19,12 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
-import time
-from pathlib import Path
-
 import numpy as np
 
 from mnist_cnn.backend import import_keras, import_tensorflow
@@ -246,8 +240,20 @@ def train(model, x_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SE
                      callbacks=[*course, *callbacks], shuffle=False, verbose=verbose)
 
 
-# --- the train-keras command ----------------------------------------------------------
-def _summary_text(model):
+# --- what the train-keras command records (mnist_cnn.train_commands) ------------------
+def recipe_settings() -> dict:
+    """The recipe's settings, as the model card records them."""
+    return {"CONV_FILTERS": list(CONV_FILTERS), "KERNEL_SIZE": KERNEL_SIZE,
+            "DENSE_UNITS": DENSE_UNITS, "DROPOUT": DROPOUT, "BLOCK_DROPOUT": BLOCK_DROPOUT,
+            "optimizer": "Adam", "LR": LR, "lr_schedule": "cosine",
+            "LR_FINAL_FRACTION": LR_FINAL_FRACTION, "ROTATION": ROTATION,
+            "TRANSLATION": TRANSLATION, "ZOOM": ZOOM,
+            "EARLY_STOP_PATIENCE": EARLY_STOP_PATIENCE, "LABEL_SMOOTHING": LABEL_SMOOTHING,
+            "selection": "epoch with the best validation accuracy (later on ties)"}
+
+
+def summary_text(model) -> str:
+    """Keras' ``model.summary()`` as one string."""
     lines = []
     model.summary(print_fn=lambda s, **kw: lines.append(s), line_length=90)
     return "\n".join(lines)
@@ -258,74 +264,3 @@ def architecture(model):
     return [{"name": layer.name, "class": type(layer).__name__,
              "output_shape": list(layer.output.shape[1:]) if hasattr(layer, "output") else None,
              "params": int(layer.count_params())} for layer in model.layers]
-
-
-def cli_train_keras(args: argparse.Namespace) -> int:
-    """``python -m mnist_cnn train-keras``: train (choosing the epoch on the fixed
-    validation set), test once, save atomically, write the card."""
-    from mnist_cnn import _io, paths
-    from mnist_cnn.cards import write_card
-    from mnist_cnn.data import load_mnist
-    from mnist_cnn.model_files import predict_outputs
-
-    epochs = args.epochs if args.epochs is not None else EPOCHS
-    batch_size = args.batch_size if args.batch_size is not None else BATCH_SIZE
-    seed = args.seed if args.seed is not None else SEED
-    if epochs < 1 or batch_size < 1 or (args.limit is not None and args.limit < 10):
-        raise ValueError("--epochs and --batch-size must be >= 1 and --limit >= 10.")
-    out = Path(args.out) if args.out else paths.default_keras_model()
-    if out.suffix != ".keras":
-        raise ValueError(f"--out must end in .keras (got {out}).")
-    cache_dir = getattr(args, "cache_dir", None)
-
-    (x_train, y_train), (x_test, y_test) = load_mnist(cache_dir)
-    if args.limit is not None:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-
-    import_keras().utils.set_random_seed(seed)  # the initial weights too, not just training
-    model = build_model()
-    t0 = time.perf_counter()
-    history = train(model, x_train, y_train, epochs=epochs, batch_size=batch_size, seed=seed)
-    train_seconds = time.perf_counter() - t0
-    probs = predict_outputs(model, prepare_images(x_test))   # Softmax outputs; test set once
-
-    # No optimizer state in the shipped file: copy the trained weights into a fresh,
-    # never-compiled twin and save that (the .keras format has no include_optimizer).
-    shipped = build_model()
-    shipped.set_weights(model.get_weights())
-    if sys.argv[1:2] == ["train-keras"]:  # run from the command line: record it verbatim
-        command = "python -m mnist_cnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    else:
-        command = (f"python -m mnist_cnn train-keras --epochs {epochs} --seed {seed} "
-                   f"--batch-size {batch_size}"
-                   + (f" --limit {args.limit}" if args.limit is not None else ""))
-    hist = {k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()}
-    epochs_run = len(hist.get("loss", []))
-    n_val = len(split_validation(x_train, y_train)[1][1])
-    # model and card are written as temp files, then put in place together
-    with _io.atomic_pair(out, paths.card_path(out)) as (tmp, tmp_card):
-        shipped.save(tmp)
-        card = write_card(
-            tmp_card, tmp, model_name=out.name, engine="keras", probs=probs, y_test=y_test,
-            params=int(model.count_params()), train_images=int(len(x_train)) - n_val,
-            validation_images=n_val, epochs=epochs, batch_size=batch_size, seed=seed,
-            recipe={"CONV_FILTERS": list(CONV_FILTERS), "KERNEL_SIZE": KERNEL_SIZE,
-                    "DENSE_UNITS": DENSE_UNITS, "DROPOUT": DROPOUT,
-                    "BLOCK_DROPOUT": BLOCK_DROPOUT, "optimizer": "Adam", "LR": LR,
-                    "lr_schedule": "cosine", "LR_FINAL_FRACTION": LR_FINAL_FRACTION,
-                    "ROTATION": ROTATION, "TRANSLATION": TRANSLATION, "ZOOM": ZOOM,
-                    "EARLY_STOP_PATIENCE": EARLY_STOP_PATIENCE,
-                    "LABEL_SMOOTHING": LABEL_SMOOTHING,
-                    "selection": "epoch with the best validation accuracy (later on ties)"},
-            history=hist, seconds_per_epoch=train_seconds / max(epochs_run, 1),
-            train_minutes=train_seconds / 60,
-            training_path=f"keras {import_keras().__version__} (TensorFlow backend)",
-            architecture=_summary_text(model),
-            versions=_io.library_versions("tensorflow", "keras"), command=command,
-            epochs_run=epochs_run, layers=architecture(model),
-            input="float32 (N, 28, 28, 1), pixels in [0, 1], white digit on black",
-            output="(N, 10) probabilities (Softmax)")
-    print(f"Saved {out} ({card['file_size_bytes'] / 1024:.0f} KiB, {card['params']:,} "
-          f"parameters): test accuracy {card['test_accuracy'] * 100:.2f} % in "
-          f"{train_seconds:.0f} s of training; card {paths.card_path(out)}")
-    return 0

@@ -1,16 +1,14 @@
-"""Training the NumPy CNN: mini-batches, the fit loop, evaluation, and the CLI.
+"""Training the NumPy CNN: the recipe, mini-batches, the fit loop, evaluation.
 
 The committed model (``models/numpy_cnn.npz``) is produced by
-``python -m mnist_cnn train-numpy`` with no options: the recipe below.
+``python -m mnist_cnn train-numpy`` with no options (the command lives in
+:mod:`mnist_cnn.train_commands`, outside the engine): the recipe below.
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -20,11 +18,10 @@ from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
 from mnist_cnn.scratch.network import Sequential
-from mnist_cnn.scratch.optim import Adam, exponential_decay
+from mnist_cnn.scratch.optim import Adam
 
 __all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED",
-           "build_model", "prepare_images", "random_shift", "fit", "evaluate",
-           "cli_train_numpy"]
+           "build_model", "prepare_images", "random_shift", "fit", "evaluate"]
 
 # The recipe of the committed model (see book/backprop.md for why).
 EPOCHS = 15
@@ -179,73 +176,3 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
         for p, saved in zip(params, best[1], strict=True):
             p[...] = saved
     return history
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    parts = ["python", "-m", "mnist_cnn", "train-numpy"]
-    for opt in ("epochs", "seed", "batch_size", "limit", "out"):
-        val = getattr(args, opt, None)
-        if val is not None and not (opt == "seed" and val == SEED):
-            parts += [f"--{opt.replace('_', '-')}", str(val)]
-    return shlex.join(parts)
-
-
-def cli_train_numpy(args: argparse.Namespace) -> int:
-    """``python -m mnist_cnn train-numpy``: train the recipe with the speed layer
-    on the training images minus the fixed validation set (``--limit`` N: the
-    first N images), keep the epoch with the best validation accuracy, evaluate
-    once on the 10,000 test images, save the model atomically with its card,
-    print a one-line summary."""
-    from mnist_cnn import paths
-    from mnist_cnn._io import atomic_pair, library_versions
-    from mnist_cnn.cards import write_card
-    from mnist_cnn.data import load_mnist, split_validation
-
-    epochs = EPOCHS if args.epochs is None else args.epochs
-    batch_size = BATCH_SIZE if args.batch_size is None else args.batch_size
-    seed = SEED if args.seed is None else args.seed
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"--epochs and --batch-size must be positive, got {epochs}, {batch_size}")
-    if args.limit is not None and args.limit < 10:
-        raise ValueError(f"--limit must be at least 10, got {args.limit}")
-    out = Path(args.out) if args.out else paths.default_numpy_model()
-    if out.suffix != ".npz":
-        raise ValueError(f"--out must end in .npz, got {out}")
-
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.cache_dir, progress=True)
-    if args.limit is not None:
-        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    (x_train, y_train), (x_val, y_val) = split_validation(prepare_images(x_train), y_train)
-
-    model = build_model(seed)
-    print(model.summary())
-    engine = FastEngine(model)
-    print(f"Training with the speed layer: {engine.describe()}")
-    t0 = time.perf_counter()
-    history = fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
-                  optimizer=Adam(LR), schedule=exponential_decay(LR, LR_DECAY), seed=seed,
-                  validation_data=(x_val, y_val), shift=SHIFT, fast=engine, keep_best=True)
-    train_seconds = time.perf_counter() - t0
-    test_probs = model.predict_proba(prepare_images(x_test))     # the test set, once
-
-    # model and card are written as temp files, then put in place together
-    with atomic_pair(out, paths.card_path(out)) as (tmp, tmp_card):
-        model.save(tmp)
-        card = write_card(
-            tmp_card, tmp, model_name=out.name, engine="numpy", probs=test_probs, y_test=y_test,
-            params=model.count_params(), train_images=len(y_train),
-            validation_images=len(y_val), epochs=epochs, batch_size=batch_size, seed=seed,
-            recipe={"optimizer": "Adam", "LR": LR, "LR_DECAY": LR_DECAY, "DROPOUT": DROPOUT,
-                    "SHIFT": SHIFT, "selection": "epoch with the best validation accuracy"},
-            history={k: [float(v) for v in vals] for k, vals in history.items()
-                     if k != "best_epoch"},
-            seconds_per_epoch=float(np.mean(history["seconds"])),
-            train_minutes=train_seconds / 60, training_path=engine.describe(),
-            architecture=model.summary(), versions=library_versions(),
-            command=_command_line(args), best_epoch=history["best_epoch"])
-    print(f"NumPy CNN: test accuracy {card['test_accuracy']:.2%} (loss {card['test_loss']:.4f}), "
-          f"epoch {card['best_epoch']} of {epochs} chosen on {len(y_val):,} validation images, "
-          f"trained on {len(y_train):,} images in {train_seconds / 60:.1f} min "
-          f"({card['seconds_per_epoch']:.1f} s/epoch); saved {out} and "
-          f"{paths.card_path(out).name}")
-    return 0
