@@ -1,9 +1,12 @@
-"""Capture a screenshot of the running app for the deployment chapter.
+"""Capture a screenshot of the running app for the book and the README.
 
     python app/screenshot.py [--out book/_static/app_screenshot.png] [--model PATH]
 
 Starts the app on a free loopback port, draws a digit with the mouse in
-headless Chromium (the same driver as the browser tests) and saves the page.
+headless Chromium (the same driver as the browser tests) and saves the app's
+main area (canvas, prediction, the image the model sees, the probabilities)
+without the sidebar: narrow enough to show in the book's column at close to
+its own size, so its text stays legible.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from benchmarks.browser import (  # noqa: E402
     open_app,
     wait_for_full_result,
 )
+
+
+MAIN_AREA = '[data-testid="stMainBlockContainer"]'
 
 
 def main(argv=None) -> int:
@@ -43,7 +49,16 @@ def main(argv=None) -> int:
                 box = open_app(page, server.url)
                 draw_digit(page, box, args.digit, 60, 50, 170)
                 wait_for_full_result(page)
-                page.screenshot(path=str(out))
+                main = page.locator(MAIN_AREA)
+                # the block's own padding is blank: keep the content and a 16-px margin
+                pad = main.evaluate("e => { const s = getComputedStyle(e); return ["
+                                    "parseFloat(s.paddingLeft), parseFloat(s.paddingTop),"
+                                    " parseFloat(s.paddingBottom)]; }")
+                area = main.bounding_box()
+                page.screenshot(path=str(out), clip={
+                    "x": area["x"] + pad[0] - 16, "y": area["y"] + pad[1] - 16,
+                    "width": area["width"] - 2 * pad[0] + 32,
+                    "height": area["height"] - pad[1] - pad[2] + 32})
         finally:
             browser.close()
     print(f"Saved {out}")
