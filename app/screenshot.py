@@ -26,7 +26,6 @@ from benchmarks.browser import (  # noqa: E402
     wait_for_full_result,
 )
 
-
 MAIN_AREA = '[data-testid="stMainBlockContainer"]'
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from mnist_cnn.bench.stats import summary
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -190,12 +190,20 @@ def test_uniformly_translucent_image_is_blank():
 
 
 def test_thick_brush_on_small_digit_is_thinned_towards_mnist_width():
-    from mnist_cnn.preprocess import THICK_FRACTION, _bbox, _fit_box, _stroke_width, ink_map
+    from mnist_cnn.preprocess import (
+        THICK_FRACTION,
+        _bbox,
+        _fit_box,
+        _stroke_width,
+        ink_map,
+        stroke_fraction,
+    )
 
-    img = _drawn_seven(box=(20, 20, 80, 100), width=30)  # stroke ~ 35 % of the digit's size
+    img = _drawn_seven(box=(20, 20, 80, 100), width=40)  # stroke ~ 29 % of the digit's size
+    ink = ink_map(img)
+    assert stroke_fraction(ink) > THICK_FRACTION + 0.02       # bolder than _thin's threshold
     thick = to_mnist(img)
     _check_valid(thick)
-    ink = ink_map(img)
     t, b, l, r = _bbox(ink)
     unthinned = _fit_box(ink[t:b, l:r])
     assert _stroke_width(thick) < _stroke_width(unthinned) - 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_cnn import cli
+from mnist_cnn import cli, preprocess
 from mnist_cnn.canvas import CANVAS, simulate_canvas
 from mnist_cnn.numerics import assert_close
 from mnist_cnn.preprocess import to_mnist
@@ -226,6 +227,8 @@ def _rules_cases():
     cases = {}
     for d, size in ((1, 9), (4, 14), (7, 17)):
         cases[f"tiny {d}"] = render_digit(d, 100, 100, size, width=3)
+    # The app's widest brush on a small digit: strokes bolder than THICK_FRACTION, thinned.
+    cases["thick brush"] = render_digit(7, 15, 15, 90, width=40)
     paper = 255 - render_digit(3, 40, 30, 200, width=14, rgba=False)
     cases["paper"] = np.dstack([paper] * 3 + [np.full_like(paper, 255)])
     photo = np.zeros((CANVAS, CANVAS, 4), np.uint8)
@@ -240,6 +243,16 @@ def _rules_cases():
     faint[100:150, 100:150, :3] = 8
     cases["too faint"] = faint
     return cases
+
+
+def test_js_preprocessing_uses_the_python_constants():
+    """preprocess.js holds its own copy of to_mnist's constants: they must agree."""
+    js = (REPO / "book" / "_static" / "digit_widget" / "preprocess.js").read_text()
+    consts = dict(re.findall(r"\b([A-Z][A-Z_]+) = ([\d.]+)\b", js))
+    names = ["SIZE", "BOX", "CENTRE", "INK_THRESHOLD", "MIN_CONTRAST", "THICK_FRACTION",
+             "STROKE_FRACTION", "UNIFORM_STROKE"]
+    assert {n: float(consts[n]) for n in names} == {
+        n: float(getattr(preprocess, n)) for n in names}
 
 
 @pytest.mark.browser

@@ -16,7 +16,7 @@ A ``.npz`` model *is* a NumPy network: its predictor has the NumPy engine only
 the reason), and loading and running it never imports TensorFlow.
 
 It also returns the feature maps of each conv layer (after its BatchNorm/ReLU),
-which the app and the deployment chapter show.
+which the app shows (the book's appendix "Building the app").
 
 Example::
 

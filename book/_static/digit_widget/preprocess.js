@@ -18,7 +18,7 @@
 
   const SIZE = 28, BOX = 20, CENTRE = 14.0;
   const INK_THRESHOLD = 0.2, MIN_CONTRAST = 0.05;
-  const THICK_FRACTION = 0.25, STROKE_FRACTION = 0.18, UNIFORM_STROKE = 0.1;
+  const THICK_FRACTION = 0.26, STROKE_FRACTION = 0.20, UNIFORM_STROKE = 0.1;
 
   // Python's round(): halves go to the even neighbour.
   function roundHalfEven(v) {
