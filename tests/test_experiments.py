@@ -186,3 +186,135 @@ def test_a_batchnorm_run_records_validation_per_epoch_both_ways(small):
     # the seed fixes the initial weights too, whatever ran before
     assert experiments.batchnorm_run(False, 0, x, y) == plain
     assert all(0 <= v <= 1 for v in run["val"] + run["val_reestimated"])
+
+
+# ---------------------------------------------------------------- the optimiser lab
+OPTIMISERS = experiments.OPTIMISERS
+
+
+def _opt_record(seeds=(0, 1, 2)):
+    run = {"loss": [1.0] * experiments.OPT_EPOCHS, "val": [0.9] * experiments.OPT_EPOCHS,
+           "seconds": 1.0}
+    return {"experiment": "optimisers",
+            "settings": json.loads(json.dumps(experiments.OPT_SETTINGS)),
+            "seeds": list(seeds), "wall_seconds": 1.0,
+            "runs": {label: [{"seed": s, **run} for s in seeds] for label in OPTIMISERS}}
+
+
+def test_the_committed_optimisers_record_loads_with_every_optimiser_from_every_seed():
+    record = experiments.load("optimisers")           # checks the settings are the code's
+    assert record["settings"] == json.loads(json.dumps(experiments.OPT_SETTINGS))
+    assert record["command"].startswith("python -m mnist_cnn experiment optimisers")
+    assert record["seeds"] == list(experiments.OPT_SEEDS) and record["wall_seconds"] > 0
+    for label in OPTIMISERS:
+        assert [r["seed"] for r in record["runs"][label]] == record["seeds"]
+        # every run either learned or ended near chance: where DIVERGED_BELOW sits
+        # between them does not change which runs count as diverged
+        last = experiments.final(record, label, "val", last=1)
+        assert ((last < 0.2) | (last > 0.8)).all(), (label, last)
+        assert (experiments.diverged(record, label) == (last < 0.2)).all()
+
+
+def test_load_refuses_an_optimisers_record_it_cannot_trust(tmp_path):
+    path = tmp_path / "optimisers.json"
+    other = _opt_record()
+    other["settings"]["optimizers"]["momentum, step 0.3"]["lr"] = 0.3     # not 0.3 * (1 - mu)
+    path.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="other settings"):
+        experiments.load("optimisers", path=path)
+    fewer = _opt_record()
+    fewer["runs"]["Adam, lr 0.001"][0]["loss"] = [1.0]                   # one epoch of four
+    path.write_text(json.dumps(fewer))
+    with pytest.raises(ValueError, match="losses"):
+        experiments.load("optimisers", path=path)
+    path.write_text(json.dumps(_opt_record(seeds=(0, 1))))
+    with pytest.raises(ValueError, match="at least 3"):
+        experiments.load("optimisers", path=path)
+    # a loss that was not finite is stored as null: a result, which loads
+    blown = _opt_record()
+    blown["runs"]["SGD, step 3"][1]["loss"] = [None] * experiments.OPT_EPOCHS
+    blown["runs"]["SGD, step 3"][2]["val"] = [0.1] * experiments.OPT_EPOCHS
+    path.write_text(json.dumps(blown))
+    record = experiments.load("optimisers", path=path)
+    assert experiments.diverged(record, "SGD, step 3").tolist() == [False, True, True]
+    assert not experiments.diverged(record, "SGD, step 1").any()
+    loss = experiments.final(record, "SGD, step 3", "loss", last=1)
+    assert loss[0] == 1.0 and np.isnan(loss[1])
+
+
+def test_momentum_steps_at_the_same_effective_step_as_plain_sgd():
+    mu = experiments.MOMENTUM
+    g = np.array([0.5, -2.0])
+    for eta in experiments.EFFECTIVE_STEPS:
+        plain, heavy = OPTIMISERS[f"SGD, step {eta:g}"], OPTIMISERS[f"momentum, step {eta:g}"]
+        assert plain["lr"] == eta and plain["momentum"] == 0.0
+        assert np.isclose(heavy["lr"], eta * (1 - mu), rtol=1e-12) and heavy["momentum"] == mu
+        moves = []
+        for spec in (plain, heavy):
+            opt, p = experiments.make_optimiser(spec), np.zeros(2)
+            assert (opt.lr, opt.momentum) == (spec["lr"], spec["momentum"])
+            for _ in range(300):                      # a constant gradient, step after step
+                before = p.copy()
+                opt.step([p], [g])
+            moves.append(p - before)
+        # under a constant gradient both move a weight by eta * g per step
+        assert np.allclose(moves[0], -eta * g) and np.allclose(moves[1], -eta * g, rtol=1e-6)
+    adam = experiments.make_optimiser(OPTIMISERS["Adam, lr 0.001"])
+    assert type(adam).__name__ == "Adam" and adam.lr == 1e-3
+
+
+def test_an_optimisers_run_uses_its_optimiser_and_repeats_with_its_seed(small):
+    from mnist_cnn.scratch.optim import SGD
+
+    x, y, xv, yv = small[0][:100], small[1][:100], small[2], small[3]
+    label = "momentum, step 0.3"
+    a = experiments.optimisers_run(label, 3, x, y, xv, yv, epochs=1)
+    b = experiments.optimisers_run(label, 3, x, y, xv, yv, epochs=1)
+    c = experiments.optimisers_run(label, 4, x, y, xv, yv, epochs=1)
+    assert len(a["loss"]) == len(a["val"]) == 1 and a["seconds"] > 0
+    assert (a["loss"], a["val"]) == (b["loss"], b["val"])
+    assert a["loss"] != c["loss"]
+    # the run is the course network trained with SGD(0.3 * (1 - 0.9), momentum 0.9)
+    history = fit(build_model(seed=3), x, y, epochs=1, batch_size=experiments.OPT_BATCH_SIZE,
+                  optimizer=SGD(0.03, momentum=0.9), seed=3, validation_data=(xv, yv),
+                  progress=False, fast=True)
+    assert a["loss"] == history["loss"] and a["val"] == history["val_accuracy"]
+
+
+def test_the_optimisers_command_writes_a_record_that_loads(tmp_path, monkeypatch, capsys):
+    from mnist_cnn.cli import main
+
+    tiny = np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.intp)
+    monkeypatch.setattr(experiments, "experiment_data",
+                        lambda n_train, n_val=0, cache_dir=None: (tiny, tiny))
+
+    def fake_run(label, seed, *data):       # what the command does with a run, not training
+        blown = OPTIMISERS[label].get("effective_step") == 3.0
+        epochs = experiments.OPT_EPOCHS
+        return {"loss": [None if blown else 0.5] * epochs,
+                "val": [0.1 if blown else 0.9 + seed / 100] * epochs, "seconds": 0.5}
+
+    monkeypatch.setattr(experiments, "optimisers_run", fake_run)
+    out = tmp_path / "opt.json"
+    assert main(["experiment", "optimisers", "--out", str(out)]) == 0
+    record = experiments.load("optimisers", path=out)
+    assert record["seeds"] == [0, 1, 2]                  # this experiment's default seeds
+    assert record["command"] == f"python -m mnist_cnn experiment optimisers --out {out}"
+    assert experiments.diverged(record, "SGD, step 3").all()
+    printed = capsys.readouterr().out
+    assert "SGD, step 3" in printed and "diverged 3/3" in printed and "diverged 0/3" in printed
+
+
+def test_the_command_lists_the_experiments_and_names_them_on_a_typo(capsys):
+    """The experiments and their seeds are named in one place, the registry; the
+    command lists them, and a wrong name gets the list, not a traceback."""
+    from mnist_cnn.cli import main
+
+    assert main(["experiment", "list"]) == 0
+    listing = capsys.readouterr().out
+    for name, spec in experiments.EXPERIMENTS.items():
+        seeds = " ".join(map(str, spec.get("seeds", experiments.SEEDS)))
+        assert f"{name}" in listing and f"(seeds {seeds})" in listing
+    assert main(["experiment", "overfiting"]) == 1
+    err = capsys.readouterr().err
+    assert "no experiment 'overfiting'" in err and "optimisers" in err

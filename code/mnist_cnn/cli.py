@@ -114,12 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment",
                        help="run a training experiment the book reports, over several seeds, "
                             "and write its results (models/experiments/NAME.json)")
-    p.add_argument("name", choices=("overfitting", "batchnorm"),
-                   help="overfitting: 4 recipes on 1,000 training images, 12 epochs; "
-                        "batchnorm: the Keras network with and without BN, 3 epochs "
-                        "on 6,000 images")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                   help="seeds, at least 3 (default: 0 1 2 3 4)")
+    # The experiments and their default seeds are named in mnist_cnn.experiments only
+    # (importing it here would slow every command's start): `experiment list` lists them.
+    p.add_argument("name", metavar="NAME",
+                   help="the experiment to run; `experiment list` lists them with what "
+                        "each measures and its default seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds, at least 3 (default: the experiment's own)")
     p.add_argument("--out", default=None,
                    help="output file (default: models/experiments/NAME.json)")
     _add_common_data(p)

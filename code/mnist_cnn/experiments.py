@@ -5,12 +5,14 @@ them once and writes the results with their card (settings, seeds, command,
 library versions, wall time) to ``models/experiments/<name>.json``; the chapter
 loads the file, which checks it was made with the settings this code states, and
 computes every figure it quotes from it. The generalisation chapter also reruns
-the first epoch of one seed of each recipe to show the file is what this code
-produces (the Keras experiment is not rerun in the build: an epoch of it costs
-more than a page should, and Keras on another CPU is not bit-for-bit the same).
+the first epoch of one seed of each overfitting recipe, and of one optimiser, to
+show the files are what this code produces (the Keras experiment is not rerun in
+the build: an epoch of it costs more than a page should, and Keras on another CPU
+is not bit-for-bit the same).
 
     python -m mnist_cnn experiment overfitting
     python -m mnist_cnn experiment batchnorm          # Keras
+    python -m mnist_cnn experiment optimisers
 
 (each takes minutes; the record keeps its own wall time).
 
@@ -33,6 +35,15 @@ validation accuracy after each epoch (Keras' inference mode: BN uses its running
 averages) and, for the BN network, the same with each BN layer's statistics
 recomputed from 2,000 of its training images (:func:`reestimated`), which shows
 how much of BN's early validation accuracy the running averages' lag costs.
+
+``optimisers``: the course network on 3,000 training images, 4 epochs, batch 50,
+three seeds, trained by plain SGD and by SGD with momentum 0.9 at the same
+*effective* step sizes (momentum's ``lr`` is the step times ``1 - momentum``, so
+that under a constant gradient both move a weight equally fast), and by Adam over
+a grid of learning rates. After every epoch it records the training loss ``fit``
+reports (``null`` where it was not a finite number) and the validation accuracy
+on the 2,000 digits of ``overfitting``. A step that is too large makes a run
+diverge; that is a result, recorded like any other (:func:`diverged`).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ import numpy as np
 
 from mnist_cnn.data import VALIDATION_SIZE
 from mnist_cnn.scratch.fast.engine import SHARDS
+from mnist_cnn.scratch.train import DROPOUT
 
 N_TRAIN = 1000          # few enough images for the network to memorise them
 N_VAL = 2000            # validation digits (of the fixed 5,000)
@@ -79,19 +91,26 @@ def experiment_path(name: str) -> Path:
     return paths.models_dir() / "experiments" / f"{name}.json"
 
 
-def overfitting_data(cache_dir=None):
-    """The experiment's images: the first 1,000 of the training split and the first
-    2,000 of the fixed validation split, float32 in [0, 1]. Returns
+def experiment_data(n_train: int, n_val: int = N_VAL, cache_dir=None):
+    """An experiment's images: the first ``n_train`` of the training split and the
+    first ``n_val`` of the fixed validation split, float32 in [0, 1]. Returns
     ``(x, y), (x_val, y_val)``."""
     from mnist_cnn.data import load_mnist, prepare_images, split_validation
 
     (x_u8, y), _ = load_mnist(cache_dir, progress=False)
     (x_fit, y_fit), (x_val, y_val) = split_validation(prepare_images(x_u8), y.astype(np.intp),
                                                       VALIDATION_SIZE)
-    return (x_fit[:N_TRAIN], y_fit[:N_TRAIN]), (x_val[:N_VAL], y_val[:N_VAL])
+    return (x_fit[:n_train], y_fit[:n_train]), (x_val[:n_val], y_val[:n_val])
 
 
-def overfitting_run(recipe: dict, seed: int, x, y, x_val, y_val, epochs: int = EPOCHS) -> dict:
+def overfitting_data(cache_dir=None):
+    """The overfitting experiment's images: the first 1,000 of the training split and
+    the first 2,000 of the fixed validation split (:func:`experiment_data`)."""
+    return experiment_data(N_TRAIN, cache_dir=cache_dir)
+
+
+def overfitting_run(recipe: dict, seed: int, x, y, x_val, y_val,
+                    epochs: int = EPOCHS) -> dict:
     """Train the course network with ``recipe`` (a value of :data:`RECIPES`) from
     ``seed``. Returns per-epoch lists ``running``, ``train``, ``val`` (accuracies, see
     the module's docstring), ``seconds``, and the final ``weight_norm`` (the L2 norm
@@ -102,13 +121,15 @@ def overfitting_run(recipe: dict, seed: int, x, y, x_val, y_val, epochs: int = E
     model = build_model(seed=seed, dropout=recipe["dropout"])
     history = fit(model, x, y, epochs=epochs, batch_size=BATCH_SIZE,
                   optimizer=Adam(LR, weight_decay=recipe["weight_decay"]), seed=seed,
-                  validation_data=(x_val, y_val), shift=recipe["shift"], progress=False,
-                  fast=True,
-                  on_epoch_end=lambda epoch, net: {"train": evaluate(net, x, y)["accuracy"]})
+                  validation_data=(x_val, y_val), shift=recipe["shift"],
+                  progress=False, fast=True,
+                  on_epoch_end=lambda epoch, net: {
+                      "train": evaluate(net, x, y)["accuracy"]})
     norm = float(np.sqrt(sum(float((p.astype(np.float64) ** 2).sum())
                              for p in model.parameters())))
     return {"running": history["accuracy"], "train": history["train"],
-            "val": history["val_accuracy"], "seconds": history["seconds"], "weight_norm": norm}
+            "val": history["val_accuracy"], "seconds": history["seconds"],
+            "weight_norm": norm}
 
 
 def overfitting(seeds=SEEDS, progress: bool = True, cache_dir=None) -> dict:
@@ -173,6 +194,12 @@ def _check_runs(record: dict, spec: dict) -> None:
                         isinstance(v, float) and 0 <= v <= 1 for v in values):
                     raise ValueError(f"{label!r}, seed {run['seed']}: {key!r} is not "
                                      f"{spec['epochs']} accuracies")
+            for key in spec.get("losses", ()):
+                values = run[key]           # None: the loss was not a finite number
+                if len(values) != spec["epochs"] or not all(
+                        v is None or (isinstance(v, float) and v >= 0) for v in values):
+                    raise ValueError(f"{label!r}, seed {run['seed']}: {key!r} is not "
+                                     f"{spec['epochs']} losses")
             for key in spec.get("per_run", ()):
                 if not isinstance(run[key], float):
                     raise ValueError(f"{label!r}, seed {run['seed']}: no {key!r}")
@@ -182,14 +209,15 @@ def _check_runs(record: dict, spec: dict) -> None:
 
 def final(record: dict, label: str, key: str, last: int = ENDPOINT_EPOCHS) -> np.ndarray:
     """One value per seed for recipe (or model) ``label``: the mean over the ``last``
-    epochs of ``key`` ("running", "train", "val", "val_reestimated", or "gap" =
-    train - val), or the run's "weight_norm" (measured once, after training)."""
+    epochs of ``key`` ("running", "train", "val", "val_reestimated", "loss", or "gap"
+    = train - val), or the run's "weight_norm" (measured once, after training). A
+    loss recorded as None (not finite) counts as NaN."""
     runs = record["runs"][label]
     if key == "weight_norm":
         return np.array([r["weight_norm"] for r in runs])
     if key == "gap":
         return final(record, label, "train", last) - final(record, label, "val", last)
-    return np.array([np.mean(r[key][-last:]) for r in runs])
+    return np.array([np.mean(np.array(r[key][-last:], dtype=np.float64)) for r in runs])
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -279,16 +307,117 @@ def batchnorm(seeds=SEEDS, progress: bool = True, cache_dir=None) -> dict:
             "seeds": [int(s) for s in seeds], "runs": runs}
 
 
+OPT_N_TRAIN = 3000      # enough images for the optimisers to differ in 4 epochs
+OPT_EPOCHS = 4
+OPT_BATCH_SIZE = 50
+OPT_SEEDS = (0, 1, 2)
+MOMENTUM = 0.9
+# Effective step sizes eta_eff: plain SGD steps with lr = eta_eff, momentum with
+# lr = eta_eff * (1 - MOMENTUM), whose velocity under a constant gradient g tends to
+# -eta_eff * g. The largest steps are there to find where training stops working.
+EFFECTIVE_STEPS = (0.03, 0.1, 0.3, 1.0, 3.0)
+ADAM_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+# A run whose last validation accuracy is below this has diverged: its weights left
+# the region where the network learns and it ends near chance (10 %). Runs that
+# learn end far above it, so the split does not depend on the exact line.
+DIVERGED_BELOW = 0.5
+
+
+def _optimiser_table() -> dict:
+    """label -> optimiser: plain SGD and momentum at each effective step, Adam at
+    each of its learning rates."""
+    table = {}
+    for eta in EFFECTIVE_STEPS:
+        table[f"SGD, step {eta:g}"] = {"optimizer": "SGD", "lr": eta, "momentum": 0.0,
+                                       "effective_step": eta}
+        # under a steady gradient g momentum's velocity tends to -lr * g / (1 - mu):
+        # lr = eta * (1 - mu) makes that -eta * g, plain SGD's step
+        table[f"momentum, step {eta:g}"] = {
+            "optimizer": "SGD", "lr": round(eta * (1 - MOMENTUM), 12),
+            "momentum": MOMENTUM, "effective_step": eta}
+    for lr in ADAM_LRS:
+        table[f"Adam, lr {lr:g}"] = {"optimizer": "Adam", "lr": lr}
+    return table
+
+
+# label -> the optimiser of the run (its class, lr, momentum, effective step)
+OPTIMISERS = _optimiser_table()
+OPT_SETTINGS = {"n_train": OPT_N_TRAIN, "n_val": N_VAL, "validation_split": VALIDATION_SIZE,
+                "epochs": OPT_EPOCHS, "batch_size": OPT_BATCH_SIZE, "dropout": DROPOUT,
+                "engine": "FastEngine", "shards": SHARDS, "optimizers": OPTIMISERS}
+
+
+def make_optimiser(spec: dict):
+    """The optimiser a value of :data:`OPTIMISERS` describes, with fresh state."""
+    from mnist_cnn.scratch.optim import SGD, Adam
+
+    if spec["optimizer"] == "Adam":
+        return Adam(spec["lr"])
+    return SGD(spec["lr"], momentum=spec["momentum"])
+
+
+def optimisers_run(label: str, seed: int, x, y, x_val, y_val,
+                   epochs: int = OPT_EPOCHS) -> dict:
+    """Train the course network from ``seed`` with the optimiser of ``label`` (a key
+    of :data:`OPTIMISERS`). Returns per-epoch lists ``loss`` (the training loss
+    ``fit`` reports; None where it was not finite) and ``val`` (validation
+    accuracy), and the run's training ``seconds``."""
+    from mnist_cnn.scratch.train import build_model, fit
+
+    model = build_model(seed=seed)
+    history = fit(model, x, y, epochs=epochs, batch_size=OPT_BATCH_SIZE,
+                  optimizer=make_optimiser(OPTIMISERS[label]), seed=seed,
+                  validation_data=(x_val, y_val), progress=False, fast=True)
+    return {"loss": [float(v) if np.isfinite(v) else None for v in history["loss"]],
+            "val": [float(v) for v in history["val_accuracy"]],
+            "seconds": float(sum(history["seconds"]))}
+
+
+def optimisers(seeds=OPT_SEEDS, progress: bool = True, cache_dir=None) -> dict:
+    """Every optimiser of :data:`OPTIMISERS` from every seed; the experiment's record."""
+    from tqdm import tqdm
+
+    (x, y), (x_val, y_val) = experiment_data(OPT_N_TRAIN, cache_dir=cache_dir)
+    runs: dict[str, list] = {label: [] for label in OPTIMISERS}
+    jobs = [(label, seed) for label in OPTIMISERS for seed in seeds]
+    for label, seed in tqdm(jobs, desc="optimiser runs", unit="run", disable=not progress):
+        runs[label].append({"seed": int(seed),
+                            **optimisers_run(label, seed, x, y, x_val, y_val)})
+    return {"experiment": "optimisers", "settings": OPT_SETTINGS,
+            "seeds": [int(s) for s in seeds], "runs": runs}
+
+
+def diverged(record: dict, label: str) -> np.ndarray:
+    """One bool per seed: did the run of ``label`` diverge (a training loss that was
+    not finite, or a last validation accuracy below :data:`DIVERGED_BELOW`)?"""
+    return np.array([any(v is None for v in r["loss"]) or r["val"][-1] < DIVERGED_BELOW
+                     for r in record["runs"][label]])
+
+
+def _diverged_summary(record: dict, label: str) -> str:
+    return f"diverged {int(diverged(record, label).sum())}/{len(record['seeds'])}"
+
+
 # name -> what load() checks (the settings, the labels, the per-epoch keys every run
-# has, epochs), the function that runs it, and what the command prints.
+# has, epochs), the function that runs it, its default seeds, and what the command
+# prints.
 EXPERIMENTS = {
-    "overfitting": {"settings": SETTINGS, "labels": tuple(RECIPES), "per_epoch": ACCURACIES,
+    "overfitting": {"about": "4 recipes on 1,000 training images, 12 epochs",
+                    "settings": SETTINGS, "labels": tuple(RECIPES), "per_epoch": ACCURACIES,
                     "per_run": ("weight_norm",), "epochs": EPOCHS, "run": overfitting,
                     "summary": ("train", "val", "gap")},
-    "batchnorm": {"settings": BN_SETTINGS, "labels": tuple(BN_MODELS), "per_epoch": ("val",),
+    "batchnorm": {"about": "the Keras network with and without BN, 3 epochs on 6,000 "
+                           "images",
+                  "settings": BN_SETTINGS, "labels": tuple(BN_MODELS), "per_epoch": ("val",),
                   "label_per_epoch": {"with BN": ("val_reestimated",)},
                   "epochs": BN_EPOCHS, "run": batchnorm, "summary": ("val", "val_reestimated"),
                   "summary_epochs": 1},
+    "optimisers": {"about": "SGD and momentum at equal effective steps, Adam over "
+                            "step sizes; 3,000 images, 4 epochs",
+                   "settings": OPT_SETTINGS, "labels": tuple(OPTIMISERS), "per_epoch": ("val",),
+                   "losses": ("loss",), "per_run": ("seconds",), "epochs": OPT_EPOCHS,
+                   "run": optimisers, "seeds": OPT_SEEDS, "summary": ("val",),
+                   "summary_epochs": 1, "summary_extra": _diverged_summary},
 }
 
 
@@ -318,7 +447,7 @@ def compare(a, b) -> tuple[float, float, str]:
 
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "mnist_cnn", "experiment", args.name]
-    if tuple(args.seeds) != SEEDS:
+    if args.seeds is not None and tuple(args.seeds) != EXPERIMENTS[args.name].get("seeds", SEEDS):
         parts += ["--seeds", *map(str, args.seeds)]
     if args.out:
         parts += ["--out", str(args.out)]
@@ -330,10 +459,18 @@ def cli_experiment(args: argparse.Namespace) -> int:
     print each label's last-epoch figures (mean ± sd over the seeds)."""
     from mnist_cnn._io import library_versions, write_json
 
-    seeds = list(args.seeds)
+    if args.name not in EXPERIMENTS:
+        listing = "\n".join(f"  {name:12s} {spec['about']} (seeds "
+                             f"{' '.join(map(str, spec.get('seeds', SEEDS)))})"
+                             for name, spec in EXPERIMENTS.items())
+        if args.name == "list":
+            print(f"The experiments the book reports:\n{listing}")
+            return 0
+        raise ValueError(f"no experiment {args.name!r}; the experiments are:\n{listing}")
+    spec = EXPERIMENTS[args.name]
+    seeds = list(spec.get("seeds", SEEDS) if args.seeds is None else args.seeds)
     if len(set(seeds)) != len(seeds) or len(seeds) < 3 or min(seeds) < 0:
         raise ValueError(f"--seeds takes at least 3 different non-negative seeds, got {seeds}")
-    spec = EXPERIMENTS[args.name]
     out = Path(args.out).expanduser() if args.out else experiment_path(args.name)
     if out.suffix != ".json" or out.is_dir():     # said now, not after minutes of training
         raise ValueError(f"--out must be a .json file, got {out}")
@@ -358,5 +495,7 @@ def cli_experiment(args: argparse.Namespace) -> int:
                                          spec.get("summary_epochs", ENDPOINT_EPOCHS)))
                 figures.append(f"{key} {mean:+.1%} ± {sd:.1%}" if key == "gap"
                                else f"{key} {mean:.1%} ± {sd:.1%}")
+        if "summary_extra" in spec:
+            figures.append(spec["summary_extra"](record, label))
         print(f"  {label:22s} " + "   ".join(figures))
     return 0
