@@ -89,6 +89,66 @@ def _open(browser, url: str, origin: str):
     return page, report
 
 
+# What a reader at 1280 px would have to scroll sideways to read, with every
+# drop-down (hidden inputs, solutions) opened: code and output blocks wider than
+# their box, display equations wider than the column; figures scaled down so far
+# that their labels are hard to read; and figures that read
+# wrongly: a rounded "-0.00", or prose where a figure's "%" or "±" can break onto
+# the next line (a plain space before it; book/_ext/site_fixes.py makes it a
+# no-break space).
+LAYOUT_JS = r"""() => {
+  const MIN_FIGURE_SCALE = 0.7;
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+  const main = document.querySelector('main');
+  const clipped = [];
+  for (const pre of main.querySelectorAll('pre')) {
+    if (pre.scrollWidth > pre.clientWidth + 1) {
+      const kind = pre.closest('.cell_output') ? 'output' : 'code';
+      const longest = pre.textContent.split('\n')
+        .reduce((a, b) => b.length > a.length ? b : a, '');
+      const cut = pre.scrollWidth - pre.clientWidth;
+      clipped.push(`${kind}, ${cut} px cut: ${longest.trim().slice(0, 70)}`);
+    }
+  }
+  const equations = [];
+  for (const eq of main.querySelectorAll('mjx-container[display="true"]')) {
+    const column = eq.parentElement.getBoundingClientRect().width;
+    const wide = Math.max(eq.scrollWidth,
+                          ...[...eq.children].map(c => c.getBoundingClientRect().width));
+    if (wide > column + 1) {
+      equations.push(`${Math.round(wide)} px in ${Math.round(column)}: `
+                     + eq.textContent.slice(0, 50));
+    }
+  }
+  // A figure shrunk to fit the column shrinks its text with it: below 0.7 of its
+  // drawn size, 9-point labels at the book's 110 dpi fall under 10 px.
+  const shrunk = [...main.querySelectorAll('img')]
+    .filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width > 0)
+    .map(i => [i.getBoundingClientRect().width / i.naturalWidth, i])
+    .filter(([scale]) => scale < MIN_FIGURE_SCALE)
+    .map(([scale, i]) => `${scale.toFixed(2)} of ${i.naturalWidth} px: `
+                         + (i.alt || i.src).slice(0, 60));
+  const skip = n => n.parentElement.closest('pre, code, mjx-container, script, style, .cell_input');
+  const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
+  const blocks = new Map();
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (skip(n)) continue;
+    const block = n.parentElement.closest('p, li, td, th, dt, dd, figcaption, caption')
+      || n.parentElement;
+    blocks.set(block, (blocks.get(block) || '') + n.textContent);
+  }
+  const breakable = [];
+  for (const text of blocks.values()) {
+    for (const m of text.matchAll(/\S{0,12}( %| ±|± )\S{0,12}/g)) breakable.push(m[0]);
+  }
+  const printed = [...main.querySelectorAll('.cell_output')].map(e => e.textContent).join('\n')
+    + [...blocks.values()].join('\n');
+  const negativeZero = [...printed.matchAll(/(?<![\w.])[-−]0\.0+(?![\d])/g)].map(m => m[0]);
+  return {clipped, equations, shrunk, breakable, negativeZero};
+}"""
+
+
 def _html_url(base: str, page: str) -> str:
     return urllib.parse.urljoin(base, page + ".html")
 
@@ -133,6 +193,7 @@ def crawl(browser, base_url):
         if name in ("book/index", CHAPTERS[-1]):
             shot = ROOT / "_build" / f"site_{name.split('/')[-1]}.png"
             page.screenshot(path=str(shot), full_page=False)
+        results[name]["layout"] = page.evaluate(LAYOUT_JS)
         page.close()
     return results
 
@@ -181,6 +242,24 @@ def test_math_is_rendered(crawl, name):
     assert "$$" not in page["text"], "raw display math left in the page"
     if page["math"]:
         assert page["mathjax"] >= page["math"]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_nothing_runs_past_the_column(crawl, name):
+    """At 1280 px no code, output or display equation is cut at the column's edge,
+    and no figure is shrunk below 0.7 of the size it was drawn at."""
+    layout = crawl[name]["layout"]
+    cut = {"code or output": layout["clipped"], "display equations": layout["equations"],
+           "figures shrunk": layout["shrunk"]}
+    assert cut == {"code or output": [], "display equations": [], "figures shrunk": []}
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_figures_read_whole(crawl, name):
+    """No "-0.00", and no figure whose "%" or "±" may wrap onto the next line."""
+    layout = crawl[name]["layout"]
+    wrong = {"negative zero": layout["negativeZero"], "breakable": layout["breakable"]}
+    assert wrong == {"negative zero": [], "breakable": []}
 
 
 def test_internal_links_resolve(crawl, base_url):

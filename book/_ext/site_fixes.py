@@ -6,9 +6,20 @@
   dropped here, keeping the first.
 - The live-app URL is defined once in _config.yml (``myst_substitutions.live_app_url``);
   the banner on every page is built from it here.
+- The book's own style sheet (``_static/course.css``: a column that fits the code)
+  is added to every page.
+- A figure and its unit or spread stay on one line: in prose, the space before
+  ``%`` and the spaces around ``±`` become no-break spaces, so "99 %" or
+  "95.6 ± 0.2" never breaks across lines. Code, output and math are left alone.
 """
 
 from __future__ import annotations
+
+import re
+
+from docutils import nodes
+
+_BREAKABLE = re.compile(r" (?=%)| ?± ?")   # a space before %, spaces around ±
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
@@ -41,7 +52,33 @@ def _live_app_banner(app, config):
     config.html_theme_options = options
 
 
+def _keep_figures_whole(text: str) -> str:
+    return _BREAKABLE.sub(lambda m: m.group().replace(" ", "\u00a0"), text)
+
+
+def _unbreakable_units(app, doctree, docname):
+    # Runs after the post-transforms, so glued figures are text by now.
+    skip = (nodes.FixedTextElement, nodes.literal, nodes.math, nodes.raw)
+    for text in list(doctree.findall(nodes.Text)):
+        if " %" not in text and "±" not in text:
+            continue
+        parent = text.parent
+        if any(isinstance(a, skip) for a in _ancestors(parent)):
+            continue
+        new = _keep_figures_whole(str(text))
+        if new != str(text):
+            parent.replace(text, nodes.Text(new))
+
+
+def _ancestors(node):
+    while node is not None:
+        yield node
+        node = node.parent
+
+
 def setup(app):
+    app.add_css_file("course.css")
     app.connect("config-inited", _live_app_banner)
+    app.connect("doctree-resolved", _unbreakable_units)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
