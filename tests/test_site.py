@@ -129,7 +129,9 @@ LAYOUT_JS = r"""() => {
     .filter(([scale]) => scale < MIN_FIGURE_SCALE)
     .map(([scale, i]) => `${scale.toFixed(2)} of ${i.naturalWidth} px: `
                          + (i.alt || i.src).slice(0, 60));
-  const skip = n => n.parentElement.closest('pre, code, mjx-container, script, style, .cell_input');
+  // Prose only: what a program prints (and its tables) is its own text.
+  const skip = n => n.parentElement.closest(
+    'pre, code, mjx-container, script, style, .cell_input, .cell_output');
   const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
   const blocks = new Map();
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
