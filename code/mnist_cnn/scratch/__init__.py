@@ -17,9 +17,10 @@ from mnist_cnn.scratch.layers import (  # noqa: E402
     Flatten,
     MaxPooling2D,
     ReLU,
+    Residual,
     Softmax,
 )
 from mnist_cnn.scratch.network import Sequential  # noqa: E402
 
 __all__ += ["BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten", "MaxPooling2D",
-            "ReLU", "Softmax", "Sequential"]
+            "ReLU", "Residual", "Softmax", "Sequential"]

@@ -39,6 +39,8 @@ __all__ = [
     "conv2d",
     "conv2d_backward_naive",
     "conv2d_backward",
+    "conv2d_transpose",
+    "dilate_kernel",
     "max_pool2d_naive",
     "max_pool2d_backward_naive",
     "max_pool2d",
@@ -300,6 +302,66 @@ def conv2d_backward_naive(dout, cache, need_dx: bool = True):
     h, wd = x.shape[1:3]
     dx = dxp[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd, :]
     return (dx if need_dx else None), dw, db
+
+
+def _transpose_size(n: int, k: int, stride: int, padding) -> int:
+    """Keras' Conv2DTranspose output size: an input size m that conv2d maps to n."""
+    if padding == "same":
+        return n * stride
+    if padding == "valid":
+        return n * stride + max(k - stride, 0)
+    return (n - 1) * stride + k - 2 * padding
+
+
+def conv2d_transpose(x, w, stride=1, padding="valid", output_size=None):
+    """Transposed convolution: the backward pass of :func:`conv2d` w.r.t. its input.
+
+    conv2d is linear in its input, z = A x, so its backward pass is
+    dL/dx = A^T dL/dz; conv2d_transpose(y) = A^T y is that map used as a layer:
+    each input value spreads, weighted by the kernel, over a KH x KW patch of
+    the output (a stride s upsamples by s). It runs :func:`conv2d_backward`
+    with y as dL/dz; A^T does not depend on x, so the cache comes from conv2d
+    on zeros (two of the three matrix products are wasted: clarity first).
+
+    Inputs:
+    - x: (N, H, W, C_in); w: (KH, KW, C_out, C_in), the kernel of the conv2d
+      (C_out -> C_in channels) being reversed, TensorFlow's filter layout
+    - stride, padding: those of that conv2d
+    - output_size: (H_out, W_out). Default as Keras' Conv2DTranspose: H * s
+      ("same"), H * s + max(KH - s, 0) ("valid"), (H - 1) * s + KH - 2p (int p)
+
+    Returns out (N, H_out, W_out, C_out), the shape of conv2d's input.
+    """
+    stride, padding = _check_stride(stride), _check_padding(padding)
+    if output_size is None:
+        output_size = [_transpose_size(n, k, stride, padding)
+                       for n, k in zip(np.shape(x)[1:3], np.shape(w)[:2], strict=True)]
+    zeros = np.zeros((len(x), *output_size, np.shape(w)[2]), np.result_type(x, w))
+    z, cache = conv2d(zeros, w, None, stride, padding)
+    if z.shape != np.shape(x):
+        raise ValueError(f"conv2d with w {np.shape(w)} maps {zeros.shape} to "
+                         f"{z.shape}, not to x's shape {np.shape(x)}")
+    out, _, _ = conv2d_backward(np.asarray(x), cache)
+    return out
+
+
+def dilate_kernel(w, rate: int):
+    """A kernel with ``rate - 1`` zeros between its taps (an atrous kernel).
+
+    A dilated convolution of rate d is conv2d with this kernel:
+    ``conv2d(x, dilate_kernel(w, d), b, stride, padding)``. A K x K kernel
+    then covers d (K - 1) + 1 positions per axis with K x K weights. Its
+    gradient: dW = dW_dilated[::d, ::d] (the zeros are not weights).
+
+    Inputs: w (KH, KW, C_in, C_out), rate d >= 1.
+    Returns shape (d (KH - 1) + 1, d (KW - 1) + 1, C_in, C_out).
+    """
+    w = np.asarray(w)
+    d = _check_stride(rate, "rate")
+    kh, kw = w.shape[:2]
+    out = np.zeros((d * (kh - 1) + 1, d * (kw - 1) + 1, *w.shape[2:]), w.dtype)
+    out[::d, ::d] = w
+    return out
 
 
 # --------------------------------------------------------------------------- pooling

@@ -18,13 +18,16 @@ layer by layer.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import MutableMapping
+
 import numpy as np
 
 from mnist_cnn.scratch import functional as F
 
 __all__ = ["he_normal", "glorot_uniform", "Layer", "Conv2D", "MaxPooling2D", "ReLU", "Flatten",
-           "Dropout", "Dense", "BatchNormalization", "Softmax", "layer_from_config",
-           "LAYER_CLASSES"]
+           "Dropout", "Dense", "BatchNormalization", "Softmax", "Residual",
+           "layer_from_config", "LAYER_CLASSES", "walk"]
 
 DTYPE = np.float32
 
@@ -364,9 +367,181 @@ class Softmax(Layer):
         return p * (dout - (dout * p).sum(axis=-1, keepdims=True))
 
 
+def _joined(attr: str) -> property:
+    """A block's ``attr`` (params, grads or state): its inner layers' dicts as one
+    mapping (:class:`_Joined`); assigning a dict updates the arrays it names."""
+    return property(lambda self: _Joined(self._sublayers(), attr),
+                    lambda self, new: _Joined(self._sublayers(), attr).update(new))
+
+
+class Residual(Layer):
+    """A residual block (He et al., 2016): y = f(x) + shortcut(x).
+
+    f is ``layers`` applied in order, e.g. Conv2D 3x3 "same" -> ReLU -> Conv2D
+    3x3 "same". The shortcut is the identity, or ``shortcut``, a layer (a 1x1
+    Conv2D with f's filters and stride) for when f changes the channels or size.
+
+    Backward, by the sum rule (the derivative of a sum is the sum of derivatives):
+        dL/dx = (df/dx)^T dL/dy + (ds/dx)^T dL/dy
+              = f.backward(dL/dy) + s.backward(dL/dy)
+    dL/dy goes unchanged into both branches and their input gradients add up;
+    with the identity shortcut the second term is dL/dy itself.
+
+    The inner layers keep their own weights; ``params``, ``grads`` and ``state``
+    show them as one mapping, "<inner layer name>/<key>" -> the same arrays (not
+    copies), read and written through, so networks, optimisers, save/load and
+    the speed layer treat the block as one layer.
+
+    Inputs: layers, a list of layers (or their configs); shortcut None, a layer
+    or its config; name.
+    """
+
+    def __init__(self, layers, shortcut=None, name: str | None = None):
+        self.layers = [_as_layer(layer) for layer in layers]
+        self.shortcut = None if shortcut is None else _as_layer(shortcut)
+        names = [layer.name for layer in self._sublayers()]
+        if not self.layers or len(set(names)) != len(names):
+            raise ValueError(f"Residual needs layers with unique names, got {names}")
+        super().__init__(name)
+
+    def _sublayers(self) -> list[Layer]:
+        return self.layers + ([] if self.shortcut is None else [self.shortcut])
+
+    def build(self, input_shape, rng=None):
+        """Build f's layers in turn (He init before a ReLU, as Sequential does)
+        and the shortcut; both must give the same shape."""
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.input_shape = shape = tuple(int(d) for d in input_shape)
+        for layer, nxt in zip(self.layers, [*self.layers[1:], None], strict=True):
+            # f's last layer (and the shortcut) feed what follows the block.
+            layer.init = self.init if nxt is None else (
+                "he" if isinstance(nxt, ReLU) else "glorot")
+            shape = layer.build(shape, rng)
+        skip = self.input_shape
+        if self.shortcut is not None:
+            self.shortcut.init = self.init
+            skip = self.shortcut.build(self.input_shape, rng)
+        if skip != shape:
+            raise ValueError(f"Residual {self.name!r}: f gives {shape}, the shortcut "
+                             f"{skip}; project: shortcut=Conv2D({shape[-1]}, 1, ...)")
+        self.output_shape = shape
+        return shape
+
+    def forward(self, x, training=False):
+        out = x
+        for layer in self.layers:
+            out = layer.forward(out, training=training)
+        s = self.shortcut
+        return out + (x if s is None else s.forward(x, training=training))
+
+    def backward(self, dout):
+        d_f = dout
+        for layer in reversed(self.layers):
+            d_f = layer.backward(d_f)
+        s = self.shortcut
+        d_skip = dout if s is None else s.backward(dout)
+        return d_f + d_skip if self.need_dx else None     # the sum rule
+
+    # -- the inner layers' arrays, seen as the block's own (read and written through)
+    params, grads, state = _joined("params"), _joined("grads"), _joined("state")
+
+    @property
+    def need_dx(self) -> bool:
+        return self._need_dx
+
+    @need_dx.setter
+    def need_dx(self, value: bool) -> None:
+        # Only the layers that read the block's input can skip dL/dx.
+        self._need_dx = bool(value)
+        for layer in (self.layers[0], self.shortcut):
+            if layer is not None:
+                layer.need_dx = self._need_dx
+
+    def weight_names(self) -> list[str]:
+        return [f"{layer.name}/{k}" for layer in self._sublayers()
+                for k in layer.weight_names()]
+
+    def set_weights(self, weights) -> None:
+        weights = list(weights)
+        if len(weights) != len(self.weight_names()):
+            raise ValueError(f"layer {self.name!r} expects "
+                             f"{len(self.weight_names())} arrays, got {len(weights)}")
+        for layer in self._sublayers():
+            k = len(layer.weight_names())
+            layer.set_weights(weights[:k])
+            weights = weights[k:]
+
+    def get_config(self):
+        s = self.shortcut
+        return {**super().get_config(),
+                "layers": [layer.get_config() for layer in self.layers],
+                "shortcut": None if s is None else s.get_config()}
+
+    def __repr__(self) -> str:
+        return (f"Residual({self.layers!r}, shortcut={self.shortcut!r}, "
+                f"name={self.name!r})")
+
+    def __copy__(self):
+        """A twin with the same weights and its own inner layers (own caches and
+        grads), as ``copy.copy`` gives for other layers: the speed layer runs
+        such twins side by side."""
+        twin = object.__new__(Residual)
+        twin.__dict__.update(self.__dict__)
+        twin.layers = [copy.copy(layer) for layer in self.layers]
+        twin.shortcut = copy.copy(self.shortcut)
+        return twin
+
+
+class _Joined(MutableMapping):
+    """Some layers' dicts (their params, grads or state) as one mapping,
+    "<layer name>/<key>" -> array, that reads and writes through to the layers."""
+
+    def __init__(self, layers, attr: str):
+        self._layers, self._attr = {layer.name: layer for layer in layers}, attr
+
+    def _dict_of(self, key: str):
+        name, _, k = key.partition("/")
+        if name not in self._layers:
+            raise KeyError(key)
+        return getattr(self._layers[name], self._attr), k
+
+    def __getitem__(self, key):
+        home, k = self._dict_of(key)
+        return home[k]
+
+    def __setitem__(self, key, value):
+        home, k = self._dict_of(key)
+        home[k] = value
+
+    def __delitem__(self, key):
+        home, k = self._dict_of(key)
+        del home[k]
+
+    def __iter__(self):
+        for name, layer in self._layers.items():
+            yield from (f"{name}/{k}" for k in getattr(layer, self._attr))
+
+    def __len__(self):
+        return sum(len(getattr(layer, self._attr)) for layer in self._layers.values())
+
+
+def walk(layers):
+    """Every layer of ``layers`` in order, each block followed by the layers inside
+    it (a Residual's f, then its shortcut), depth first."""
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Residual):
+            yield from walk(layer._sublayers())
+
+
+def _as_layer(layer) -> Layer:
+    """A layer, or one rebuilt from its config (how a saved Residual comes back)."""
+    return layer_from_config(layer) if isinstance(layer, dict) else layer
+
+
 LAYER_CLASSES = {cls.__name__: cls for cls in
                  (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense, BatchNormalization,
-                  Softmax)}
+                  Softmax, Residual)}
 
 
 def layer_from_config(config: dict) -> Layer:

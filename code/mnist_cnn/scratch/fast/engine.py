@@ -26,7 +26,7 @@ import numpy as np
 
 from mnist_cnn.scratch.fast.path import FusedPath, dropout_seeds, param_keys
 from mnist_cnn.scratch.fast.tuning import blas_threads, default_workers, keep_freed_memory
-from mnist_cnn.scratch.layers import BatchNormalization
+from mnist_cnn.scratch.layers import BatchNormalization, walk
 from mnist_cnn.scratch.network import Sequential
 
 __all__ = ["FastEngine", "SHARDS"]
@@ -61,7 +61,8 @@ class FastEngine:
                  processes: bool = True, fuse: bool = True):
         self.net = net
         self.shards = max(1, int(shards))
-        if self.shards > 1 and any(isinstance(layer, BatchNormalization) for layer in net.layers):
+        if self.shards > 1 and any(isinstance(layer, BatchNormalization)
+                                   for layer in walk(net.layers)):   # blocks' too
             raise ValueError("BatchNormalization normalises with the statistics of the whole "
                              "batch, which shards would split: use FastEngine(net, shards=1) "
                              "or the plain engine")

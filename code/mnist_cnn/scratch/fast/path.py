@@ -14,7 +14,7 @@ import copy
 import numpy as np
 
 from mnist_cnn.scratch.fast.fused import ConvReluPool
-from mnist_cnn.scratch.layers import Conv2D, Dropout, MaxPooling2D, ReLU
+from mnist_cnn.scratch.layers import Conv2D, Dropout, MaxPooling2D, ReLU, walk
 from mnist_cnn.scratch.network import Sequential
 
 __all__ = ["FusedPath", "fuse_steps", "dropout_seeds", "param_keys"]
@@ -41,8 +41,9 @@ def param_keys(layers) -> list[tuple[int, str]]:
 
 
 def dropout_seeds(net: Sequential) -> list[int]:
-    """A fresh seed for each Dropout layer of ``net``, drawn from its generator."""
-    return [int(layer._rng.integers(2**63)) for layer in net.layers
+    """A fresh seed for each Dropout layer of ``net`` (those inside blocks too, in
+    the order of :func:`walk`), drawn from its generator."""
+    return [int(layer._rng.integers(2**63)) for layer in walk(net.layers)
             if isinstance(layer, Dropout)]
 
 
@@ -66,12 +67,11 @@ class FusedPath(Sequential):
         if seeds is None:
             layers = net.layers
         else:
-            seeds, layers = iter(seeds), []
-            for layer in net.layers:
-                twin = copy.copy(layer)
-                if isinstance(layer, Dropout):
+            seeds = iter(seeds)
+            layers = [copy.copy(layer) for layer in net.layers]   # blocks copy theirs
+            for twin in walk(layers):
+                if isinstance(twin, Dropout):
                     twin._rng = np.random.default_rng(next(seeds))
-                layers.append(twin)
         self.source = layers
         self.layers = fuse_steps(layers) if fuse else list(layers)
         self.input_shape, self.output_shape = net.input_shape, net.output_shape
