@@ -1,4 +1,4 @@
-"""What does the network look at? Saliency, occlusion and adversarial digits.
+"""What does the network look at? Saliency, Grad-CAM, occlusion and adversarial digits.
 
 All three are built on the scratch engine's own backward pass, run one layer
 further than training needs: down to the pixels.
@@ -6,7 +6,9 @@ further than training needs: down to the pixels.
 - :func:`input_gradient`: d(score)/d(pixels), for a class score or the loss;
 - :func:`occlusion_map`: how much a class's probability drops when a square of
   the image is blacked out, for every position of the square;
-- :func:`fgsm`: the fast gradient sign method, x + eps * sign(d loss / d x).
+- :func:`fgsm`: the fast gradient sign method, x + eps * sign(d loss / d x);
+- :func:`grad_cam`: Grad-CAM, a class's gradient-weighted sum of one conv
+  layer's feature maps, and :func:`upsample` to lay it over the 28x28 digit.
 
 Example::
 
@@ -22,7 +24,7 @@ from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import Softmax
 from mnist_cnn.scratch.network import Sequential
 
-__all__ = ["input_gradient", "occlusion_map", "fgsm"]
+__all__ = ["input_gradient", "occlusion_map", "fgsm", "grad_cam", "upsample"]
 
 
 def input_gradient(net: Sequential, x, y, score: str = "class") -> np.ndarray:
@@ -79,3 +81,91 @@ def fgsm(x, gradient, eps: float) -> np.ndarray:
     Inputs: x images in [0, 1]; gradient d loss / d x (same shape); eps >= 0.
     """
     return np.clip(x + eps * np.sign(gradient), 0.0, 1.0).astype(np.asarray(x).dtype)
+
+
+def _feature_layer(layers, layer_name: str | None) -> int:
+    """The index of ``layer_name`` in ``layers``, or of the last layer whose output
+    is a stack of feature maps (H, W, C) if it is None."""
+    maps = [i for i, layer in enumerate(layers) if len(layer.output_shape) == 3]
+    if layer_name is None:
+        if not maps:
+            raise ValueError("the network has no layer with (H, W, C) outputs")
+        return maps[-1]
+    names = [layer.name for layer in layers]
+    if layer_name not in names:
+        raise ValueError(f"no layer named {layer_name!r}; layers: {', '.join(names)}")
+    i = names.index(layer_name)
+    if i not in maps:
+        raise ValueError(f"layer {layer_name!r} outputs {layers[i].output_shape}, "
+                         f"not feature maps (H, W, C)")
+    return i
+
+
+def grad_cam(net: Sequential, x, target, layer_name: str | None = None) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al., 2017): where in the image the evidence for a
+    class lies, seen through one layer's feature maps A (N, H, W, C).
+
+    For each image and its target class t, with y_t the class's logit:
+
+        alpha_c = mean over (i, j) of d y_t / d A[i, j, c]    (N, C): how much
+                  feature map c counts for the class, averaged over positions
+        map     = ReLU(sum_c alpha_c * A[:, :, c])            (N, H, W)
+
+    The ReLU keeps the places that raise the score. The score is the logit, as
+    in the paper: if the network ends with a Softmax layer, that layer is
+    skipped (a probability's gradient also depends on every other class);
+    otherwise the last layer's outputs are taken to be the logits.
+
+    The gradient is the engine's own backward pass, run from the logit down to
+    ``layer_name``'s output only, in inference mode (Dropout off).
+
+    Inputs:
+    - net: a Sequential; x: images (N, *net.input_shape);
+    - target: one class for every image, or (N,) classes;
+    - layer_name: a layer with (H, W, C) outputs, usually the last conv layer
+      or its ReLU; default the last such layer.
+    Returns: maps (N, H, W) at that layer's resolution, >= 0, in x's dtype
+    (:func:`upsample` enlarges them to the image's size).
+    """
+    layers = net.layers[:-1] if isinstance(net.layers[-1], Softmax) else net.layers
+    x = net._check_input(x)
+    k = _feature_layer(layers, layer_name)
+    out = x
+    for i, layer in enumerate(layers):       # forward, keeping A = layer k's output
+        out = layer.forward(out, training=False)
+        if i == k:
+            feature_maps = out
+    target = np.broadcast_to(np.asarray(target, dtype=np.intp), (len(x),))
+    dout = F.one_hot(target, out.shape[-1], dtype=out.dtype)   # d y_t / d logits
+    for layer in reversed(layers[k + 1:]):   # backward, down to A only
+        dout = layer.backward(dout)
+    alpha = dout.mean(axis=(1, 2))                              # (N, C)
+    cam = np.einsum("nhwc,nc->nhw", feature_maps, alpha)
+    return np.maximum(cam, 0).astype(feature_maps.dtype, copy=False)
+
+
+def _bilinear_weights(n_in: int, n_out: int):
+    """For each output position: the two input positions it falls between and the
+    weight of the second. Pixel centres line up (half-pixel centres, as
+    ``tf.image.resize(method="bilinear")`` and OpenCV): output i sits at input
+    coordinate (i + 0.5) * n_in / n_out - 0.5, clamped to the edge pixels."""
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(np.intp)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, src - lo
+
+
+def upsample(maps, size=(28, 28)) -> np.ndarray:
+    """Bilinear interpolation of maps (N, H, W) to (N, *size), to lay a Grad-CAM
+    map over the image it came from. Interpolates along rows, then columns; the
+    values stay within the input's range (so a map stays >= 0).
+
+    Inputs: maps (N, H, W); size (H_out, W_out). Returns (N, H_out, W_out).
+    """
+    maps = np.asarray(maps)
+    lo, hi, t = _bilinear_weights(maps.shape[1], size[0])
+    t = t.astype(maps.dtype)[None, :, None]
+    rows = maps[:, lo] * (1 - t) + maps[:, hi] * t                  # (N, H_out, W)
+    lo, hi, t = _bilinear_weights(maps.shape[2], size[1])
+    t = t.astype(maps.dtype)[None, None, :]
+    return rows[:, :, lo] * (1 - t) + rows[:, :, hi] * t            # (N, H_out, W_out)

@@ -15,6 +15,7 @@ from mnist_cnn.scratch.layers import (  # noqa: E402
     Dense,
     Dropout,
     Flatten,
+    LayerNormalization,
     MaxPooling2D,
     ReLU,
     Residual,
@@ -22,5 +23,6 @@ from mnist_cnn.scratch.layers import (  # noqa: E402
 )
 from mnist_cnn.scratch.network import Sequential  # noqa: E402
 
-__all__ += ["BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten", "MaxPooling2D",
-            "ReLU", "Residual", "Softmax", "Sequential"]
+__all__ += ["BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
+            "LayerNormalization", "MaxPooling2D", "ReLU", "Residual", "Softmax",
+            "Sequential"]

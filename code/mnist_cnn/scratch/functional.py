@@ -52,6 +52,8 @@ __all__ = [
     "batch_moments",
     "batchnorm",
     "batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
     "flatten",
     "flatten_backward",
     "dense",
@@ -557,6 +559,61 @@ def batchnorm_backward(dout, cache, batch_stats: bool = True):
     m = dout.size // dout.shape[-1]
     dx = inv_std / m * (m * dx_hat - dx_hat.sum(axis=axes)
                         - x_hat * (dx_hat * x_hat).sum(axis=axes))
+    return dx, dgamma, dbeta
+
+
+def layernorm_forward(x, gamma, beta, eps: float = 1e-3):
+    """Layer normalisation (Ba et al., 2016) of each example over its features
+    (the last axis), as Keras' ``LayerNormalization()`` (axis=-1, epsilon 1e-3):
+
+        mean, var = mean and (biased) variance of x[..., :] over the last axis
+        y = gamma * (x - mean) / sqrt(var + eps) + beta
+
+    How it differs from :func:`batchnorm`: batch norm takes one mean and variance
+    per channel over the whole batch (and every position), so an example's output
+    depends on the other examples, and inference needs running averages. Layer
+    norm takes one mean and variance per example (per position, for (N, H, W, C)
+    inputs) over its D features: nothing is shared across the batch, there are no
+    running averages, and training and inference compute the same thing.
+
+    Inputs: x (N, ..., D); gamma, beta (D,).
+    Returns (out (N, ..., D), cache) with cache = (x_hat, gamma, inv_std), where
+    inv_std = 1 / sqrt(var + eps) has shape (N, ..., 1).
+    """
+    mean = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = (x - mean) * inv_std
+    return gamma * x_hat + beta, (x_hat, gamma, inv_std)
+
+
+def layernorm_backward(dout, cache):
+    """Backward pass of :func:`layernorm_forward`: returns (dx, dgamma, dbeta).
+
+    gamma and beta act per feature as in batch norm, and every row of the output
+    uses them, so their gradients sum over all rows (every axis but the last):
+    dgamma = sum(dout * x_hat), dbeta = sum(dout).
+
+    For dx, take one row of D features (one example, or one position of one).
+    With dx_hat = dout * gamma and x_hat = (x - mean) * inv_std, where mean and
+    var are that row's own statistics:
+
+        d mean / d x_j = 1 / D,   d var / d x_j = 2 (x_j - mean) / D
+        dx_j = inv_std * dx_hat_j                    (x_j directly)
+             - inv_std / D * sum_k dx_hat_k          (through the mean)
+             - inv_std / D * x_hat_j * sum_k dx_hat_k x_hat_k   (through the var)
+
+    so  dx = inv_std / D * (D * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)),
+    the formula of :func:`batchnorm_backward` in training mode with the sums taken
+    over the last axis (a row) instead of over the batch (a channel).
+    """
+    x_hat, gamma, inv_std = cache
+    axes = tuple(range(dout.ndim - 1))
+    dgamma, dbeta = (dout * x_hat).sum(axis=axes), dout.sum(axis=axes)
+    dx_hat = dout * gamma
+    d = dout.shape[-1]
+    dx = inv_std / d * (d * dx_hat - dx_hat.sum(axis=-1, keepdims=True)
+                        - x_hat * (dx_hat * x_hat).sum(axis=-1, keepdims=True))
     return dx, dgamma, dbeta
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from mnist_cnn.scratch import functional as F
 
 __all__ = ["he_normal", "glorot_uniform", "Layer", "Conv2D", "MaxPooling2D", "ReLU", "Flatten",
-           "Dropout", "Dense", "BatchNormalization", "Softmax", "Residual",
+           "Dropout", "Dense", "BatchNormalization", "LayerNormalization", "Softmax",
+           "Residual",
            "layer_from_config", "LAYER_CLASSES", "walk"]
 
 DTYPE = np.float32
@@ -354,6 +355,48 @@ class BatchNormalization(Layer):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
 
+class LayerNormalization(Layer):
+    """Layer normalisation of the last axis, with Keras' defaults (axis=-1,
+    epsilon 1e-3, center and scale on) and weight order [gamma, beta].
+
+    Each example (each position of an (H, W, C) input) is normalised with its own
+    mean and variance over the last axis
+    (:func:`mnist_cnn.scratch.functional.layernorm_forward`), so unlike
+    :class:`BatchNormalization` it keeps no running averages (``state`` stays
+    empty) and computes the same in training and at inference, for a batch of one
+    as for a batch of thousands.
+    """
+
+    def __init__(self, epsilon: float = 1e-3, name: str | None = None):
+        super().__init__(name)
+        if float(epsilon) <= 0:
+            raise ValueError(f"need epsilon > 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape, rng=None):
+        out = super().build(input_shape, rng)
+        d = self.input_shape[-1]
+        self.params = {"gamma": np.ones(d, DTYPE), "beta": np.zeros(d, DTYPE)}
+        return out
+
+    def weight_names(self):
+        return ["gamma", "beta"]
+
+    def forward(self, x, training=False):
+        # training changes nothing: there are no batch statistics to use or update
+        out, self._cache = F.layernorm_forward(x, self.params["gamma"],
+                                               self.params["beta"], self.epsilon)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.layernorm_backward(dout, self._cache)
+        self.grads = {"gamma": dgamma, "beta": dbeta}
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
 class Softmax(Layer):
     """Softmax over the last axis (turns logits into probabilities)."""
 
@@ -541,7 +584,7 @@ def _as_layer(layer) -> Layer:
 
 LAYER_CLASSES = {cls.__name__: cls for cls in
                  (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense, BatchNormalization,
-                  Softmax, Residual)}
+                  LayerNormalization, Softmax, Residual)}
 
 
 def layer_from_config(config: dict) -> Layer:
