@@ -114,7 +114,7 @@ def test_evaluate_with_an_npz_model_never_imports_tensorflow(npz_model):
     _assert_quiet(res)
 
 
-@pytest.mark.slow   # the full test set, twice (float32 and float16 weights)
+@pytest.mark.slow   # the validation split twice (float32, float16), the test set once
 def test_export_web_takes_an_npz_model_without_tensorflow(npz_model, tmp_path):
     from mnist_cnn.scratch.layers import Dropout
     from mnist_cnn.scratch.network import Sequential
@@ -188,7 +188,7 @@ def test_evaluate_with_a_keras_model_prints_no_startup_lines(small_keras):
     _assert_quiet(res)
 
 
-@pytest.mark.slow   # the full test set, twice
+@pytest.mark.slow   # the validation split twice, the test set once
 def test_export_web_with_a_keras_model_prints_no_startup_lines(small_keras, tmp_path):
     res = _run(["export-web", "--model", str(small_keras), "--out", str(tmp_path)])
     assert res.returncode == 0, res.stderr[-3000:]

@@ -68,6 +68,38 @@ def test_size_limits():
         load_image(data, max_pixels=100 * 80 - 1)
 
 
+def test_size_message_counts_mb_as_the_app_does():
+    """MB means 2**20 bytes everywhere: Streamlit's maxUploadSize, the app's help text
+    ("Up to 10 MB.") and load_image's message."""
+    from mnist_cnn.preprocess import MAX_BYTES
+
+    assert MAX_BYTES == 10 * 2**20
+    too_big = b"\0" * (11 * 2**20)
+    with pytest.raises(ValueError, match=r"too large \(11 MB; limit 10 MB\)"):
+        load_image(too_big)
+    with pytest.raises(ValueError, match=r"too large \(401 bytes; limit 400 bytes\)"):
+        load_image(b"\0" * 401, max_bytes=400)
+
+
+def test_pillows_guard_refuses_the_largest_images_first():
+    """Above Pillow's limit (at most twice MAX_PIXELS) the header check in Image.open
+    refuses first; between max_pixels and that limit, load_image's own check names
+    the size. Neither decodes the image."""
+    from mnist_cnn.preprocess import MAX_PIXELS
+
+    assert Image.MAX_IMAGE_PIXELS <= 2 * MAX_PIXELS
+
+    def blank(side):
+        buf = io.BytesIO()
+        Image.new("1", (side, side), 0).save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+    with pytest.raises(ValueError, match="possible decompression bomb"):
+        load_image(blank(8000))                   # 64 Mpx: above Pillow's 50
+    with pytest.raises(ValueError, match="6000x6000 pixels"):
+        load_image(blank(6000))                   # 36 Mpx: above ours (25), below Pillow's
+
+
 def test_decompression_bomb_is_refused_before_decoding():
     # 20000 x 20000 one-bit PNG: a few KB on disk, 400 megapixels decoded.
     buf = io.BytesIO()

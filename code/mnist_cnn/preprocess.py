@@ -7,7 +7,7 @@ seen digits like that, so a digit drawn small, large or in a corner of a
 280x280 canvas must be brought into the same form before the model reads it.
 :func:`to_mnist` does exactly the MNIST steps:
 
-1. ``_ink``      - any image -> an "ink map" in [0, 1] (1 = ink), detecting
+1. ``ink_map``   - any image -> an "ink map" in [0, 1] (1 = ink), detecting
                    whether the ink is dark on light or light on dark, and using
                    the alpha channel when there is one (transparent = background);
 2. ``_bbox``     - crop to the bounding box of the ink;
@@ -55,8 +55,9 @@ STROKE_FRACTION = 0.20
 # Opaque pixels whose gray levels span less than this are one brush colour.
 UNIFORM_STROKE = 0.1
 
-# Upload limits (the app and CLI pass their own; these are the defaults).
-MAX_BYTES = 10 * 1024 * 1024          # 10 MiB
+# Upload limits (the app and CLI pass their own; these are the defaults). Messages
+# say "MB" for 2**20 bytes, as Streamlit's maxUploadSize counts it.
+MAX_BYTES = 10 * 1024 * 1024          # 10 MB of 2**20 bytes (10 MiB)
 MAX_PIXELS = 5000 * 5000              # 25 megapixels
 MAX_SIDE = 1024                       # uploads are shrunk to this longer side on load
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
@@ -365,10 +366,17 @@ def load_image(file_or_bytes, max_bytes: int = MAX_BYTES,
     Inputs:
     - file_or_bytes: a path (str / Path), bytes, or a binary file-like object
       (e.g. Streamlit's UploadedFile).
-    - max_bytes: larger files are refused without being decoded.
+    - max_bytes: larger files are refused without being decoded ("too large",
+      with both sizes; MB means 2**20 bytes).
     - max_pixels: larger images (width x height, read from the header) are
-      refused before decoding - this is what stops decompression bombs
-      (Pillow's own guard stays on as a second line).
+      refused before decoding, with a message naming the size. Pillow's
+      decompression-bomb guard is checked first, when ``Image.open`` reads the
+      header: this module sets ``Image.MAX_IMAGE_PIXELS`` to at most
+      ``2 * MAX_PIXELS``, and an image above it (Pillow warns above that limit
+      and raises above twice it; the warning is turned into an error here) is
+      refused as "too large (possible decompression bomb)". So the largest
+      images never reach this limit's own check, which names the size only for
+      images between ``max_pixels`` and Pillow's limit. Neither decodes a pixel.
 
     Returns a fully decoded single-frame PIL image, rotated upright per EXIF and
     shrunk (area averaging) so its longer side is at most ``MAX_SIDE`` pixels.
@@ -448,5 +456,14 @@ def _read_limited(src, max_bytes: int) -> bytes:
     return bytes(data)
 
 
+def _file_size(n: int) -> str:
+    """``n`` bytes for a message, in MB of 2**20 bytes as Streamlit's maxUploadSize and
+    the app's help text count them: "10 MB", "11.0 MB"; small sizes in bytes."""
+    mb = n / 2**20
+    if mb < 0.1:
+        return f"{n:,} bytes"
+    return f"{mb:.0f} MB" if mb == round(mb) else f"{mb:.1f} MB"
+
+
 def _too_big(n: int, limit: int) -> str:
-    return f"the file is too large ({n / 1e6:.1f} MB; limit {limit / 1e6:.1f} MB)"
+    return f"the file is too large ({_file_size(n)}; limit {_file_size(limit)})"
