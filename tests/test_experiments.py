@@ -129,6 +129,35 @@ def test_compare_calls_a_difference_inside_the_spread_noise():
             experiments.compare(few, [0.95, 0.95, 0.96])
 
 
+def test_compare_graded_calls_a_difference_between_two_and_three_errors_marginal():
+    a, b = [1.0, 2.0, 3.0], [0.0, 1.0, 2.0]                # se = sqrt(2/3) = 0.816
+    for shift, verdict in ((0.0, "within seed noise"), (0.7, "higher (marginal)"),
+                           (1.5, "higher")):             # z = 1.2, 2.1, 3.1
+        moved = [v + shift for v in a]
+        assert experiments.compare(moved, b, graded=True)[2] == verdict
+        assert experiments.compare(b, moved, graded=True)[2] == verdict.replace(
+            "higher", "lower")
+    # without graded, the verdicts other pages assert are unchanged
+    assert experiments.compare([v + 0.7 for v in a], b)[2] == "higher"
+
+
+def test_the_noise_rules_let_pure_noise_through_as_often_as_the_comments_say():
+    rng = np.random.default_rng(0)
+
+    def passes(n, ratio, k):
+        a, b = rng.standard_normal((2, 100_000, n))
+        b = b * ratio
+        se = np.sqrt(a.var(axis=1, ddof=1) / n + b.var(axis=1, ddof=1) / n)
+        return np.mean(np.abs(a.mean(axis=1) - b.mean(axis=1)) > k * se)
+
+    assert 1 / 13 < passes(5, 1, experiments.NOISE_SE) < 1 / 11       # about 1 in 12
+    assert 1 / 11 < passes(5, 3, experiments.NOISE_SE) < 1 / 9        # about 1 in 10
+    assert 1 / 10 < passes(3, 1, experiments.NOISE_SE) < 1 / 8        # about 1 in 9
+    assert 1 / 8 < passes(3, 3, experiments.NOISE_SE) < 1 / 6         # about 1 in 7
+    assert 1 / 30 < passes(3, 1, experiments.FINDING_SE) < 1 / 20     # about 1 in 25
+    assert 1 / 19 < passes(3, 3, experiments.FINDING_SE) < 1 / 14     # about 1 in 16
+
+
 def test_the_command_writes_a_record_that_loads(tmp_path, monkeypatch, capsys, small):
     from mnist_cnn.cli import main
 
@@ -194,7 +223,7 @@ OPTIMISERS = experiments.OPTIMISERS
 
 def _opt_record(seeds=(0, 1, 2)):
     run = {"loss": [1.0] * experiments.OPT_EPOCHS, "val": [0.9] * experiments.OPT_EPOCHS,
-           "seconds": 1.0}
+           "holdout": [0.9] * experiments.OPT_EPOCHS, "seconds": 1.0}
     return {"experiment": "optimisers",
             "settings": json.loads(json.dumps(experiments.OPT_SETTINGS)),
             "seeds": list(seeds), "wall_seconds": 1.0,
@@ -213,6 +242,10 @@ def test_the_committed_optimisers_record_loads_with_every_optimiser_from_every_s
         last = experiments.final(record, label, "val", last=1)
         assert ((last < 0.2) | (last > 0.8)).all(), (label, last)
         assert (experiments.diverged(record, label) == (last < 0.2)).all()
+        # the held-out digits: the validation digits the lab never chooses on
+        assert all(len(r["holdout"]) == experiments.OPT_EPOCHS for r in record["runs"][label])
+    settings = record["settings"]
+    assert settings["n_val"] + settings["n_holdout"] == settings["validation_split"]
 
 
 def test_load_refuses_an_optimisers_record_it_cannot_trust(tmp_path):
@@ -226,6 +259,11 @@ def test_load_refuses_an_optimisers_record_it_cannot_trust(tmp_path):
     fewer["runs"]["Adam, lr 0.001"][0]["loss"] = [1.0]                   # one epoch of four
     path.write_text(json.dumps(fewer))
     with pytest.raises(ValueError, match="losses"):
+        experiments.load("optimisers", path=path)
+    unscored = _opt_record()
+    del unscored["runs"]["Adam, lr 0.001"][2]["holdout"]                  # no held-out score
+    path.write_text(json.dumps(unscored))
+    with pytest.raises(ValueError, match="holdout"):
         experiments.load("optimisers", path=path)
     path.write_text(json.dumps(_opt_record(seeds=(0, 1))))
     with pytest.raises(ValueError, match="at least 3"):
@@ -279,6 +317,14 @@ def test_an_optimisers_run_uses_its_optimiser_and_repeats_with_its_seed(small):
                   optimizer=SGD(0.03, momentum=0.9), seed=3, validation_data=(xv, yv),
                   progress=False, fast=True)
     assert a["loss"] == history["loss"] and a["val"] == history["val_accuracy"]
+    # scoring held-out digits after each epoch changes nothing else in the run
+    d = experiments.optimisers_run(label, 3, x, y, xv, yv, epochs=1,
+                                   holdout=(xv[:50], yv[:50]))
+    assert (d["loss"], d["val"]) == (a["loss"], a["val"]) and "holdout" not in a
+    model = build_model(seed=3)
+    fit(model, x, y, epochs=1, batch_size=experiments.OPT_BATCH_SIZE,
+        optimizer=SGD(0.03, momentum=0.9), seed=3, progress=False, fast=True)
+    assert d["holdout"] == [evaluate(model, xv[:50], yv[:50])["accuracy"]]
 
 
 def test_the_optimisers_command_writes_a_record_that_loads(tmp_path, monkeypatch, capsys):
@@ -288,11 +334,13 @@ def test_the_optimisers_command_writes_a_record_that_loads(tmp_path, monkeypatch
     monkeypatch.setattr(experiments, "experiment_data",
                         lambda n_train, n_val=0, cache_dir=None: (tiny, tiny))
 
-    def fake_run(label, seed, *data):       # what the command does with a run, not training
+    def fake_run(label, seed, *data, holdout):   # what the command does with a run
+        assert len(holdout[0]) == len(holdout[1])
         blown = OPTIMISERS[label].get("effective_step") == 3.0
         epochs = experiments.OPT_EPOCHS
         return {"loss": [None if blown else 0.5] * epochs,
-                "val": [0.1 if blown else 0.9 + seed / 100] * epochs, "seconds": 0.5}
+                "val": [0.1 if blown else 0.9 + seed / 100] * epochs,
+                "holdout": [0.1 if blown else 0.9] * epochs, "seconds": 0.5}
 
     monkeypatch.setattr(experiments, "optimisers_run", fake_run)
     out = tmp_path / "opt.json"
