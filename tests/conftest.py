@@ -28,6 +28,16 @@ def pytest_collection_finish(session):
             os.nice(3)
 
 
+# Tests that read the session's book build (test_web_page uses it when _build/html is
+# missing or stale) run last: the build takes about as long as the rest of the suite, and
+# every other test run before them is time the build would otherwise be waited for.
+_NEED_THE_BUILD = {"test_site.py", "test_web_page.py"}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: Path(str(item.fspath)).name in _NEED_THE_BUILD)
+
+
 def pytest_sessionfinish(session):
     from tests._browser import stop_book_builds
 
