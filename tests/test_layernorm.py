@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mnist_cnn.backend import import_keras, import_tensorflow
+from mnist_cnn.backend import import_keras
 from mnist_cnn.notebook import check_gradient
 from mnist_cnn.numerics import GRADIENT_RTOL, assert_close
 from mnist_cnn.scratch import (
@@ -19,6 +19,8 @@ from mnist_cnn.scratch import (
     Sequential,
 )
 from mnist_cnn.scratch import functional as F
+
+from tests._helpers_norm import assert_matches_keras
 
 pytestmark = pytest.mark.numerics
 
@@ -57,7 +59,7 @@ def test_layernorm_forward_normalises_each_row(rng):
 
 @pytest.mark.parametrize("shape", [(8, 16), (4, 5, 5, 6)])
 def test_layernorm_layer_equals_keras(rng, shape):
-    tf, keras = import_tensorflow(), import_keras()
+    keras = import_keras()
     d = shape[-1]
     x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
     theirs = keras.layers.LayerNormalization()
@@ -74,20 +76,9 @@ def test_layernorm_layer_equals_keras(rng, shape):
     # scaled as a mean loss would, so the summed gradients are O(1)
     dout = (rng.standard_normal(x.shape) / np.sqrt(rows)).astype(np.float32)
     for training in (True, False):           # the same computation in both modes
-        tx = tf.Variable(x)
-        with tf.GradientTape() as tape:
-            t_out = theirs(tx, training=training)
-            scalar = tf.reduce_sum(t_out * dout)
-        t_dx, t_dgamma, t_dbeta = tape.gradient(scalar, [tx, theirs.gamma, theirs.beta])
-        out = ours.forward(x, training=training)
-        dx = ours.backward(dout)
+        out, dx = assert_matches_keras(ours, theirs, x, dout, training,
+                                       f"LayerNormalization {shape}")
         assert out.dtype == dx.dtype == np.float32
-        assert_close(out, t_out.numpy(), f"LayerNormalization forward {shape}")
-        assert_close(dx, t_dx.numpy(), f"LayerNormalization dx {shape}")
-        assert_close(ours.grads["gamma"], t_dgamma.numpy(),
-                     f"LayerNormalization dgamma {shape}")
-        assert_close(ours.grads["beta"], t_dbeta.numpy(),
-                     f"LayerNormalization dbeta {shape}")
 
 
 def _net(norm, seed=0):

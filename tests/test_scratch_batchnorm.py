@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mnist_cnn.backend import import_keras, import_tensorflow
+from mnist_cnn.backend import import_keras
 from mnist_cnn.notebook import check_gradient
 from mnist_cnn.numerics import GRADIENT_RTOL, assert_close
 from mnist_cnn.scratch import (
@@ -21,6 +21,8 @@ from mnist_cnn.scratch import (
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.train import fit
+
+from tests._helpers_norm import assert_matches_keras
 
 pytestmark = pytest.mark.numerics
 
@@ -54,7 +56,7 @@ def rng():
 
 
 def test_batchnorm_layer_equals_keras_in_both_modes(rng):
-    tf, keras = import_tensorflow(), import_keras()
+    keras = import_keras()
     x = (rng.standard_normal((8, 5, 5, 3)) * 3 + 2).astype(np.float32)
     theirs = keras.layers.BatchNormalization()
     theirs.build(x.shape)
@@ -68,17 +70,7 @@ def test_batchnorm_layer_equals_keras_in_both_modes(rng):
     # scaled as a mean loss would, so the summed gradients are O(1)
     dout = (rng.standard_normal(x.shape) / np.sqrt(8 * 5 * 5)).astype(np.float32)
     for training in (True, False):
-        tx = tf.Variable(x)
-        with tf.GradientTape() as tape:
-            t_out = theirs(tx, training=training)
-            scalar = tf.reduce_sum(t_out * dout)
-        t_dx, t_dgamma, t_dbeta = tape.gradient(scalar, [tx, theirs.gamma, theirs.beta])
-        out = ours.forward(x, training=training)
-        dx = ours.backward(dout)
-        assert_close(out, t_out.numpy())
-        assert_close(dx, t_dx.numpy())
-        assert_close(ours.grads["gamma"], t_dgamma.numpy())
-        assert_close(ours.grads["beta"], t_dbeta.numpy())
+        assert_matches_keras(ours, theirs, x, dout, training, "BatchNormalization")
         # the running statistics moved (training) or stayed (inference) alike
         for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
             assert_close(a, b)
