@@ -361,7 +361,7 @@ def test_the_command_lists_the_experiments_and_names_them_on_a_typo(capsys):
     assert main(["experiment", "list"]) == 0
     listing = capsys.readouterr().out
     for name, spec in experiments.EXPERIMENTS.items():
-        seeds = " ".join(map(str, spec.get("seeds", experiments.SEEDS)))
+        seeds = " ".join(map(str, spec["seeds"]))
         assert f"{name}" in listing and f"(seeds {seeds})" in listing
     assert main(["experiment", "overfiting"]) == 1
     err = capsys.readouterr().err

@@ -420,12 +420,13 @@ EXPERIMENTS = {
     "overfitting": {"about": "4 recipes on 1,000 training images, 12 epochs",
                     "settings": SETTINGS, "labels": tuple(RECIPES), "per_epoch": ACCURACIES,
                     "per_run": ("weight_norm",), "epochs": EPOCHS, "run": overfitting,
-                    "summary": ("train", "val", "gap")},
+                    "seeds": SEEDS, "summary": ("train", "val", "gap")},
     "batchnorm": {"about": "the Keras network with and without BN, 3 epochs on 6,000 "
                            "images",
                   "settings": BN_SETTINGS, "labels": tuple(BN_MODELS), "per_epoch": ("val",),
                   "label_per_epoch": {"with BN": ("val_reestimated",)},
-                  "epochs": BN_EPOCHS, "run": batchnorm, "summary": ("val", "val_reestimated"),
+                  "epochs": BN_EPOCHS, "run": batchnorm, "seeds": SEEDS,
+                  "summary": ("val", "val_reestimated"),
                   "summary_epochs": 1},
     "optimisers": {"about": "SGD and momentum at equal effective steps, Adam over "
                             "step sizes; 3,000 images, 4 epochs",
@@ -474,7 +475,7 @@ def compare(a, b, graded: bool = False) -> tuple[float, float, str]:
 
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "mnist_cnn", "experiment", args.name]
-    if args.seeds is not None and tuple(args.seeds) != EXPERIMENTS[args.name].get("seeds", SEEDS):
+    if args.seeds is not None and tuple(args.seeds) != EXPERIMENTS[args.name]["seeds"]:
         parts += ["--seeds", *map(str, args.seeds)]
     if args.out:
         parts += ["--out", str(args.out)]
@@ -488,14 +489,14 @@ def cli_experiment(args: argparse.Namespace) -> int:
 
     if args.name not in EXPERIMENTS:
         listing = "\n".join(f"  {name:12s} {spec['about']} (seeds "
-                             f"{' '.join(map(str, spec.get('seeds', SEEDS)))})"
+                             f"{' '.join(map(str, spec['seeds']))})"
                              for name, spec in EXPERIMENTS.items())
         if args.name == "list":
             print(f"The experiments the book reports:\n{listing}")
             return 0
         raise ValueError(f"no experiment {args.name!r}; the experiments are:\n{listing}")
     spec = EXPERIMENTS[args.name]
-    seeds = list(spec.get("seeds", SEEDS) if args.seeds is None else args.seeds)
+    seeds = list(spec["seeds"] if args.seeds is None else args.seeds)
     if len(set(seeds)) != len(seeds) or len(seeds) < 3 or min(seeds) < 0:
         raise ValueError(f"--seeds takes at least 3 different non-negative seeds, got {seeds}")
     out = Path(args.out).expanduser() if args.out else experiment_path(args.name)
