@@ -4,7 +4,7 @@ import argparse
 
 import numpy as np
 import pytest
-from mnist_cnn.bench.canvas import main, run
+from mnist_cnn.bench.canvas import canvases, main, run
 from mnist_cnn.canvas import CANVAS, HEIGHT_RANGE, simulate_canvas
 
 from tests._helpers_app import committed_or_small_model
@@ -17,9 +17,9 @@ def model_path(tmp_path_factory):
 
 def test_simulated_canvas_geometry_and_seed(mnist):
     _, (x_test, _) = mnist
-    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
-    a = [simulate_canvas(x, rng_a) for x in x_test[:50]]
-    b = [simulate_canvas(x, rng_b) for x in x_test[:50]]
+    a = list(canvases(x_test[:50], seed=5))         # the benchmark's canvases
+    b = [simulate_canvas(x, rng) for rng in [np.random.default_rng(5)]
+         for x in x_test[:50]]                         # one generator, digit after digit
     for img, again in zip(a, b, strict=True):
         np.testing.assert_array_equal(img, again)
         assert img.shape == (CANVAS, CANVAS) and img.dtype == np.uint8

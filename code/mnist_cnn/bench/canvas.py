@@ -23,6 +23,15 @@ import numpy as np
 from mnist_cnn.canvas import simulate_canvas
 
 
+def canvases(x_test: np.ndarray, seed: int = 0):
+    """The benchmark's canvases, one per digit of ``x_test`` (uint8 (N, 28, 28)), in
+    order: one generator seeded once with ``seed`` and drawn from digit after digit,
+    so the same digits and seed give the same canvases. Yields (280, 280) images."""
+    rng = np.random.default_rng(seed)
+    for digit in x_test:
+        yield simulate_canvas(digit, rng)
+
+
 def run(predictor, x_test: np.ndarray, y_test: np.ndarray, seed: int = 0,
         progress: bool = True, batch: int = 500) -> dict:
     """Accuracy of ``predictor`` on canvas-simulated digits, ours vs naive.
@@ -38,14 +47,12 @@ def run(predictor, x_test: np.ndarray, y_test: np.ndarray, seed: int = 0,
 
     from mnist_cnn.preprocess import naive_resize, to_mnist
 
-    rng = np.random.default_rng(seed)
     n = len(x_test)
     ours = np.zeros((n, 28, 28), np.float32)
     naive = np.zeros((n, 28, 28), np.float32)
     t0 = time.perf_counter()
-    for i in tqdm(range(n), desc="canvas digits", disable=not progress, unit="img",
-                  mininterval=1.0):
-        canvas = simulate_canvas(x_test[i], rng)
+    for i, canvas in enumerate(tqdm(canvases(x_test, seed), total=n, desc="canvas digits",
+                                    disable=not progress, unit="img", mininterval=1.0)):
         a, b = to_mnist(canvas), naive_resize(canvas)
         if a is not None:
             ours[i] = a
