@@ -140,11 +140,14 @@ def augmentation(seed=SEED, rotation=ROTATION, translation=TRANSLATION, zoom=ZOO
 
 
 def cosine_lr(epoch, num_epochs, lr=LR, final_fraction=LR_FINAL_FRACTION):
-    """Learning rate for ``epoch`` (0-based): cosine from ``lr`` down to ``lr*final_fraction``."""
+    """Learning rate for ``epoch`` (0-based): cosine from ``lr`` down to
+    ``lr*final_fraction`` in the last epoch (:func:`mnist_cnn.scratch.optim.cosine_decay`
+    over ``num_epochs - 1`` steps)."""
+    from mnist_cnn.scratch.optim import cosine_decay
+
     if num_epochs <= 1:
         return float(lr)
-    t = epoch / (num_epochs - 1)
-    return float(lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + np.cos(np.pi * t))))
+    return float(cosine_decay(lr, num_epochs - 1, final_fraction)(epoch))
 
 
 def _make_dataset(x, y, batch_size, seed, augment):
