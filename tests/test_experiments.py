@@ -366,3 +366,49 @@ def test_the_command_lists_the_experiments_and_names_them_on_a_typo(capsys):
     assert main(["experiment", "overfiting"]) == 1
     err = capsys.readouterr().err
     assert "no experiment 'overfiting'" in err and "optimisers" in err
+
+
+# ---------------------------------------------------------------- the architectures
+def test_an_architectures_run_repeats_with_its_seed_and_scores_moved_digits(small):
+    from mnist_cnn.architectures import build
+    from mnist_cnn.data import shift_images
+    from mnist_cnn.scratch.optim import Adam
+
+    x, y, xv, yv = small[0][:100], small[1][:100], small[2], small[3]
+    label = "LeNet-5 (1998)"
+    a = experiments.architectures_run(label, 3, x, y, xv, yv, epochs=1)
+    b = experiments.architectures_run(label, 3, x, y, xv, yv, epochs=1)
+    assert (a["val"], a["shifted"]) == (b["val"], b["shifted"]) and a["seconds"] > 0
+    assert len(a["shifted"]) == len(experiments.SHIFTS)
+    # the run is the network trained with the shared recipe, then scored on moved digits
+    net = build(label, 3)
+    history = fit(net, x, y, epochs=1, batch_size=experiments.ARCH_BATCH_SIZE,
+                  optimizer=Adam(experiments.ARCH_LR), seed=3, validation_data=(xv, yv),
+                  progress=False, fast=True)
+    assert a["val"] == history["val_accuracy"] == [a["shifted"][0]]
+    by_two = [evaluate(net, shift_images(xv, dy, dx), yv)["accuracy"]
+              for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2))]
+    assert a["shifted"][2] == pytest.approx(np.mean(by_two), abs=1e-12)
+
+
+def test_the_committed_architectures_record_loads_with_every_network_from_every_seed():
+    from mnist_cnn.architectures import ARCHITECTURES
+
+    record = experiments.load("architectures")          # checks the settings are the code's
+    assert record["command"].startswith("python -m mnist_cnn experiment architectures")
+    assert record["seeds"] == list(experiments.ARCH_SEEDS)
+    assert list(record["runs"]) == list(ARCHITECTURES)
+    for label, runs in record["runs"].items():
+        for run in runs:
+            # unmoved digits are the last epoch's validation digits
+            assert run["shifted"][0] == run["val"][-1], label
+            assert run["seconds"] > 0
+
+
+def test_load_refuses_an_architectures_record_without_its_shift_curve(tmp_path):
+    record = json.loads(experiments.experiment_path("architectures").read_text())
+    del record["runs"]["MLP"][1]["shifted"][-1]
+    path = tmp_path / "architectures.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="'shifted' is not 5 accuracies"):
+        experiments.load("architectures", path=path)

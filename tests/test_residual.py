@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mnist_cnn.backend import import_keras, import_tensorflow
+from mnist_cnn.backend import import_tensorflow
 from mnist_cnn.notebook import numerical_gradient
 from mnist_cnn.numerics import assert_close, assert_gradient_close
 from mnist_cnn.scratch import (
@@ -81,34 +81,13 @@ def test_the_first_block_skips_the_input_gradient_and_still_fills_its_grads():
 
 
 # --------------------------------------------------------------------------- Keras
-def _keras_twin(layers, h, keras):
-    """Apply Keras twins of the scratch ``layers`` to the tensor h, with the same
-    names and weights; a Residual becomes two branches and keras.layers.Add."""
-    for layer in layers:
-        if isinstance(layer, Residual):
-            f = _keras_twin(layer.layers, h, keras)
-            s = h if layer.shortcut is None else _keras_twin([layer.shortcut], h, keras)
-            h = keras.layers.Add(name=layer.name)([f, s])
-            continue
-        if isinstance(layer, Conv2D):
-            twin = keras.layers.Conv2D(layer.filters, layer.kernel_size, layer.strides,
-                                       padding=layer.padding, name=layer.name)
-        elif isinstance(layer, Dense):
-            twin = keras.layers.Dense(layer.units, name=layer.name)
-        else:
-            kind = {ReLU: keras.layers.ReLU, Flatten: keras.layers.Flatten}[type(layer)]
-            twin = kind(name=layer.name)
-        h = twin(h)
-        twin.set_weights(layer.get_weights())
-    return h
-
-
 def test_residual_network_equals_a_keras_add_model():
-    tf, keras = import_tensorflow(), import_keras()
+    from mnist_cnn.bridge import to_keras
+
+    tf = import_tensorflow()
     rng = np.random.default_rng(2)
     net = _resnet(seed=2, input_shape=(8, 8, 4))
-    inp = keras.Input((8, 8, 4))
-    model = keras.Model(inp, _keras_twin(net.layers, inp, keras))
+    model = to_keras(net)
     x = rng.random((4, 8, 8, 4)).astype(np.float32)
     dout = (rng.standard_normal((4, 10)) / 4).astype(np.float32)   # as a mean loss
 
@@ -184,36 +163,15 @@ def test_a_shape_change_without_a_projection_is_refused():
 
 
 # --------------------------------------------------------------------------- the skip
-DEPTH, CHANNELS = 10, 8
-
-
-def _deep_stack(skips: bool, seed: int) -> Sequential:
-    """DEPTH conv 3x3 + ReLU layers (He init); with skips, layers 2..DEPTH are
-    Residual([conv, relu]). The same seed gives both stacks the same weights."""
-    layers = [Conv2D(CHANNELS, 3, padding="same", name="c0"), ReLU(name="r0")]
-    for i in range(1, DEPTH):
-        conv = Conv2D(CHANNELS, 3, padding="same", name=f"c{i}")
-        relu = ReLU(name=f"r{i}")
-        layers += [Residual([conv, relu], name=f"res{i}")] if skips else [conv, relu]
-    return Sequential(layers, input_shape=(28, 28, 1), seed=seed)
-
-
-def _first_layer_gradient_norm(net, x, seed) -> float:
-    """||dL/dW|| of the first conv for a random unit-norm dL/d(output): what the
-    chain of layers carries back, whatever the loss."""
-    out = net.forward(x)
-    dout = np.random.default_rng(100 + seed).standard_normal(out.shape)
-    net.backward((dout / np.linalg.norm(dout)).astype(np.float32))
-    return float(np.linalg.norm(net.layers[0].grads["W"]))
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_skips_carry_a_larger_gradient_to_the_first_layer(mnist, seed):
     x = prepare_images(mnist[0][0][:16])
-    assert np.array_equal(_deep_stack(False, seed).layers[0].params["W"],
-                          _deep_stack(True, seed).layers[0].params["W"])
-    plain = _first_layer_gradient_norm(_deep_stack(False, seed), x, seed)
-    skips = _first_layer_gradient_norm(_deep_stack(True, seed), x, seed)
+    from mnist_cnn.architectures import deep_stack, first_layer_gradient_norm
+
+    assert np.array_equal(deep_stack(skips=False, seed=seed).layers[0].params["W"],
+                          deep_stack(skips=True, seed=seed).layers[0].params["W"])
+    plain = first_layer_gradient_norm(deep_stack(skips=False, seed=seed), x, 100 + seed)
+    skips = first_layer_gradient_norm(deep_stack(skips=True, seed=seed), x, 100 + seed)
     print(f"seed {seed}: first-layer |dW| plain {plain:.3g}, with skips {skips:.3g}, "
           f"ratio {skips / plain:.3g}")
     # Measured 25x to 100x (seeds 0-4, 8 and 16 channels): each block's backward is

@@ -228,3 +228,65 @@ def from_keras(model_or_path, seed=0):
         if weights is not None:
             layer.set_weights(weights)
     return net
+
+
+def _keras_twin_layer(layer, keras):
+    """A Keras layer computing what the scratch ``layer`` computes (not a block)."""
+    from mnist_cnn.scratch import layers as S
+
+    kind, name = type(layer), layer.name
+    if kind is S.Conv2D:
+        return keras.layers.Conv2D(layer.filters, layer.kernel_size, layer.strides,
+                                   padding=layer.padding, use_bias=layer.use_bias, name=name)
+    if kind is S.Dense:
+        return keras.layers.Dense(layer.units, use_bias=layer.use_bias, name=name)
+    if kind in (S.MaxPooling2D, S.AveragePooling2D):
+        pool = keras.layers.MaxPooling2D if kind is S.MaxPooling2D \
+            else keras.layers.AveragePooling2D
+        return pool(layer.pool_size, layer.strides, name=name)
+    if kind is S.BatchNormalization:
+        return keras.layers.BatchNormalization(momentum=layer.momentum,
+                                               epsilon=layer.epsilon, name=name)
+    if kind is S.LayerNormalization:
+        return keras.layers.LayerNormalization(epsilon=layer.epsilon, name=name)
+    if kind is S.Dropout:
+        return keras.layers.Dropout(layer.rate, name=name)
+    simple = {S.ReLU: lambda: keras.layers.ReLU(name=name),
+              S.Tanh: lambda: keras.layers.Activation("tanh", name=name),
+              S.Softmax: lambda: keras.layers.Softmax(name=name),
+              S.Flatten: lambda: keras.layers.Flatten(name=name),
+              S.GlobalAveragePooling2D: lambda: keras.layers.GlobalAveragePooling2D(name=name)}
+    if kind not in simple:
+        raise ValueError(f"to_keras has no Keras twin for layer {name!r} ({kind.__name__})")
+    return simple[kind]()
+
+
+def _keras_graph(layers, h, keras):
+    """Apply Keras twins of the scratch ``layers`` to the tensor ``h``, with their
+    names and weights; a Residual becomes its two branches joined by ``Add``."""
+    from mnist_cnn.scratch.layers import Residual
+
+    for layer in layers:
+        if isinstance(layer, Residual):
+            f = _keras_graph(layer.layers, h, keras)
+            s = h if layer.shortcut is None else _keras_graph([layer.shortcut], h, keras)
+            h = keras.layers.Add(name=layer.name)([f, s])
+            continue
+        twin = _keras_twin_layer(layer, keras)
+        h = twin(h)
+        twin.set_weights(layer.get_weights())
+    return h
+
+
+def to_keras(net):
+    """The Keras model that computes what the scratch network ``net`` computes, with
+    the same layer names and a copy of its weights (the bridge's other direction).
+    Each scratch layer becomes the Keras layer of the same name (tanh an
+    ``Activation``), a :class:`~mnist_cnn.scratch.layers.Residual` block its
+    branches and an ``Add``: how the chapters check a network built in the engine
+    against TensorFlow, outputs and gradients alike."""
+    from mnist_cnn.backend import import_keras
+
+    keras = import_keras()
+    inputs = keras.Input(net.input_shape)
+    return keras.Model(inputs, _keras_graph(net.layers, inputs, keras))

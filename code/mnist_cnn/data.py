@@ -444,3 +444,18 @@ def split_validation(x, y, size: int = VALIDATION_SIZE):
     size = min(int(size), len(x) // 10)
     cut = len(x) - size
     return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def shift_images(x, dy: int, dx: int) -> np.ndarray:
+    """Every image of ``x`` (N, H, W, C) moved ``dy`` pixels down and ``dx`` right
+    (negative: up, left), the pixels moved in from outside are 0 (background) and
+    those moved out are lost. A copy; ``shift_images(x, 0, 0)`` equals ``x``."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"shift_images expects (N, H, W, C), got shape {x.shape}")
+    h, w = x.shape[1:3]
+    out = np.zeros_like(x)
+    if abs(dy) < h and abs(dx) < w:
+        out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out

@@ -13,6 +13,7 @@ is not bit-for-bit the same).
     python -m mnist_cnn experiment overfitting
     python -m mnist_cnn experiment batchnorm          # Keras
     python -m mnist_cnn experiment optimisers
+    python -m mnist_cnn experiment architectures
 
 (each takes minutes; the record keeps its own wall time).
 
@@ -47,6 +48,15 @@ each optimiser's step on) and on the other 3,000 of the fixed 5,000 (``holdout``
 never used to choose anything, so the chosen settings can be scored on digits
 that did not pick them). A step that is too large makes a run diverge; that is a
 result, recorded like any other (:func:`diverged`).
+
+``architectures``: every network of :mod:`mnist_cnn.architectures` (an MLP, the
+course network, LeNet-5 in its 1998 and modern forms, VGG blocks, the course
+network with a global-average-pooling head, a small ResNet) trained with one recipe
+(Adam 2e-3, batch 50, no augmentation, so that what a network does with a moved
+digit comes from its design) on the first 8,000 training images for 8 epochs,
+three seeds. It records the validation accuracy on all 5,000 validation digits
+after every epoch, the training time, and after training the accuracy on those
+digits moved by 0-4 pixels (:func:`shifted_accuracy`).
 """
 
 from __future__ import annotations
@@ -203,6 +213,12 @@ def _check_runs(record: dict, spec: dict) -> None:
                         v is None or (isinstance(v, float) and v >= 0) for v in values):
                     raise ValueError(f"{label!r}, seed {run['seed']}: {key!r} is not "
                                      f"{spec['epochs']} losses")
+            for key, length in spec.get("curves", {}).items():
+                values = run[key]
+                if len(values) != length or not all(
+                        isinstance(v, float) and 0 <= v <= 1 for v in values):
+                    raise ValueError(f"{label!r}, seed {run['seed']}: {key!r} is not "
+                                     f"{length} accuracies")
             for key in spec.get("per_run", ()):
                 if not isinstance(run[key], float):
                     raise ValueError(f"{label!r}, seed {run['seed']}: no {key!r}")
@@ -227,6 +243,12 @@ def mean_sd(values) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1) of per-seed values."""
     values = np.asarray(values, dtype=np.float64)
     return float(values.mean()), float(values.std(ddof=1))
+
+
+def pm(values, digits: int = 1) -> str:
+    """Per-seed fractions as "mean ± sd" in percent (points), e.g. "97.3 ± 0.2"."""
+    mean, sd = mean_sd(np.asarray(values, dtype=np.float64) * 100)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 BN_IMAGES = 6000        # the Keras chapter's live run: the first 6,000 training images
@@ -402,6 +424,78 @@ def optimisers(seeds=OPT_SEEDS, progress: bool = True, cache_dir=None) -> dict:
             "seeds": [int(s) for s in seeds], "runs": runs}
 
 
+ARCH_N_TRAIN = 8000     # enough for the architectures to separate in a few epochs
+ARCH_N_VAL = VALIDATION_SIZE
+ARCH_EPOCHS = 8
+ARCH_BATCH_SIZE = 50
+ARCH_LR = 2e-3          # Adam, the course recipe's first step size, for every network
+ARCH_SEEDS = (0, 1, 2)
+SHIFTS = (0, 1, 2, 3, 4)        # pixels; each validation digit moved up, down, left, right
+
+
+def _arch_labels() -> tuple:
+    from mnist_cnn.architectures import ARCHITECTURES
+
+    return tuple(ARCHITECTURES)
+
+
+ARCH_SETTINGS = {"n_train": ARCH_N_TRAIN, "n_val": ARCH_N_VAL,
+                 "validation_split": VALIDATION_SIZE, "epochs": ARCH_EPOCHS,
+                 "batch_size": ARCH_BATCH_SIZE, "lr": ARCH_LR, "optimizer": "Adam",
+                 "augmentation": "none", "shifts": SHIFTS, "engine": "FastEngine",
+                 "shards": SHARDS, "architectures": _arch_labels()}
+
+
+def shifted_accuracy(net, x, y, shifts=SHIFTS) -> list[float]:
+    """Accuracy of ``net`` on ``x`` moved by each number of pixels in ``shifts``, the
+    mean over the four directions (up, down, left, right); 0 pixels is ``x`` itself."""
+    from mnist_cnn.data import shift_images
+    from mnist_cnn.scratch.train import evaluate
+
+    def accuracy(images):
+        return evaluate(net, images, y)["accuracy"]
+
+    return [accuracy(x) if k == 0 else float(np.mean([
+        accuracy(shift_images(x, dy, dx)) for dy, dx in ((-k, 0), (k, 0), (0, -k), (0, k))]))
+        for k in shifts]
+
+
+def architectures_run(label: str, seed: int, x, y, x_val, y_val,
+                      epochs: int = ARCH_EPOCHS) -> dict:
+    """Train the network ``label`` (a key of
+    :data:`mnist_cnn.architectures.ARCHITECTURES`) from ``seed`` with the shared
+    recipe (Adam, no augmentation). Returns per-epoch ``val`` accuracy, the
+    training ``seconds`` and, after training, ``shifted`` (:func:`shifted_accuracy`
+    on the validation digits)."""
+    from mnist_cnn.architectures import build
+    from mnist_cnn.scratch.optim import Adam
+    from mnist_cnn.scratch.train import fit
+
+    net = build(label, seed)
+    history = fit(net, x, y, epochs=epochs, batch_size=ARCH_BATCH_SIZE,
+                  optimizer=Adam(ARCH_LR), seed=seed, validation_data=(x_val, y_val),
+                  progress=False, fast=True)
+    return {"val": [float(v) for v in history["val_accuracy"]],
+            "seconds": float(sum(history["seconds"])),
+            "shifted": [float(v) for v in shifted_accuracy(net, x_val, y_val)]}
+
+
+def architectures(seeds=ARCH_SEEDS, progress: bool = True, cache_dir=None) -> dict:
+    """Every network of :data:`mnist_cnn.architectures.ARCHITECTURES` from every
+    seed; the experiment's record."""
+    from tqdm import tqdm
+
+    (x, y), (x_val, y_val) = experiment_data(ARCH_N_TRAIN, ARCH_N_VAL, cache_dir=cache_dir)
+    labels = _arch_labels()
+    runs: dict[str, list] = {label: [] for label in labels}
+    jobs = [(label, seed) for label in labels for seed in seeds]
+    for label, seed in tqdm(jobs, desc="architecture runs", unit="run", disable=not progress):
+        runs[label].append({"seed": int(seed),
+                            **architectures_run(label, seed, x, y, x_val, y_val)})
+    return {"experiment": "architectures", "settings": ARCH_SETTINGS,
+            "seeds": [int(s) for s in seeds], "runs": runs}
+
+
 def diverged(record: dict, label: str) -> np.ndarray:
     """One bool per seed: did the run of ``label`` diverge (a training loss that was
     not finite, or a last validation accuracy below :data:`DIVERGED_BELOW`)?"""
@@ -435,6 +529,13 @@ EXPERIMENTS = {
                    "losses": ("loss",), "per_run": ("seconds",), "epochs": OPT_EPOCHS,
                    "run": optimisers, "seeds": OPT_SEEDS, "summary": ("val",),
                    "summary_epochs": 1, "summary_extra": _diverged_summary},
+    "architectures": {"about": "7 networks from an MLP to a small ResNet; 8,000 images, "
+                               "8 epochs, then shifted digits",
+                      "settings": ARCH_SETTINGS, "labels": _arch_labels(),
+                      "per_epoch": ("val",), "per_run": ("seconds",),
+                      "curves": {"shifted": len(SHIFTS)}, "epochs": ARCH_EPOCHS,
+                      "run": architectures, "seeds": ARCH_SEEDS, "summary": ("val",),
+                      "summary_epochs": 1},
 }
 
 
@@ -488,7 +589,7 @@ def cli_experiment(args: argparse.Namespace) -> int:
     from mnist_cnn._io import library_versions, write_json
 
     if args.name not in EXPERIMENTS:
-        listing = "\n".join(f"  {name:12s} {spec['about']} (seeds "
+        listing = "\n".join(f"  {name:14s} {spec['about']} (seeds "
                              f"{' '.join(map(str, spec['seeds']))})"
                              for name, spec in EXPERIMENTS.items())
         if args.name == "list":
@@ -525,5 +626,6 @@ def cli_experiment(args: argparse.Namespace) -> int:
                                else f"{key} {mean:.1%} ± {sd:.1%}")
         if "summary_extra" in spec:
             figures.append(spec["summary_extra"](record, label))
-        print(f"  {label:22s} " + "   ".join(figures))
+        width = max(map(len, spec["labels"]))
+        print(f"  {label:{width}s} " + "   ".join(figures))
     return 0

@@ -10,19 +10,23 @@ from mnist_cnn.scratch.functional import __all__ as _functional_all
 __all__ = list(_functional_all)
 
 from mnist_cnn.scratch.layers import (  # noqa: E402
+    AveragePooling2D,
     BatchNormalization,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAveragePooling2D,
     LayerNormalization,
     MaxPooling2D,
     ReLU,
     Residual,
     Softmax,
+    Tanh,
 )
 from mnist_cnn.scratch.network import Sequential  # noqa: E402
 
-__all__ += ["BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
-            "LayerNormalization", "MaxPooling2D", "ReLU", "Residual", "Softmax",
-            "Sequential"]
+__all__ += ["AveragePooling2D", "BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
+            "GlobalAveragePooling2D", "LayerNormalization", "MaxPooling2D", "ReLU", "Residual",
+            "Softmax",
+            "Sequential", "Tanh"]

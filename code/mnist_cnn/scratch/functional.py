@@ -45,8 +45,14 @@ __all__ = [
     "max_pool2d_backward_naive",
     "max_pool2d",
     "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_avg_pool",
+    "global_avg_pool_backward",
     "relu",
     "relu_backward",
+    "tanh",
+    "tanh_backward",
     "dropout",
     "dropout_backward",
     "batch_moments",
@@ -369,10 +375,10 @@ def dilate_kernel(w, rate: int):
 # --------------------------------------------------------------------------- pooling
 
 
-def _pool_setup(x, pool_size, stride):
+def _pool_setup(x, pool_size, stride, what: str = "max_pool2d"):
     x = np.asarray(x)
     if x.ndim != 4:
-        raise ValueError(f"max_pool2d expects x of shape (N, H, W, C), got shape {x.shape}")
+        raise ValueError(f"{what} expects x of shape (N, H, W, C), got shape {x.shape}")
     p = _check_stride(pool_size, "pool_size")
     s = p if stride is None else _check_stride(stride)
     if p > x.shape[1] or p > x.shape[2]:
@@ -482,6 +488,51 @@ def max_pool2d_backward(dout, cache):
     return dx
 
 
+def avg_pool2d(x, pool_size=2, stride=None):
+    """Average pooling ("valid" padding): each output is the mean of its P x P window,
+    LeNet-5's subsampling (LeCun et al. 1998, without its trained scale and bias).
+
+    The same loop over window offsets as :func:`max_pool2d`, adding the P*P strided
+    views instead of taking their maximum.
+
+    Inputs: x (N, H, W, C); pool_size P; stride S (default P).
+    Returns (out (N, H_out, W_out, C), cache) for :func:`avg_pool2d_backward`.
+    """
+    p, s, out_h, out_w = _pool_setup(x, pool_size, stride, "avg_pool2d")
+    out = np.zeros((x.shape[0], out_h, out_w, x.shape[3]), x.dtype)
+    for view in _pool_views(x, p, s, out_h, out_w):
+        out += x[view]
+    out /= p * p
+    return out, {"shape": x.shape, "pool": p, "stride": s}
+
+
+def avg_pool2d_backward(dout, cache):
+    """Each input of a window contributed 1 / P^2 of its output, so each gets 1 / P^2
+    of the window's gradient; overlapping windows add up. Returns dx (N, H, W, C)."""
+    p, s = cache["pool"], cache["stride"]
+    _, out_h, out_w, _ = dout.shape
+    dx = np.zeros(cache["shape"], dtype=dout.dtype)
+    share = dout / (p * p)
+    for view in _pool_views(dx, p, s, out_h, out_w):
+        dx[view] += share
+    return dx
+
+
+def global_avg_pool(x):
+    """Global average pooling (Lin et al. 2014, "Network in Network"): the mean of each
+    channel over all positions, (N, H, W, C) -> (N, C). Returns (out, cache)."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"global_avg_pool expects x of shape (N, H, W, C), got {x.shape}")
+    return x.mean(axis=(1, 2)), x.shape
+
+
+def global_avg_pool_backward(dout, cache):
+    """Every one of the H * W positions gets 1 / (H W) of its channel's gradient."""
+    n, h, w, c = cache
+    return np.broadcast_to((dout / (h * w))[:, None, None, :], cache).copy()
+
+
 # --------------------------------------------------------------------------- elementwise
 
 
@@ -494,6 +545,18 @@ def relu(x):
 def relu_backward(dout, cache):
     """dx = dout where the input was positive, 0 elsewhere (gradient 0 at x = 0)."""
     return dout * (cache > 0)
+
+
+def tanh(x):
+    """The hyperbolic tangent, LeNet-5's squashing function (1998; ReLU came later).
+    Returns (out, cache): like ReLU, the output is all the backward pass needs."""
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    """d tanh(x) / dx = 1 - tanh(x)^2: near 1 at 0, near 0 where tanh saturates."""
+    return dout * (1 - cache * cache)
 
 
 def dropout(x, rate: float, rng):

@@ -27,7 +27,7 @@ from mnist_cnn.scratch import functional as F
 
 __all__ = ["he_normal", "glorot_uniform", "Layer", "Conv2D", "MaxPooling2D", "ReLU", "Flatten",
            "Dropout", "Dense", "BatchNormalization", "LayerNormalization", "Softmax",
-           "Residual",
+           "Residual", "Tanh", "AveragePooling2D", "GlobalAveragePooling2D",
            "layer_from_config", "LAYER_CLASSES", "walk"]
 
 DTYPE = np.float32
@@ -57,7 +57,7 @@ class Layer:
         if name is None:
             # Keras-style default names: conv2d, conv2d_1, ...
             base = "".join("_" + ch.lower() if ch.isupper() else ch for ch in cls).lstrip("_")
-            base = base.replace("conv2_d", "conv2d").replace("max_pooling2_d", "max_pooling2d")
+            base = base.replace("2_d", "2d")     # conv2d, max_pooling2d, as Keras
             k = Layer._counter.get(base, 0)
             Layer._counter[base] = k + 1
             name = base if k == 0 else f"{base}_{k}"
@@ -184,8 +184,8 @@ class Conv2D(Layer):
                 "padding": self.padding, "use_bias": self.use_bias}
 
 
-class MaxPooling2D(Layer):
-    """Max pooling over P x P windows, stride S (default P), "valid" padding."""
+class _Pooling2D(Layer):
+    """P x P windows, stride S (default P), "valid" padding: what the poolings share."""
 
     def __init__(self, pool_size=2, strides=None, name: str | None = None):
         super().__init__(name)
@@ -194,9 +194,17 @@ class MaxPooling2D(Layer):
 
     def _output_shape(self, s):
         if len(s) != 3:
-            raise ValueError(f"MaxPooling2D {self.name!r} expects inputs (H, W, C), got {s}")
+            raise ValueError(f"{type(self).__name__} {self.name!r} expects inputs (H, W, C), "
+                             f"got {s}")
         p, st = self.pool_size, self.strides
         return (F.conv_output_size(s[0], p, st), F.conv_output_size(s[1], p, st), s[2])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
+
+
+class MaxPooling2D(_Pooling2D):
+    """Max pooling over P x P windows, stride S (default P), "valid" padding."""
 
     def forward(self, x, training=False):
         out, self._cache = F.max_pool2d(x, self.pool_size, self.strides)
@@ -205,8 +213,33 @@ class MaxPooling2D(Layer):
     def backward(self, dout):
         return F.max_pool2d_backward(dout, self._cache)
 
-    def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
+
+class AveragePooling2D(_Pooling2D):
+    """Average pooling over P x P windows, stride S (default P), "valid" padding."""
+
+    def forward(self, x, training=False):
+        out, self._cache = F.avg_pool2d(x, self.pool_size, self.strides)
+        return out
+
+    def backward(self, dout):
+        return F.avg_pool2d_backward(dout, self._cache)
+
+
+class GlobalAveragePooling2D(Layer):
+    """The mean of each channel over all positions: (H, W, C) -> (C,), no weights."""
+
+    def _output_shape(self, s):
+        if len(s) != 3:
+            raise ValueError(f"GlobalAveragePooling2D {self.name!r} expects inputs "
+                             f"(H, W, C), got {s}")
+        return (s[2],)
+
+    def forward(self, x, training=False):
+        out, self._cache = F.global_avg_pool(x)
+        return out
+
+    def backward(self, dout):
+        return F.global_avg_pool_backward(dout, self._cache)
 
 
 class ReLU(Layer):
@@ -218,6 +251,17 @@ class ReLU(Layer):
 
     def backward(self, dout):
         return F.relu_backward(dout, self._cache)
+
+
+class Tanh(Layer):
+    """tanh(x), elementwise."""
+
+    def forward(self, x, training=False):
+        out, self._cache = F.tanh(x)
+        return out
+
+    def backward(self, dout):
+        return F.tanh_backward(dout, self._cache)
 
 
 class Flatten(Layer):
@@ -584,7 +628,8 @@ def _as_layer(layer) -> Layer:
 
 LAYER_CLASSES = {cls.__name__: cls for cls in
                  (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense, BatchNormalization,
-                  LayerNormalization, Softmax, Residual)}
+                  LayerNormalization, Softmax, Residual, Tanh, AveragePooling2D,
+                  GlobalAveragePooling2D)}
 
 
 def layer_from_config(config: dict) -> Layer:
