@@ -169,6 +169,17 @@ def test_receptive_fields_follow_the_recursion_and_are_what_moves_a_unit():
     moved = (np.abs(unit(probes) - unit(base)) > 0).reshape(28, 28)
     rows_hit, cols_hit = np.flatnonzero(moved.any(1)), np.flatnonzero(moved.any(0))
     assert rows_hit[-1] - rows_hit[0] + 1 == c3 and cols_hit[-1] - cols_hit[0] + 1 == c3
+    # and exactly where receptive_box says ("same" padding in C1 shifts it by 2)
+    top, left, bottom, right = A.receptive_box(net, net.layers[3].name, 3, 3)
+    assert (top, left, bottom, right) == (4, 4, 18, 18)
+    assert (rows_hit[0], cols_hit[0], rows_hit[-1] + 1, cols_hit[-1] + 1) == (top, left,
+                                                                             bottom, right)
+    # clipped at the border; the course network's unit of architecture.md; a dense unit
+    assert A.receptive_box(net, net.layers[3].name, 0, 0) == (0, 0, 12, 12)   # -2 to 12
+    assert A.receptive_box(A.build("course CNN"), "max_pooling2d_1", 2, 2) == (8, 8, 18, 18)
+    assert A.receptive_box(net, net.layers[-1].name, 0, 0) == (0, 0, 28, 28)
+    with pytest.raises(ValueError, match="no layer named"):
+        A.receptive_box(net, "nope", 0, 0)
 
 
 def test_shift_images_moves_and_fills_with_background():

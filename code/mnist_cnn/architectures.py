@@ -171,6 +171,38 @@ def multiply_adds(net: Sequential) -> dict[str, int]:
     return {layer.name: _layer_multiply_adds(layer) for layer in net.layers}
 
 
+def _window(layer, size: int):
+    """(k, s, padding on the top/left) of a convolution or pooling layer over an
+    input ``size`` pixels wide; None for a layer that keeps positions."""
+    from mnist_cnn.scratch.functional import same_padding
+
+    if isinstance(layer, Conv2D):
+        k, s = max(layer.kernel_size), layer.strides
+        pad = layer.padding
+        left = 0 if pad == "valid" else same_padding(size, k, s)[0] if pad == "same" else pad
+        return k, s, left
+    if isinstance(layer, (MaxPooling2D, AveragePooling2D)):
+        return layer.pool_size, layer.strides, 0
+    return None
+
+
+def _fields(layers, field=1, jump=1, start=0):
+    """(layer, field, jump, start) after each of ``layers``: a unit sees ``field``
+    input positions per axis, neighbouring units are ``jump`` apart, and unit 0's
+    field begins at input position ``start`` (negative where padding adds zeros).
+    A window of size k, stride s and p zeros in front, over inputs that see r
+    positions spaced j apart from ``start``: r + (k - 1) j, j s, start - p j."""
+    for layer in layers:
+        if isinstance(layer, Residual):          # the longer branch, f
+            *_, (_, field, jump, start) = _fields(layer.layers, field, jump, start)
+        elif isinstance(layer, (Flatten, Dense, GlobalAveragePooling2D)):
+            field, start = None, 0               # every unit sees the whole input
+        elif field is not None and (window := _window(layer, layer.input_shape[0])):
+            k, s, left = window
+            field, jump, start = field + (k - 1) * jump, jump * s, start - left * jump
+        yield layer, field, jump, start
+
+
 def receptive_fields(net: Sequential) -> list[tuple[str, int, int]]:
     """(layer name, field, jump) after each layer: a unit sees a field x field square
     of input pixels, and neighbouring units are jump pixels apart.
@@ -179,30 +211,25 @@ def receptive_fields(net: Sequential) -> list[tuple[str, int, int]]:
     apart, sees r + (k - 1) j pixels, and its outputs are j s apart. A residual
     block sees what its longer branch sees. After Flatten, Dense or global
     pooling a unit sees the whole image; fields are capped at the image size
-    (padding adds zeros, not pixels)."""
-    field, jump, rows = 1, 1, []
+    (padding adds zeros, not pixels). Square windows (a non-square kernel counts
+    with its larger side)."""
     whole = max(net.input_shape[:2])
+    return [(layer.name, whole if field is None else min(field, whole), jump)
+            for layer, field, jump, _ in _fields(net.layers)]
 
-    def through(layer, field, jump):
-        if isinstance(layer, Residual):
-            inner = (field, jump)
-            for sub in layer.layers:
-                inner = through(sub, *inner)
-            return inner
-        if isinstance(layer, (Flatten, Dense, GlobalAveragePooling2D)):
-            return whole, jump
-        if isinstance(layer, Conv2D):
-            k, s = max(layer.kernel_size), layer.strides
-        elif isinstance(layer, (MaxPooling2D, AveragePooling2D)):
-            k, s = layer.pool_size, layer.strides
-        else:
-            return field, jump
-        return min(field + (k - 1) * jump, whole), jump * s
 
-    for layer in net.layers:
-        field, jump = through(layer, field, jump)
-        rows.append((layer.name, field, jump))
-    return rows
+def receptive_box(net: Sequential, layer_name: str, row: int, col: int):
+    """The input pixels that unit (row, col) of layer ``layer_name`` sees, as
+    (top, left, bottom, right), bottom and right exclusive, clipped to the image:
+    ``x[top:bottom, left:right]`` is its receptive field."""
+    h, w = net.input_shape[:2]
+    for layer, field, jump, start in _fields(net.layers):
+        if layer.name == layer_name:
+            if field is None:
+                return 0, 0, h, w
+            top, left = start + row * jump, start + col * jump
+            return max(top, 0), max(left, 0), min(top + field, h), min(left + field, w)
+    raise ValueError(f"no layer named {layer_name!r} at the top level of the network")
 
 
 def deep_stack(depth: int = 10, channels: int = 8, skips: bool = False,

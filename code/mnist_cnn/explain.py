@@ -8,7 +8,10 @@ further than training needs: down to the pixels.
   the image is blacked out, for every position of the square;
 - :func:`fgsm`: the fast gradient sign method, x + eps * sign(d loss / d x);
 - :func:`grad_cam`: Grad-CAM, a class's gradient-weighted sum of one conv
-  layer's feature maps, and :func:`upsample` to lay it over the 28x28 digit.
+  layer's feature maps, and :func:`upsample` to lay it over the 28x28 digit;
+- :func:`pca`: principal components by NumPy's SVD, to draw a layer's features
+  of many digits in two dimensions;
+- :func:`dream`: an input made by gradient ascent to excite one class.
 
 Example::
 
@@ -24,7 +27,8 @@ from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import Softmax
 from mnist_cnn.scratch.network import Sequential
 
-__all__ = ["input_gradient", "occlusion_map", "fgsm", "grad_cam", "upsample"]
+__all__ = ["input_gradient", "occlusion_map", "fgsm", "grad_cam", "upsample", "pca", "dream",
+           "layer_output", "top_patches"]
 
 
 def input_gradient(net: Sequential, x, y, score: str = "class") -> np.ndarray:
@@ -169,3 +173,105 @@ def upsample(maps, size=(28, 28)) -> np.ndarray:
     lo, hi, t = _bilinear_weights(maps.shape[2], size[1])
     t = t.astype(maps.dtype)[None, None, :]
     return rows[:, :, lo] * (1 - t) + rows[:, :, hi] * t            # (N, H_out, W_out)
+
+
+def layer_output(net: Sequential, x, layer_name: str, batch_size: int = 500) -> np.ndarray:
+    """The output of layer ``layer_name`` for images x (N, *net.input_shape), in
+    inference mode, computed ``batch_size`` images at a time (the early layers'
+    maps of 10,000 digits at once would take gigabytes)."""
+    names = [layer.name for layer in net.layers]
+    if layer_name not in names:
+        raise ValueError(f"no layer named {layer_name!r}; layers: {', '.join(names)}")
+    upto = net.layers[:names.index(layer_name) + 1]
+    x = net._check_input(x)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        out = x[i:i + batch_size]
+        for layer in upto:
+            out = layer.forward(out, training=False)
+        outs.append(out)
+    return np.concatenate(outs) if outs else np.zeros((0, *upto[-1].output_shape))
+
+
+def top_patches(net: Sequential, x, layer_name: str, channel: int, k: int = 9):
+    """The input patches that excite one feature map most: for every image its
+    strongest unit of ``channel`` in layer ``layer_name``, then the ``k`` images
+    whose strongest is largest (one patch per image, so one digit cannot fill the
+    list). Each patch is that unit's receptive field
+    (:func:`mnist_cnn.architectures.receptive_box`), cut from the image.
+
+    Returns a list of k dicts: ``image`` (index into x), ``unit`` (row, col),
+    ``value`` (the activation), ``box`` (top, left, bottom, right) and ``patch``
+    (the pixels, (bottom - top, right - left)); the strongest first.
+    """
+    from mnist_cnn.architectures import receptive_box
+
+    maps = layer_output(net, x, layer_name)[..., channel]        # (N, H, W)
+    flat = maps.reshape(len(maps), -1)
+    best = flat.argmax(axis=1)                                    # each image's strongest
+    values = flat[np.arange(len(flat)), best]
+    result = []
+    for i in np.argsort(-values, kind="stable")[:k]:
+        row, col = np.unravel_index(best[i], maps.shape[1:])
+        top, left, bottom, right = receptive_box(net, layer_name, int(row), int(col))
+        result.append({"image": int(i), "unit": (int(row), int(col)),
+                       "value": float(values[i]), "box": (top, left, bottom, right),
+                       "patch": np.asarray(x)[i, top:bottom, left:right, 0]})
+    return result
+
+
+def pca(features, k: int = 2):
+    """Principal component analysis of ``features`` (N, D) by the SVD.
+
+    With X the centred features (each column minus its mean), X = U S V^T; the
+    rows of V^T are the directions of largest variance, in order, and X V_k = U_k S_k
+    are the coordinates of every row along the first k of them. The variance along
+    direction i is S_i^2 / (N - 1).
+
+    Returns (scores (N, k), components (k, D), explained (k,): the fraction of the
+    total variance along each component). float64 throughout.
+    """
+    x = np.asarray(features, np.float64)
+    if x.ndim != 2 or len(x) < 2 or not 1 <= k <= min(x.shape):
+        raise ValueError(f"pca needs features (N >= 2, D) and 1 <= k <= min(N, D), got "
+                         f"shape {x.shape}, k={k}")
+    centred = x - x.mean(axis=0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    explained = s ** 2 / (s ** 2).sum()
+    return u[:, :k] * s[:k], vt[:k], explained[:k]
+
+
+def dream(net: Sequential, target: int, steps: int = 200, lr: float = 0.1,
+          l2: float = 0.01, jitter: int = 1, seed: int = 0, start=None):
+    """Activation maximisation (Erhan et al., 2009; Simonyan et al., 2014): the
+    image x in [0, 1] that gradient ascent finds for
+
+        maximise  y_t(x) - l2 * ||x||^2
+
+    (y_t the logit of class ``target``), starting from ``start`` (default a dim
+    uniform noise image drawn from ``seed``). Each step moves every pixel by
+    ``lr`` times the gradient (from :func:`input_gradient`), then clips to [0, 1].
+    Without the L2 term the ascent fills the frame with whatever raises the logit
+    a little everywhere; the penalty keeps only pixels that pay for themselves.
+    ``jitter``: each step computes the gradient on the image shifted by up to this
+    many pixels (and shifts it back), so no single pixel pattern can win: a second,
+    common regulariser (0: off).
+
+    Returns (image (28, 28, 1) float32, logits: the target's logit after each step).
+    """
+    from mnist_cnn.data import shift_images
+
+    rng = np.random.default_rng(seed)
+    shape = net.input_shape
+    x = (rng.uniform(0, 0.1, (1, *shape)) if start is None
+         else np.asarray(start, np.float64).reshape(1, *shape))
+    x = x.astype(np.float32)
+    history = []
+    for _ in range(steps):
+        dy, dx = rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0)
+        moved = shift_images(x, int(dy), int(dx))
+        grad = shift_images(input_gradient(net, moved, [target], score="class"),
+                            -int(dy), -int(dx))
+        x = np.clip(x + lr * (grad - 2 * l2 * x), 0.0, 1.0).astype(np.float32)
+        history.append(float(net.forward(x)[0, target]))
+    return x[0], np.array(history)

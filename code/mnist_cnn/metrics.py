@@ -53,3 +53,28 @@ def evaluate_probs(probs, y) -> dict:
         "per_class_accuracy": {str(d): round(a, 6) for d, a in enumerate(per_class)},
         "confusion_matrix": cm.tolist(),
     }
+
+
+def reliability(probs, y, bins: int = 10) -> dict:
+    """A reliability diagram's numbers (Guo et al., 2017): the predictions grouped by
+    their confidence (the top probability) into ``bins`` equal intervals of [0, 1].
+
+    Returns a dict of arrays, one entry per bin: ``edges`` (bins + 1), ``count``,
+    ``confidence`` (the bin's mean confidence), ``accuracy`` (the fraction of its
+    predictions that are right), NaN for an empty bin; and ``ece``, the expected
+    calibration error: sum over bins of count / N * |accuracy - confidence|. A
+    calibrated model's 80 %-confident answers are right 80 % of the time.
+    """
+    probs = np.asarray(probs, np.float64)
+    y = np.asarray(y, int)
+    confidence, right = probs.max(axis=1), probs.argmax(axis=1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # bin i holds (edges[i], edges[i + 1]]; a confidence of exactly 0 cannot occur
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, confidence, bins) / count
+        accuracy = np.bincount(which, right, bins) / count
+    gaps = np.where(count > 0, np.abs(accuracy - mean_conf), 0.0)
+    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": accuracy,
+            "ece": float((count * gaps).sum() / len(y))}
