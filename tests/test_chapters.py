@@ -204,6 +204,9 @@ SHOWN_MAX_LINES = 30
 # Displays allowed to be longer, keyed (chapter, the call as ast.unparse writes it),
 # each with its reason. A key that no longer matches a longer display fails too.
 LONGER_DISPLAYS = {
+    ("inside", "source(grad_cam)"):
+        "the section's one algorithm; its docstring states the formula the paragraph "
+        "above it derives, and the inputs and output the check below uses",
     ("convolution", "source(conv2d_naive)"):
         "the literal loops of the chapter's one idea; more than half of it is the "
         "docstring that lists the inputs and the output shape",

@@ -243,21 +243,15 @@ def pca(features, k: int = 2):
 
 def dream(net: Sequential, target: int, steps: int = 200, lr: float = 0.1,
           l2: float = 0.01, jitter: int = 1, seed: int = 0, start=None):
-    """Activation maximisation (Erhan et al., 2009; Simonyan et al., 2014): the
-    image x in [0, 1] that gradient ascent finds for
+    """Activation maximisation (Erhan et al., 2009; Simonyan et al., 2014): an
+    image x in [0, 1] found by gradient ascent on y_t(x) - l2 * ||x||^2, with y_t
+    the logit of class ``target``, from ``start`` (default dim noise drawn from
+    ``seed``). Each step adds ``lr`` times the gradient (:func:`input_gradient`)
+    and clips to [0, 1]. The L2 term keeps only pixels that pay for themselves;
+    ``jitter``: each gradient is taken on the image moved by up to that many
+    pixels (and moved back), so no pattern tied to one exact position wins.
 
-        maximise  y_t(x) - l2 * ||x||^2
-
-    (y_t the logit of class ``target``), starting from ``start`` (default a dim
-    uniform noise image drawn from ``seed``). Each step moves every pixel by
-    ``lr`` times the gradient (from :func:`input_gradient`), then clips to [0, 1].
-    Without the L2 term the ascent fills the frame with whatever raises the logit
-    a little everywhere; the penalty keeps only pixels that pay for themselves.
-    ``jitter``: each step computes the gradient on the image shifted by up to this
-    many pixels (and shifts it back), so no single pixel pattern can win: a second,
-    common regulariser (0: off).
-
-    Returns (image (28, 28, 1) float32, logits: the target's logit after each step).
+    Returns (image (28, 28, 1) float32, the target's logit after each step).
     """
     from mnist_cnn.data import shift_images
 
