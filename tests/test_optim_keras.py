@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mnist_cnn.backend import import_keras, import_tensorflow
+from mnist_cnn.bridge import keras_run_steps
 from mnist_cnn.numerics import assert_close, max_rel_error, tolerance
 from mnist_cnn.scratch.optim import (
     SGD,
@@ -30,6 +31,7 @@ from mnist_cnn.scratch.optim import (
     RMSprop,
     cosine_decay,
     exponential_decay,
+    run_steps,
     step_decay,
     warmup_cosine_decay,
 )
@@ -50,19 +52,7 @@ def _problem(seed: int = 0, dtype=np.float32):
     return params, grads
 
 
-def _run_ours(opt, params, grads):
-    params = [p.copy() for p in params]
-    for g in grads:
-        opt.step(params, g)
-    return params
-
-
-def _run_keras(opt, params, grads):
-    variables = [keras.Variable(p) for p in params]
-    for g in grads:
-        opt.apply_gradients([(tf.convert_to_tensor(gi), v)
-                             for gi, v in zip(g, variables, strict=True)])
-    return [v.numpy() for v in variables]
+_run_ours, _run_keras = run_steps, keras_run_steps
 
 
 K = keras.optimizers

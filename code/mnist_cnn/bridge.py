@@ -290,3 +290,17 @@ def to_keras(net):
     keras = import_keras()
     inputs = keras.Input(net.input_shape)
     return keras.Model(inputs, _keras_graph(net.layers, inputs, keras))
+
+
+def keras_run_steps(optimizer, params, grads) -> list[np.ndarray]:
+    """What the Keras ``optimizer`` makes of ``params`` after one
+    ``apply_gradients`` per entry of ``grads`` (a list of gradient lists): the
+    Keras side of :func:`mnist_cnn.scratch.optim.run_steps`."""
+    from mnist_cnn.backend import import_keras, import_tensorflow
+
+    keras, tf = import_keras(), import_tensorflow()
+    variables = [keras.Variable(p) for p in params]
+    for g in grads:
+        optimizer.apply_gradients([(tf.convert_to_tensor(gi), v)
+                                   for gi, v in zip(g, variables, strict=True)])
+    return [v.numpy() for v in variables]

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "run_steps",
            "exponential_decay", "step_decay", "cosine_decay", "warmup_cosine_decay"]
 
 
@@ -228,6 +228,16 @@ class AdamW(Adam):
         for p in params:
             p -= p * self.decoupled_weight_decay * self.lr
         super().step(params, grads)
+
+
+def run_steps(optimizer, params, grads) -> list[np.ndarray]:
+    """Copies of ``params`` after ``optimizer`` took one step per entry of ``grads``
+    (a list of gradient lists, one array per parameter): how an optimiser is
+    compared with another on the same fixed sequence of gradients."""
+    params = [np.array(p, copy=True) for p in params]
+    for g in grads:
+        optimizer.step(params, g)
+    return params
 
 
 # --------------------------------------------------------------------- schedules
