@@ -105,16 +105,41 @@ def _adam64(params, grads, lr, b1=0.9, b2=0.999, eps=1e-7, keras_eps=False, wd=0
     return params
 
 
-def test_adams_epsilon_is_not_keras_but_the_difference_is_far_below_rounding():
+def test_adams_epsilon_is_not_keras_but_the_difference_is_far_below_the_tolerance():
     """Adam here adds eps to sqrt(v_hat) (Kingma & Ba); Keras adds it to sqrt(v), that
     is eps / sqrt(1 - b2^t) to sqrt(v_hat). Computed exactly (float64) on the test's
-    gradients, the two differ by far less than the float32 tolerance, so the float32
-    comparison above tests rounding only."""
+    gradients, the two differ by far less than the float32 tolerance (about 20 units
+    of rounding), so the float32 comparison above passes on these gradients; the
+    small-gradient test below shows where the two forms part."""
     params, grads = _problem()
     ours = _adam64(params, grads, 0.01)
     theirs = _adam64(params, grads, 0.01, keras_eps=True)
     for a, b in zip(ours, theirs, strict=True):
         assert 0 < max_rel_error(a, b) < TOL32 / 10
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1e-3])
+def test_on_small_gradients_only_the_keras_eps_form_equals_keras(scale):
+    """Where |g| comes within a few orders of magnitude of eps, the two placements
+    of epsilon part: the library's default (the paper's) differs from
+    Keras by more than the float32 rule, by as much as the float64 equations of
+    the two forms say; eps_form="keras" is equal to Keras."""
+    params, grads = _problem()
+    grads = [[g * np.float32(scale) for g in step] for step in grads]
+    keras_weights = _run_keras(K.Adam(0.01), params, grads)
+    paper = _run_ours(Adam(0.01), params, grads)
+    keras_form = _run_ours(Adam(0.01, eps_form="keras"), params, grads)
+    adamw = _run_ours(AdamW(0.01, weight_decay=0.5, eps_form="keras"), params, grads)
+    for a, b in zip(adamw, _run_keras(K.AdamW(0.01, weight_decay=0.5), params, grads),
+                    strict=True):
+        assert_close(a, b, f"AdamW(eps_form='keras') vs Keras, gradients x {scale}")
+    exact = max(max_rel_error(a, b) for a, b in zip(
+        _adam64(params, grads, 0.01), _adam64(params, grads, 0.01, keras_eps=True),
+        strict=True))
+    seen = max(max_rel_error(a, b) for a, b in zip(paper, keras_weights, strict=True))
+    assert seen > TOL32 and abs(seen - exact) < TOL32      # the difference is the form
+    for a, b in zip(keras_form, keras_weights, strict=True):
+        assert_close(a, b, f"Adam(eps_form='keras') vs Keras, gradients x {scale}")
 
 
 def test_adam_with_coupled_weight_decay_equals_its_equations():
@@ -260,6 +285,8 @@ def test_fit_sets_the_learning_rate_from_a_schedule_each_epoch(mnist):
     (lambda: Adam(beta2=-0.1), "beta2"),
     (lambda: AdamW(-1e-3), "lr"),
     (lambda: AdamW(weight_decay=-0.01), "weight_decay"),
+    (lambda: Adam(eps_form="Keras"), "eps_form"),
+    (lambda: AdamW(eps_form="tf"), "eps_form"),
     (lambda: step_decay(0.1, 0.5, 0), "every"),
     (lambda: step_decay(0.1, 0.5, 2.5), "every"),
     (lambda: step_decay(-0.1, 0.5, 2), "lr0"),

@@ -14,9 +14,11 @@ with the epoch, counted from 0), see :func:`exponential_decay`,
 :func:`step_decay`, :func:`cosine_decay` and :func:`warmup_cosine_decay`.
 
 Each optimiser and schedule computes what Keras 3's namesake does
-(``tests/test_optim_keras.py``), with one stated exception: ``weight_decay`` in
+(``tests/test_optim_keras.py``), with two stated exceptions: ``weight_decay`` in
 ``SGD`` and ``Adam`` is the classic L2 term added to the gradient, while Keras'
-``weight_decay`` (in every optimiser) is the decoupled decay of :class:`AdamW`.
+``weight_decay`` (in every optimiser) is the decoupled decay of :class:`AdamW`; and
+``Adam``/``AdamW`` add epsilon where the paper does unless ``eps_form="keras"``,
+which matters only for gradients within a few orders of magnitude of epsilon.
 """
 
 from __future__ import annotations
@@ -163,18 +165,27 @@ class Adam:
     coupled form; :class:`AdamW` decouples it):
 
         g <- g + weight_decay * p,  then the update above
+
+    ``eps_form``: "paper" adds eps to sqrt(v_hat), as above (Kingma & Ba's
+    Algorithm 1); "keras" adds it to sqrt(v) before the bias correction, as Keras
+    does (the eps-hat form at the end of the paper's section 2), which is the
+    update above with eps replaced by eps / sqrt(1 - b2^t). The two part only
+    where |g| is within a few orders of magnitude of eps: at the first step their
+    relative difference is about 30 eps / |g|.
     """
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-7, weight_decay: float = 0.0):
+                 eps: float = 1e-7, weight_decay: float = 0.0, eps_form: str = "paper"):
         _require(lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0
-                 and weight_decay >= 0,
-                 "lr > 0, 0 <= beta1 < 1, 0 <= beta2 < 1, eps > 0 and "
-                 "weight_decay >= 0", lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                 weight_decay=weight_decay)
+                 and weight_decay >= 0 and eps_form in ("paper", "keras"),
+                 "lr > 0, 0 <= beta1 < 1, 0 <= beta2 < 1, eps > 0, "
+                 "weight_decay >= 0 and eps_form 'paper' or 'keras'", lr=lr,
+                 beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                 eps_form=eps_form)
         self.lr, self.beta1 = float(lr), float(beta1)
         self.beta2, self.eps = float(beta2), float(eps)
         self.weight_decay = float(weight_decay)
+        self.eps_form = eps_form
         self.state: dict = {"step": 0, "m": None, "v": None}
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
@@ -184,15 +195,14 @@ class Adam:
             st["v"] = [np.zeros_like(p) for p in params]
         st["step"] += 1
         t, b1, b2 = st["step"], self.beta1, self.beta2
-        # Both bias corrections folded into the step size and epsilon, the form
-        # Kingma & Ba give at the end of their section 2: exactly the update of
-        # the docstring. Keras 3 folds them into the step size only and adds eps
-        # to sqrt(v) unscaled; that is the docstring's update with eps replaced
-        # by eps / sqrt(1 - b2^t): 31.6 eps at step 1, 1.26 eps at step 1000,
-        # then -> eps. It matters only where sqrt(v_hat) is as small as eps.
+        # Both bias corrections folded into the step size and epsilon: exactly the
+        # update of the docstring (Algorithm 1). Keras 3 folds them into the step
+        # size only and adds eps to sqrt(v) unscaled (eps_form="keras"); that is
+        # the docstring's update with eps replaced by eps / sqrt(1 - b2^t): 31.6
+        # eps at step 1, 1.26 eps at step 1000, then -> eps.
         # Python floats, so float32 weights stay float32.
         lr_t = self.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
-        eps_t = self.eps * math.sqrt(1 - b2**t)
+        eps_t = self.eps * (math.sqrt(1 - b2**t) if self.eps_form == "paper" else 1.0)
         for p, g, m, v in zip(params, grads, st["m"], st["v"], strict=True):
             if self.weight_decay:
                 g = g + self.weight_decay * p
@@ -202,7 +212,8 @@ class Adam:
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as Keras' AdamW.
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as Keras' AdamW
+    (with ``eps_form="keras"`` also where gradients are as small as epsilon).
 
     With the same lambda = weight_decay, the two ways to decay weights in Adam:
 
@@ -219,8 +230,9 @@ class AdamW(Adam):
     """
 
     def __init__(self, lr: float = 1e-3, weight_decay: float = 0.004,
-                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
-        super().__init__(lr, beta1, beta2, eps)
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
+                 eps_form: str = "paper"):
+        super().__init__(lr, beta1, beta2, eps, eps_form=eps_form)
         _require(weight_decay >= 0, "weight_decay >= 0", weight_decay=weight_decay)
         self.decoupled_weight_decay = float(weight_decay)
 
