@@ -60,11 +60,14 @@ def lenet5(seed: int = 0, modern: bool = False) -> Sequential:
     C3 16 maps 5 x 5, S4, then 120, 84 and 10 units. ``modern=False``: tanh and
     average pooling; ``modern=True``: ReLU and max pooling.
 
-    Two simplifications of the paper, which a modern reading keeps too: C3
-    connects every S2 map (the paper wires each C3 map to a chosen subset) and
-    the output is a dense layer with softmax (the paper's are radial basis
-    units); S2/S4 average without the paper's trained scale and bias.
-    61,706 parameters either way."""
+    The layout of the paper, not its every detail. Where it differs: the paper
+    takes a 32 x 32 input (normalised to about -0.1 .. 1.175) and uses the scaled
+    tanh 1.7159 tanh(2a/3); its S2/S4 multiply each average by a trained scale,
+    add a trained bias and squash the result; its C3 wires each map to a chosen
+    subset of the S2 maps (1,516 parameters; here every map, 2,416); its output
+    units are radial basis functions (here a dense layer and softmax); and it was
+    trained differently. 61,706 parameters in both forms here; the paper's has
+    60,000 trainable ones (its RBF units' weights are fixed bitmaps)."""
     act, pool = (ReLU, MaxPooling2D) if modern else (Tanh, AveragePooling2D)
     return Sequential([
         Conv2D(6, 5, padding="same"), act(), pool(2),
