@@ -215,3 +215,20 @@ print("digit", p.predict(x))
     assert res.stdout.startswith("digit ")
     assert res.stderr == "", res.stderr
     _assert_quiet(res)
+
+
+def test_an_interrupt_inside_a_c_extension_still_counts_as_an_interrupt():
+    """Ctrl-C landing inside TensorFlow's C code can surface as a SystemError chained
+    to the KeyboardInterrupt; the command line must still treat it as Ctrl-C (130)."""
+    from mnist_cnn.cli import interrupted
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemError("bad argument to internal function") from None
+    except SystemError as exc:
+        wrapped = exc
+    assert wrapped.__context__ is not None and interrupted(wrapped)
+    assert not interrupted(SystemError("a real bug"))
+    assert interrupted(KeyboardInterrupt())

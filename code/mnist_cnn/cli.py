@@ -147,6 +147,17 @@ def _resolve(target: str):
     return getattr(importlib.import_module(module), func)
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a KeyboardInterrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -175,7 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     try:
-        return int(_resolve(target)(args) or 0)
+        try:
+            return int(_resolve(target)(args) or 0)
+        except SystemError as exc:
+            # Ctrl-C landing inside a C extension (TensorFlow) can surface as a
+            # SystemError chained to the KeyboardInterrupt: still an interrupt.
+            if interrupted(exc):
+                raise KeyboardInterrupt from exc
+            raise
     except KeyboardInterrupt:
         print("\nInterrupted; no partial files were written.", file=sys.stderr)
         return 130
