@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM ?= /usr/bin/chromium
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: help setup data notebooks book book-assets test test-fast test-numerics chromium tools app lab bench bench-app web-export lint clean
+.PHONY: assignments help setup data notebooks book book-assets test test-fast test-numerics chromium tools app lab bench bench-app web-export lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,12 @@ web-export: $(WEB_EXPORT) ## export the model for the book's in-page canvas (if 
 book: notebooks data book-assets $(WEB_EXPORT) ## build the book to _build/html (executes every chapter)
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
+
+# Graded assignments: student notebooks (committed, in assignments/), answer keys and
+# otter-grader autograders (in _build/assignments). The hidden checks draw their inputs
+# from SEED: set it to rebuild the same autograders (default: a fresh random seed).
+assignments: setup ## write the student notebooks, answer keys and autograders
+	$(PY) -m tools.make_assignments $(if $(SEED),--seed $(SEED),)
 
 chromium: ## install Debian chromium for the browser tests if missing
 	@if [ ! -x "$(CHROMIUM)" ]; then \

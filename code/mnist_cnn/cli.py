@@ -24,6 +24,7 @@ _HANDLERS = {
     "predict": "mnist_cnn.predict:cli_predict",
     "export-web": "mnist_cnn.web:cli_export_web",
     "experiment": "mnist_cnn.experiments:cli_experiment",
+    "grade": "mnist_cnn.assignments.grader:cli_grade",
 }
 # The model formats every --model takes (bench predict excepted), for the help texts.
 _BOTH = "a Keras model (.keras/.h5) or a from-scratch NumPy model (.npz)"
@@ -124,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="output file (default: models/experiments/NAME.json)")
     _add_common_data(p)
+
+    p = sub.add_parser("grade", help="grade handed-in assignment notebooks (otter-grader; "
+                                     "`make assignments` writes the autograders first)")
+    p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
+    p.add_argument("--autograder", default=None,
+                   help="otter autograder zip (default: the notebook's assignment in "
+                        "_build/assignments/autograder)")
+    p.add_argument("--csv", default=None, help="also write the scores to this CSV file")
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="seconds allowed per notebook (default 1800)")
+    p.add_argument("-q", "--quiet", action="store_true", help="scores only, no feedback")
 
     p = sub.add_parser("bench", help="benchmarks that print measured figures")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")

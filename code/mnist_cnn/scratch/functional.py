@@ -173,6 +173,8 @@ def _conv_setup(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride, padding):
 
 
 def _pad(x: np.ndarray, pads) -> np.ndarray:
+    """x (N, H, W, C) with zero rows and columns added: pads = ((top, bottom),
+    (left, right)), as :func:`_conv_setup` returns them."""
     if pads == ((0, 0), (0, 0)):
         return x
     return np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
@@ -376,6 +378,8 @@ def dilate_kernel(w, rate: int):
 
 
 def _pool_setup(x, pool_size, stride, what: str = "max_pool2d"):
+    """Validate pooling arguments; return (P, S, out_h, out_w): the window size,
+    the stride (P when stride is None) and the output size."""
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"{what} expects x of shape (N, H, W, C), got shape {x.shape}")
@@ -761,6 +765,8 @@ def log_softmax(z):
 
 
 def _check_labels(scores, y):
+    """Validate scores (N, K) and integer labels y (N,) in [0, K); return y as
+    integers for indexing."""
     y = np.asarray(y)
     if scores.ndim != 2 or y.shape != (scores.shape[0],):
         raise ValueError(f"expected scores (N, K) and labels (N,), got shapes "

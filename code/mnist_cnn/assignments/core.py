@@ -1,0 +1,450 @@
+"""The machinery of the graded assignments: parts, checks, feedback, planted mistakes.
+
+An assignment is a list of :class:`Part`; each part is one function (or one method
+of a class) of the course library that the student writes again from its stub. A
+part is graded by :class:`Check` s, each worth points: the public ones are the
+checks a student runs while working (:func:`check`); the hidden ones run only in
+the grader, on inputs drawn from the teacher's seed (:func:`grade_case`).
+
+What a failed check says: the input it used, where the output differs and by
+how much, and, when the student's output is what one of the part's known
+:class:`Mistake` s computes on the same input, the name of that mistake and
+how to fix it. Each mistake is a small edit of the library's own source (the
+reference solution), so the grader recognises it by running the edited
+reference on the student's input, and the tests plant every one of them.
+
+"Equal" is the course's rule (:mod:`mnist_cnn.numerics`): the inputs are float64
+and outputs may differ by 1000 units of rounding relative to the largest value,
+which allows any order of summation and nothing else.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import copy
+import inspect
+import io
+import signal
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mnist_cnn.numerics import GRADIENT_RTOL, max_rel_error, rel_error, tolerance
+
+TIME_LIMIT = 60          # seconds for one call of student code (the loops need < 1 s)
+PRINT_LIMIT = 10_000     # characters of a student's printing kept per check
+
+
+class Feedback(AssertionError):
+    """A failed check: the message is what the student reads."""
+
+
+class TimeLimit(Exception):
+    """A call ran past its time limit."""
+
+
+@dataclass
+class Mistake:
+    """A known wrong solution: ``edits`` turn the reference source into it.
+
+    ``name`` is what the feedback calls it (and what the tests look for);
+    ``fix`` says what to do instead.
+    """
+
+    name: str
+    fix: str
+    edits: list[tuple[str, str]]
+
+
+@dataclass
+class Check:
+    """One graded check of a part.
+
+    ``run(student, reference, rng)`` raises :class:`Feedback` when the student's
+    code is wrong; ``hint`` is added to any failure (what this check isolates).
+    """
+
+    title: str
+    points: int
+    hidden: bool
+    run: Callable
+    hint: str = ""
+
+
+@dataclass
+class Part:
+    """One function (or method) to write.
+
+    - ``reference``: the library's function, or ``(class, "method")``
+    - ``given``: library helpers the student may call (imported in the notebook)
+    - ``solution_helpers``: library helpers the reference solution uses that the
+      student writes themselves (their source is part of the answer key)
+    - ``intro``: what to write, in Markdown (the docstring follows it)
+    """
+
+    reference: object
+    intro: str
+    checks: list[Check]
+    mistakes: list[Mistake]
+    outputs: tuple[str, ...] = ("out",)
+    runner: Callable | None = None
+    given: tuple = ()
+    solution_helpers: tuple = ()
+    name: str = field(init=False)
+
+    def __post_init__(self):
+        self.name = self.reference[0].__name__ if self.is_method else self.reference.__name__
+
+    @property
+    def is_method(self) -> bool:
+        return isinstance(self.reference, tuple)
+
+    @property
+    def function(self):
+        """The library's function (for a method part, the method's function)."""
+        if self.is_method:
+            cls, method = self.reference
+            return cls.__dict__[method]
+        return self.reference
+
+    @property
+    def points(self) -> int:
+        return sum(c.points for c in self.checks)
+
+    def run(self, obj, inputs: dict) -> Outcome:
+        """Run a function (or class) written for this part on ``inputs``, under the
+        limits: ``runner(obj, **inputs)``, by default ``obj(**inputs)``."""
+        runner = self.runner or (lambda fn, **kw: fn(**kw))
+        # A copy each time: student code may write into its inputs (an optimiser must).
+        status, value = call(runner, obj, **copy.deepcopy(inputs))
+        return Outcome(status, value)
+
+    def solution(self):
+        """What a correct student cell defines: the library's function or class."""
+        return self.reference[0] if self.is_method else self.reference
+
+    def setup_source(self) -> str:
+        """The imports a notebook cell for this part needs: NumPy, the library's
+        modules, the given helpers."""
+        lines = ["import math", "", "import numpy as np",
+                 "from numpy.lib.stride_tricks import sliding_window_view", "",
+                 "from mnist_cnn.scratch import layers, optim"]
+        for helper in self.given:
+            lines.append(f"from {helper.__module__} import {helper.__name__}")
+        return "\n".join(lines) + "\n"
+
+    def from_source(self, source: str):
+        """What a notebook cell ``source`` defines under this part's name, run after
+        :meth:`setup_source` in a fresh namespace, as in a student's notebook."""
+        namespace = {"__name__": "__student__"}
+        exec(compile(self.setup_source() + "\n" + source, f"<student {self.name}>", "exec"),
+             namespace)
+        return namespace.get(self.name)
+
+    def planted(self, mistake: Mistake) -> str:
+        """The answer key's cell with ``mistake`` planted."""
+        src = solution_source(self)
+        for old, new in mistake.edits:
+            if old not in src:
+                raise ValueError(f"{self.name}: mistake {mistake.name!r}: {old!r} is not in "
+                                 "the reference source")
+            src = src.replace(old, new)
+        return src
+
+    def mutant(self, mistake: Mistake):
+        """The reference with ``mistake`` planted, defined as a notebook would."""
+        return self.from_source(self.planted(mistake))
+
+
+@dataclass
+class Assignment:
+    name: str
+    title: str
+    intro: str
+    parts: list[Part]
+    chapter: str = ""
+
+    @property
+    def points(self) -> int:
+        return sum(p.points for p in self.parts)
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise KeyError(f"assignment {self.name!r} has no part {name!r}; its parts: "
+                       f"{', '.join(p.name for p in self.parts)}")
+
+
+# ------------------------------------------------------------------ running student code
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise :class:`TimeLimit` in the block after ``seconds`` (main thread only;
+    elsewhere no limit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeLimit(f"did not finish within {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class _Capped(io.StringIO):
+    """Keeps the first PRINT_LIMIT characters written to it, drops the rest."""
+
+    def write(self, s):
+        room = PRINT_LIMIT - self.tell()
+        if room > 0:
+            super().write(s[:room])
+        return len(s)
+
+
+_seconds = [TIME_LIMIT]      # the limit in force (grade_case may set another)
+
+
+@contextlib.contextmanager
+def limit_calls(seconds: float | None):
+    """Calls of student code in the block get ``seconds`` each (None: the default)."""
+    old = _seconds[0]
+    _seconds[0] = TIME_LIMIT if seconds is None else seconds
+    try:
+        yield
+    finally:
+        _seconds[0] = old
+
+
+def call(fn, *args, **kwargs):
+    """Call student code under the time limit, its printing captured and capped.
+
+    Returns ("ok", value) or ("error", "ExceptionType: message")."""
+    sink = _Capped()
+    try:
+        with time_limit(_seconds[0]), contextlib.redirect_stdout(sink), \
+                np.errstate(all="ignore"):
+            return "ok", fn(*args, **kwargs)
+    except TimeLimit as e:
+        return "error", (f"TimeLimit: {e} (a loop that never ends? loops over more than "
+                         "the output positions?)")
+    except NotImplementedError:
+        return "error", "NotImplementedError: not written yet (the stub still raises)"
+    except Exception as e:            # the student's bug, reported, never fatal
+        where = _student_line(e)
+        return "error", f"{type(e).__name__}: {e}{where}"
+
+
+def _student_line(exc: BaseException) -> str:
+    frames = [f for f in _walk_tb(exc.__traceback__) if not f[0].startswith(_LIBRARY_ROOT)]
+    if not frames:
+        return ""
+    filename, lineno, name, line = frames[-1]
+    return f"\n    raised at line {lineno} of {name}: {line.strip()}" if line else ""
+
+
+def _walk_tb(tb):
+    out = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        line = ""
+        with contextlib.suppress(Exception):
+            import linecache
+            line = linecache.getline(code.co_filename, tb.tb_lineno)
+        out.append((code.co_filename, tb.tb_lineno, code.co_name, line))
+        tb = tb.tb_next
+    return out
+
+
+_LIBRARY_ROOT = __file__.rsplit("/assignments/", 1)[0]
+
+
+def from_library(student, part: Part) -> bool:
+    """True when the student's object is the library's own solution (imported or
+    inherited, not written)."""
+    if part.is_method:
+        fn = vars(student).get(part.reference[1]) if isinstance(student, type) else None
+    else:
+        fn = student
+    return fn is None or getattr(fn, "__code__", None) is part.function.__code__
+
+
+# ------------------------------------------------------------------ comparing outputs
+
+def describe(value) -> str:
+    """A short description of an input or output: shapes, not contents."""
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(describe(v) for v in value) + ")"
+    return repr(value)
+
+
+def _as_tuple(value):
+    return value if isinstance(value, tuple) else (value,)
+
+
+def compare(got, want, names: tuple[str, ...]) -> str | None:
+    """None when ``got`` equals ``want`` (the course's rule), else what differs."""
+    got, want = _as_tuple(got), _as_tuple(want)
+    if len(got) != len(want):
+        return f"returned {len(got)} value(s), expected {len(want)} ({', '.join(names)})"
+    for name, g, w in zip(names, got, want, strict=True):
+        if w is None:
+            continue
+        try:
+            g = np.asarray(g, dtype=np.float64)
+        except (TypeError, ValueError):
+            return f"{name} is not an array of numbers (got {type(g).__name__})"
+        if g.shape != w.shape:
+            return f"{name} has shape {g.shape}, expected {w.shape}"
+        if not np.all(np.isfinite(g)) and np.all(np.isfinite(w)):
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(g))[0])
+            return f"{name} has a non-finite value ({g[bad]}) at index {bad}"
+        err = max_rel_error(g, w)
+        if err > tolerance(w):
+            idx = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(g - w)), w.shape))
+            return (f"{name} differs from the reference: at index {idx} you have "
+                    f"{g[idx]:.6g}, expected {w[idx]:.6g} (relative error {err:.2g})")
+    return None
+
+
+@dataclass
+class Outcome:
+    status: str       # "ok" or "error"
+    value: object
+
+
+def diagnose(part: Part, inputs: dict, got: Outcome) -> str:
+    """The mistake whose planted version gives the student's result, if one does."""
+    for mistake in part.mistakes:
+        try:
+            mutant = part.mutant(mistake)
+        except Exception:         # a mistake that does not apply to this library version
+            continue
+        theirs = part.run(mutant, inputs)
+        if theirs.status != got.status:
+            continue
+        if got.status == "error":
+            same = theirs.value.split("\n")[0] == got.value.split("\n")[0]
+        else:
+            same = compare(got.value, theirs.value, part.outputs) is None
+        if same:
+            return (f"\n  Your result is exactly what the mistake '{mistake.name}' gives: "
+                    f"{mistake.fix}")
+    return ""
+
+
+def expect_same(part: Part, student, inputs: dict, label: str) -> None:
+    """Compare the student's result with the reference on ``inputs``; raise
+    :class:`Feedback` saying what differs and naming a known mistake."""
+    want = part.run(part.solution(), inputs)
+    if want.status != "ok":                      # a bug in the catalogue, not the student's
+        raise RuntimeError(f"reference failed on {label}: {want.value}")
+    got = part.run(student, inputs)
+    if got.status == "error":
+        problem = f"raised {got.value}"
+    else:
+        problem = compare(got.value, want.value, part.outputs)
+        if problem is None:
+            return
+    raise Feedback(f"On {label}: {problem}{diagnose(part, inputs, got)}")
+
+
+def expect_gradient(part: Part, student, inputs: dict, numerical: dict, label: str) -> None:
+    """A gradient check the student can read: the student's gradients against
+    centred differences of the reference forward pass (``numerical``)."""
+    got = part.run(student, inputs)
+    if got.status == "error":
+        raise Feedback(f"On {label}: raised {got.value}"
+                       f"{diagnose(part, inputs, got)}")
+    values = dict(zip(numerical, _as_tuple(got.value), strict=False))
+    for name, num in numerical.items():
+        g = values.get(name)
+        shape = np.shape(g) if g is not None else None
+        if shape != num.shape:
+            raise Feedback(f"On {label}: {name} has shape {shape}, expected {num.shape}"
+                           f"{diagnose(part, inputs, got)}")
+        err = rel_error(np.asarray(g, dtype=np.float64), num)
+        if not err <= GRADIENT_RTOL:
+            raise Feedback(
+                f"On {label}: {name} fails the numerical gradient check: relative error "
+                f"{err:.2g} (a correct gradient gives < {GRADIENT_RTOL:g})"
+                f"{diagnose(part, inputs, got)}")
+
+
+def count_lines(fn, *args, **kwargs) -> int:
+    """How many lines of the student's own code (the file ``fn`` was written in)
+    run during ``fn(*args, **kwargs)``: a vectorised function runs a few dozen, one
+    that loops over output positions runs thousands. Counting lines, not seconds,
+    gives the same answer on every machine."""
+    home = fn.__code__.co_filename
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if frame.f_code.co_filename != home:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        call(fn, *args, **kwargs)
+    finally:
+        sys.settrace(old)
+    return count
+
+
+def stub_source(part: Part) -> str:
+    """The student's starting cell: signature and docstring of the reference, a body
+    that raises NotImplementedError."""
+    fn = part.function
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    node = tree.body[0]
+    header = ast.get_source_segment(textwrap.dedent(inspect.getsource(fn)), node)
+    first_body = node.body[0]
+    doc = ast.get_docstring(node, clean=False)
+    lines = header.splitlines()
+    # Keep the lines up to the docstring's end (signature + docstring).
+    keep = lines[: first_body.end_lineno] if doc is not None else lines[: node.body[0].lineno - 1]
+    body = textwrap.indent("# YOUR CODE HERE\n"
+                           f'raise NotImplementedError("{part.name}: write me")', " " * 4)
+    src = "\n".join(keep) + "\n" + body + "\n"
+    if part.is_method:
+        cls, _ = part.reference
+        src = (f"class {cls.__name__}({_qualified(cls)}):\n"
+               f'    """{cls.__name__} with your {part.reference[1]}; the rest '
+               f'(__init__, state) is the library\'s."""\n\n' + textwrap.indent(src, " " * 4))
+    return src
+
+
+def solution_source(part: Part) -> str:
+    """The answer key's cell: the library's own source of the part (and of the
+    helpers it uses that the student writes too)."""
+    chunks = [textwrap.dedent(inspect.getsource(h)) for h in part.solution_helpers]
+    src = textwrap.dedent(inspect.getsource(part.function))
+    if part.is_method:
+        cls, _ = part.reference
+        src = f"class {cls.__name__}({_qualified(cls)}):\n" + textwrap.indent(src, " " * 4)
+    return "\n\n".join([*chunks, src])
+
+
+def _qualified(cls) -> str:
+    module = cls.__module__.rsplit(".", 1)[-1]
+    return f"{module}.{cls.__name__}"

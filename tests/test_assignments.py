@@ -1,0 +1,203 @@
+"""The graded assignments: the answer keys score full marks, every planted mistake
+loses its part's points with a message naming it, untouched stubs score 0, the
+notebooks are what the library generates, and otter-grader grades real notebooks
+(including broken, looping and noisy ones) without falling over."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from mnist_cnn.assignments import ASSIGNMENTS, check, grade_case, grade_part
+from mnist_cnn.assignments.core import solution_source, stub_source
+
+from tools import make_assignments
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = [p for a in ASSIGNMENTS.values() for p in a.parts]
+MISTAKES = [(p, m) for p in PARTS for m in p.mistakes]
+
+
+def _score(results) -> int:
+    return sum(r.earned for r in results)
+
+
+@pytest.mark.parametrize("seed", [1, 2026])
+@pytest.mark.parametrize("part", PARTS, ids=lambda p: p.name)
+def test_reference_solution_scores_full_marks(part, seed):
+    student = part.from_source(solution_source(part))      # as a notebook defines it
+    results = grade_part(part.name, student, seed=seed)
+    assert [r.feedback for r in results if r.earned < r.points] == []
+    assert _score(results) == part.points > 0
+
+
+@pytest.mark.parametrize("part", PARTS, ids=lambda p: p.name)
+def test_every_part_plants_at_least_three_mistakes(part):
+    assert len(part.mistakes) >= 3
+    assert any(c.hidden for c in part.checks) and any(not c.hidden for c in part.checks)
+
+
+@pytest.mark.parametrize("part,mistake", MISTAKES,
+                         ids=[f"{p.name}-{m.name}" for p, m in MISTAKES])
+def test_planted_mistake_loses_points_and_is_named(part, mistake):
+    student = part.from_source(part.planted(mistake))
+    results = grade_part(part.name, student, seed=7)
+    assert _score(results) < part.points
+    feedback = "\n".join(r.feedback for r in results)
+    assert f"the mistake '{mistake.name}'" in feedback
+    assert mistake.fix in feedback
+
+
+@pytest.mark.parametrize("part", PARTS, ids=lambda p: p.name)
+def test_untouched_stub_scores_zero_and_says_why(part):
+    student = part.from_source(stub_source(part))
+    results = grade_part(part.name, student, seed=3)
+    assert _score(results) == 0
+    assert all("not written yet" in r.feedback for r in results)
+
+
+@pytest.mark.parametrize("part", PARTS, ids=lambda p: p.name)
+def test_the_librarys_own_solution_scores_zero(part):
+    results = grade_part(part.name, part.solution(), seed=3)
+    assert _score(results) == 0
+    assert "the course library's own" in results[0].feedback
+
+
+def test_inherited_method_scores_zero():
+    part = ASSIGNMENTS["optimisers"].part("SGD")
+    student = part.from_source("class SGD(optim.SGD):\n    pass\n")
+    assert _score(grade_part("SGD", student)) == 0
+
+
+def test_loops_fail_the_vectorised_check_only():
+    part = ASSIGNMENTS["convolution_forward"].part("conv2d")
+    loops = solution_source(ASSIGNMENTS["convolution_forward"].part("conv2d_naive"))
+    student = part.from_source(loops.replace("def conv2d_naive(", "def conv2d("))
+    results = {r.title: r for r in grade_part("conv2d", student, seed=5)}
+    vec = results["vectorised: no loop over output positions"]
+    assert vec.earned == 0 and "lines of your code ran" in vec.feedback
+    assert all(r.earned == r.points for t, r in results.items() if t != vec.title)
+
+
+def test_hidden_inputs_come_from_the_seed():
+    part = ASSIGNMENTS["convolution_forward"].part("conv2d_naive")
+    hidden = next(c for c in part.checks if c.hidden)
+    seen = []
+
+    def conv2d_naive(x, w, b, stride=1, padding="valid"):     # a student's, spied on
+        seen.append(x.copy())
+        return part.solution()(x, w, b, stride, padding)
+
+    firsts = []
+    for seed in (1, 2, 1):
+        grade_case(part.name, part.checks.index(hidden), conv2d_naive, seed)
+        firsts.append(seen[-1])
+    assert not np.array_equal(firsts[0], firsts[1]) and np.array_equal(firsts[0], firsts[2])
+
+
+def test_public_check_prints_feedback_and_never_raises(capsys):
+    part = ASSIGNMENTS["dense_softmax"].part("softmax")
+    wrong = part.from_source(part.planted(part.mistakes[2]))
+    earned = check("softmax", wrong)
+    out = capsys.readouterr().out
+    assert earned == 0 and "[FAILED] the example" in out and part.mistakes[2].name in out
+    assert "hidden checks worth 2 more points" in out
+    assert check("softmax", part.from_source(solution_source(part))) == 1
+
+
+def test_a_check_reports_the_students_line():
+    part = ASSIGNMENTS["dense_softmax"].part("dense_backward")
+    student = part.from_source(
+        "def dense_backward(dout, cache, need_dx=True):\n"
+        "    x, w = cache\n"
+        "    return dout @ w.T, x.T @ dout, dout.sum(axis=0) + undefined_name\n")
+    feedback = grade_part("dense_backward", student)[0].feedback
+    assert "NameError" in feedback and "undefined_name" in feedback
+
+
+# ----------------------------------------------------------------------- the notebooks
+
+
+@pytest.mark.parametrize("name", list(ASSIGNMENTS))
+def test_student_notebook_is_what_the_library_generates(name):
+    path = ROOT / "assignments" / f"{name}.ipynb"
+    assert path.is_file(), "run `make assignments`"
+    assert path.read_text() == make_assignments.render(
+        make_assignments.notebook(ASSIGNMENTS[name])), "stale: run `make assignments`"
+
+
+@pytest.mark.parametrize("name", list(ASSIGNMENTS))
+def test_student_notebook_has_stubs_and_no_solution(name):
+    nb = nbformat.read(ROOT / "assignments" / f"{name}.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for part in ASSIGNMENTS[name].parts:
+        assert stub_source(part) in code
+        body = solution_source(part).split('"""')[-1]         # the code after the docstring
+        assert body.strip() and body not in code
+        assert f'check("{part.name}", {part.name})' in code
+
+
+# ----------------------------------------------------------------------- otter end to end
+
+
+@pytest.fixture(scope="module")
+def pooling(tmp_path_factory):
+    """An autograder for the pooling assignment with short limits (3 s per cell, 1 s
+    per call), its answer key, the untouched student notebook and bad submissions."""
+    d = tmp_path_factory.mktemp("grading")
+    a = ASSIGNMENTS["pooling"]
+    zip_path = make_assignments.autograder(a, 11, d / "pooling.zip",
+                                           cell_seconds=3, call_seconds=1)
+    key = make_assignments.notebook(a, key=True)
+    nbformat.write(key, d / "key.ipynb")
+    (d / "stub.ipynb").write_text((ROOT / "assignments" / "pooling.ipynb").read_text())
+    bad = copy.deepcopy(key)
+    bad.cells.insert(5, nbformat.v4.new_code_cell("raise RuntimeError('a student error')"))
+    bad.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
+    bad.cells.append(nbformat.v4.new_code_cell("print('x' * 20_000_000)"))
+    for cell in bad.cells:          # a backward pass that loops forever inside a check
+        if cell.source.startswith("def max_pool2d_backward_naive"):
+            cell.source = cell.source.replace('    x, p, s = cache["x"]',
+                                              '    while True:\n        pass\n    x, p, s')
+    nbformat.write(bad, d / "bad.ipynb")
+    (d / "broken.ipynb").write_text('{"cells": [')
+    other = make_assignments.notebook(ASSIGNMENTS["batchnorm"])
+    nbformat.write(other, d / "other.ipynb")
+    return d, zip_path
+
+
+@pytest.mark.slow
+def test_otter_grades_key_stub_and_bad_notebooks(pooling):
+    d, zip_path = pooling
+    names = ["key", "stub", "bad", "broken", "other"]
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_cnn", "grade", *[str(d / f"{n}.ipynb") for n in names],
+         "--autograder", str(zip_path), "--csv", str(d / "grades.csv"), "--timeout", "600"],
+        capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {Path(r["notebook"]).stem: r for r in csv.DictReader(open(d / "grades.csv"))}
+    assert float(rows["key"]["total"]) == 7 == float(rows["key"]["out_of"])
+    assert float(rows["stub"]["total"]) == 0 and rows["stub"]["error"] == ""
+    # Raised, looped forever at top level and printed 20 MB: graded all the same; its
+    # backward pass loops inside the checks and loses exactly that part.
+    assert float(rows["bad"]["max_pool2d_naive"]) == 3
+    assert float(rows["bad"]["max_pool2d_backward_naive"]) == 0
+    assert "did not finish within 1 s" in out.stdout
+    assert "not a readable notebook" in rows["broken"]["error"]
+    assert float(rows["broken"]["total"]) == 0
+    assert "for 'batchnorm'" in rows["other"]["error"]
+    assert "not written yet" in out.stdout
+
+
+def test_grade_without_an_autograder_says_what_to_do(tmp_path):
+    from mnist_cnn.assignments.grader import grade_notebook
+    nb = tmp_path / "n.ipynb"
+    nbformat.write(make_assignments.notebook(ASSIGNMENTS["pooling"]), nb)
+    report = grade_notebook(nb, autograders=tmp_path / "none")
+    assert "make assignments" in report.error and report.total == 0
