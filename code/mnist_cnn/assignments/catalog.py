@@ -15,6 +15,8 @@ from mnist_cnn.notebook import numerical_gradient
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch import layers as L
 from mnist_cnn.scratch import optim
+from mnist_cnn.scratch import train as T
+from mnist_cnn.scratch.network import Sequential
 
 from .core import (
     Assignment,
@@ -761,5 +763,86 @@ RESIDUAL = Assignment(
     [RESIDUAL_BACKWARD], chapter="since_lenet")
 
 
+# ----------------------------------------------------------------------- training loop
+
+
+def _epoch_runner(fn, model, x, y, batch_size, seed, lr):
+    """(loss, accuracy, the weights in one flat array) after one epoch of ``fn``
+    with SGD(lr, momentum 0.9) and ``np.random.default_rng(seed)``."""
+    loss, acc = fn(model, optim.SGD(lr=lr, momentum=0.9), x, y, batch_size,
+                   np.random.default_rng(seed))
+    return float(loss), float(acc), np.concatenate([np.ravel(w) for w in model.get_weights()])
+
+
+def _epoch_cases(dropout=False, example=False):
+    def cases(rng):
+        r = np.random.default_rng(0) if example else rng
+        n, batch = (20, 8) if example else (int(rng.integers(15, 40)), int(rng.integers(4, 9)))
+        layers = [L.Conv2D(2, 3, name="conv"), L.ReLU(name="relu"), L.Flatten(name="flat"),
+                  *([L.Dropout(0.3, name="drop")] if dropout else []),
+                  L.Dense(10, name="dense")]
+        model = Sequential(layers, input_shape=(6, 6, 1), seed=int(r.integers(1000)))
+        model.astype(np.float64)
+        x, y = r.random((n, 6, 6, 1)), r.integers(0, 10, n)
+        label = (("the example above: " if example else "") +
+                 f"{n} images of 6x6, batches of {batch}" + (", with dropout" if dropout else ""))
+        return [(label, {"model": model, "x": x, "y": y, "batch_size": batch,
+                         "seed": int(r.integers(1000)), "lr": 0.1})]
+    return cases
+
+
+TRAIN_EPOCH = Part(
+    T.train_epoch,
+    "The loop that trains every network of the course: shuffle, cut into batches, "
+    "and for each batch a forward and backward pass (`step`, by default "
+    "`model.loss_and_backward`) and one optimiser step. The checks compare the "
+    "weights after your epoch, and the loss and accuracy it returns, with the "
+    "library's: draw the order with `rng.permutation(len(x))` once, at the start. "
+    "The checks leave `shift`, `step` and `progress` at their defaults, so you may "
+    "leave them out of your loop (`fit` uses them).",
+    outputs=("loss", "accuracy", "weights"),
+    runner=_epoch_runner,
+    checks=[
+        same("the example: weights, loss and accuracy after one epoch", 2, False,
+             _epoch_cases(example=True)),
+        same("other sizes (the last batch smaller)", 1, True, _epoch_cases()),
+        same("a network with dropout", 1, True, _epoch_cases(dropout=True),
+             "this network has a Dropout layer: it is active only when training=True"),
+    ],
+    mistakes=[
+        Mistake("no shuffling",
+                "visit the examples in the order rng.permutation(len(x)): a fixed order "
+                "lets the network learn the order",
+                [("order = rng.permutation(len(x))", "order = np.arange(len(x))")]),
+        Mistake("last partial batch dropped",
+                "the last batch may be smaller than batch_size: train on it too",
+                [("range(0, len(x), batch_size)",
+                  "range(0, len(x) - batch_size + 1, batch_size)")]),
+        Mistake("batch losses averaged unweighted",
+                "the epoch's loss is the mean per example: weight each batch's mean loss "
+                "by its size",
+                [("loss_sum += loss * len(idx)", "loss_sum += loss"),
+                 ("return loss_sum / seen, correct / seen",
+                  "return loss_sum / -(-len(x) // batch_size), correct / seen")]),
+        Mistake("dropout off while training",
+                "pass training=True so that dropout (and batch norm's batch statistics) "
+                "are on during training",
+                [("step(xb, yb, training=True)", "step(xb, yb, training=False)")]),
+        Mistake("step before backward",
+                "compute the batch's gradients first, then take the optimiser step",
+                [("        loss, logits = step(xb, yb, training=True)\n"
+                  "        optimizer.step(params, model.gradients())",
+                  "        optimizer.step(params, model.gradients())\n"
+                  "        loss, logits = step(xb, yb, training=True)")]),
+    ],
+)
+
+TRAINING_LOOP = Assignment(
+    "training_loop", "The training loop: one epoch of mini-batch gradient descent",
+    "Everything so far computes gradients; this loop turns them into learning.",
+    [TRAIN_EPOCH], chapter="training")
+
+
 ASSIGNMENTS = {a.name: a for a in [CONVOLUTION_FORWARD, CONVOLUTION_BACKWARD, POOLING,
-                                   DENSE_SOFTMAX, OPTIMISERS, BATCHNORM, RESIDUAL]}
+                                   DENSE_SOFTMAX, TRAINING_LOOP, OPTIMISERS, BATCHNORM,
+                                   RESIDUAL]}

@@ -305,6 +305,7 @@ def compare(got, want, names: tuple[str, ...]) -> str | None:
     for name, g, w in zip(names, got, want, strict=True):
         if w is None:
             continue
+        w = np.asarray(w, dtype=np.float64)
         try:
             g = np.asarray(g, dtype=np.float64)
         except (TypeError, ValueError):

@@ -21,7 +21,7 @@ from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.optim import Adam
 
 __all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED",
-           "build_model", "prepare_images", "random_shift", "fit", "evaluate"]
+           "build_model", "prepare_images", "random_shift", "train_epoch", "fit", "evaluate"]
 
 # The recipe of the committed model (see book/backprop.md for why).
 EPOCHS = 15
@@ -82,6 +82,45 @@ def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
 _HISTORY_KEYS = {"loss", "accuracy", "lr", "seconds", "val_loss", "val_accuracy"}
 
 
+def train_epoch(model: Sequential, optimizer, x, y, batch_size: int, rng, shift: int = 0,
+                step=None, progress=None) -> tuple[float, float]:
+    """One epoch of mini-batch gradient descent: the loop inside :func:`fit`.
+
+    Visit the examples in the order ``rng.permutation(len(x))`` (one call, at the
+    start), in batches of ``batch_size`` (the last one may be smaller); for each
+    batch compute the loss and the gradients with
+    ``step(xb, yb, training=True)`` (default ``model.loss_and_backward``), then
+    take one optimiser step: ``optimizer.step(model.parameters(), model.gradients())``.
+
+    Inputs: x (N, ...), y (N,) integer labels; ``shift`` > 0 moves each batch's
+    images by up to that many pixels (:func:`random_shift`, drawing from ``rng``);
+    ``progress(loss, accuracy)``, if given, is called after each batch with the
+    running figures.
+
+    Returns (loss, accuracy) over the epoch: the mean loss per example (each
+    batch's mean loss weighted by its size) and the fraction of examples whose
+    logits' argmax was the label, both measured on the batches as they were
+    trained on (before each batch's step).
+    """
+    step = model.loss_and_backward if step is None else step
+    params = model.parameters()
+    order = rng.permutation(len(x))
+    loss_sum, correct, seen = 0.0, 0, 0
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        xb, yb = x[idx], y[idx]
+        if shift:
+            xb = random_shift(xb, rng, shift)
+        loss, logits = step(xb, yb, training=True)
+        optimizer.step(params, model.gradients())
+        loss_sum += loss * len(idx)
+        correct += int((logits.argmax(axis=1) == yb).sum())
+        seen += len(idx)
+        if progress is not None:
+            progress(loss_sum / seen, correct / seen)
+    return loss_sum / seen, correct / seen
+
+
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
         shift: int = 0, progress: bool = True, desc: str = "train", fast=False,
@@ -124,35 +163,27 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     history: dict[str, list] = {"loss": [], "accuracy": [], "lr": [], "seconds": []}
     if validation_data is not None:
         history["val_loss"], history["val_accuracy"] = [], []
-    n = len(x)
-    steps = -(-n // batch_size)
+    steps = -(-len(x) // batch_size)
     params = model.parameters()
     best = (-1.0, None)          # (validation accuracy, weights) of the best epoch so far
     for epoch in range(epochs):
         if schedule is not None:
             optimizer.lr = float(schedule(epoch))
         t0 = time.perf_counter()
-        order = rng.permutation(n)
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch",
+        bar = tqdm(total=steps, desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not progress, leave=True, mininterval=0.5)
+
+        def report(loss, acc, bar=bar):
+            bar.update()
+            if bar.n % 20 == 1 or bar.n == steps:
+                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}")
         with engine or nullcontext():
-            for step in bar:
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                if shift:
-                    xb = random_shift(xb, rng, shift)
-                loss, logits = step_gradients(xb, yb, training=True)
-                optimizer.step(params, model.gradients())
-                loss_sum += loss * len(idx)
-                correct += int((logits.argmax(axis=1) == yb).sum())
-                seen += len(idx)
-                if step % 20 == 0 or step == steps - 1:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            loss, acc = train_epoch(model, optimizer, x, y, batch_size, rng, shift=shift,
+                                    step=step_gradients, progress=report)
         bar.close()
         history["seconds"].append(time.perf_counter() - t0)
-        history["loss"].append(loss_sum / seen)
-        history["accuracy"].append(correct / seen)
+        history["loss"].append(loss)
+        history["accuracy"].append(acc)
         history["lr"].append(optimizer.lr)
         if validation_data is not None:
             ev = evaluate(model, *validation_data)
