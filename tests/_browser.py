@@ -7,9 +7,11 @@ missing: fail in CI (`make test` installs Debian chromium), skip elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
+import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,9 +69,16 @@ class BookBuild:
         # chapters' kernels must not inherit it, or plt.show() renders no figure.
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         self.log = tempfile.TemporaryFile(mode="w+")
+        # The chapters are executed first, two at a time, into the build's cache
+        # (tools/execute_chapters.py, keyed as myst-nb keys them); the build then reads
+        # them from it. A chapter that fails there is executed again by the build,
+        # which reports the error as usual.
+        script = ('"$0" -m tools.execute_chapters --cache "$1" --jobs 2; '
+                  'exec "$2" build . -n -W --keep-going --path-output "$3"')
         self.proc = subprocess.Popen(
-            [str(jb), "build", ".", "-n", "-W", "--keep-going", "--path-output", str(self.out)],
-            cwd=root, stdout=self.log, stderr=subprocess.STDOUT, text=True, env=env)
+            ["bash", "-c", script, sys.executable, str(own), str(jb), str(self.out)],
+            cwd=root, stdout=self.log, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True)
         self._site: Path | None = None
 
     def site(self, timeout: float = 3600) -> Path:
@@ -89,8 +98,9 @@ class BookBuild:
         return self._site
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        if self.proc.poll() is None:        # the whole group: bash, the tool's workers
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=60)
         self.log.close()
 
