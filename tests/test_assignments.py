@@ -89,10 +89,11 @@ def test_hidden_inputs_come_from_the_seed():
     part = ASSIGNMENTS["convolution_forward"].part("conv2d_naive")
     hidden = next(c for c in part.checks if c.hidden)
     seen = []
+    key = part.from_source(solution_source(part))
 
     def conv2d_naive(x, w, b, stride=1, padding="valid"):     # a student's, spied on
         seen.append(x.copy())
-        return part.solution()(x, w, b, stride, padding)
+        return key(x, w, b, stride, padding)
 
     firsts = []
     for seed in (1, 2, 1):
@@ -109,6 +110,76 @@ def test_public_check_prints_feedback_and_never_raises(capsys):
     assert earned == 0 and "[FAILED] the example" in out and part.mistakes[2].name in out
     assert "hidden checks worth 2 more points" in out
     assert check("softmax", part.from_source(solution_source(part))) == 1
+
+
+def test_calling_the_librarys_solution_scores_zero():
+    adam = ASSIGNMENTS["optimisers"].part("Adam")
+    wrapper = adam.from_source("class Adam(optim.Adam):\n    def step(self, p, g):\n"
+                               "        super().step(p, g)\n")
+    results = grade_part("Adam", wrapper, seed=1)
+    assert _score(results) == 0
+    assert all("calls the course library's own step" in r.feedback for r in results)
+    dense = ASSIGNMENTS["dense_softmax"].part("dense_backward")
+    wrapper = dense.from_source("from mnist_cnn.scratch import functional as F2\n"
+                                "def dense_backward(dout, cache, need_dx=True):\n"
+                                "    return F2.dense_backward(dout, cache, need_dx)\n")
+    assert _score(grade_part("dense_backward", wrapper)) == 0
+
+
+def test_vectorised_check_counts_loops_in_the_students_other_functions():
+    part = ASSIGNMENTS["convolution_forward"].part("conv2d")
+    naive = solution_source(ASSIGNMENTS["convolution_forward"].part("conv2d_naive"))
+    student = part.from_source(naive + "\n\ndef conv2d(x, w, b, stride=1, padding='valid'):\n"
+                               "    return conv2d_naive(x, w, b, stride, padding)\n")
+    results = {r.title: r.earned for r in grade_part("conv2d", student, seed=5)}
+    assert results["vectorised: no loop over output positions"] == 0
+
+
+@pytest.mark.parametrize("shift", ["z.min(axis=-1, keepdims=True)", "z[..., :1]",
+                                   "z.mean(axis=-1, keepdims=True)"])
+def test_a_softmax_shifted_by_anything_but_the_maximum_fails_large_logits(shift):
+    part = ASSIGNMENTS["dense_softmax"].part("softmax")
+    student = part.from_source(f"def softmax(z):\n    e = np.exp(z - {shift})\n"
+                               "    return e / e.sum(axis=-1, keepdims=True)\n")
+    results = {r.title: r for r in grade_part("softmax", student, seed=4)}
+    assert results["large logits"].earned == 0
+    assert "the mistake" not in results["large logits"].feedback   # none of the known ones
+
+
+def test_a_mistake_is_named_only_when_it_explains_the_example_too():
+    # Adam with eps inside the square root: wrong, but none of the planted mistakes.
+    part = ASSIGNMENTS["optimisers"].part("Adam")
+    src = solution_source(part).replace("(np.sqrt(v) + eps_t)", "np.sqrt(v + eps_t)")
+    results = grade_part("Adam", part.from_source(src), seed=2)
+    assert _score(results) < part.points
+    assert not any("the mistake" in r.feedback for r in results)
+
+
+def test_float32_results_are_told_about_their_dtype():
+    part = ASSIGNMENTS["dense_softmax"].part("softmax")
+    student = part.from_source("def softmax(z):\n    z = z.astype(np.float32)\n"
+                               "    e = np.exp(z - z.max(axis=-1, keepdims=True))\n"
+                               "    return e / e.sum(axis=-1, keepdims=True)\n")
+    assert "is float32" in grade_part("softmax", student)[0].feedback
+
+
+def test_a_check_inside_a_cell_keeps_the_cells_time_limit():
+    import signal
+    signal.setitimer(signal.ITIMER_REAL, 30)       # as the grader's cell limit does
+    try:
+        part = ASSIGNMENTS["dense_softmax"].part("softmax")
+        check("softmax", part.from_source(solution_source(part)))
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < left <= 30
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_example_gives_the_public_inputs_and_the_result_to_match():
+    from mnist_cnn.assignments import example
+    from mnist_cnn.scratch import functional as F
+    inputs, expected = example("conv2d_naive")
+    np.testing.assert_array_equal(expected, F.conv2d_naive(**inputs)[0])
 
 
 def test_a_check_reports_the_students_line():
@@ -165,7 +236,14 @@ def pooling(tmp_path_factory):
         if cell.source.startswith("def max_pool2d_backward_naive"):
             cell.source = cell.source.replace('    x, p, s = cache["x"]',
                                               '    while True:\n        pass\n    x, p, s')
+    bad.cells.append(nbformat.v4.new_code_cell(        # a check must not disarm the limit
+        'check("max_pool2d_naive", max_pool2d_naive)\nwhile True:\n    pass'))
     nbformat.write(bad, d / "bad.ipynb")
+    bare = copy.deepcopy(key)                 # its metadata lost (pasted elsewhere)
+    bare.metadata = {"kernelspec": key.metadata["kernelspec"]}
+    bare.cells.append(nbformat.v4.new_code_cell(
+        "import mnist_cnn.assignments as A\nA.grade_case = lambda *a, **k: None"))
+    nbformat.write(bare, d / "bare.ipynb")
     (d / "broken.ipynb").write_text('{"cells": [')
     other = make_assignments.notebook(ASSIGNMENTS["batchnorm"])
     nbformat.write(other, d / "other.ipynb")
@@ -175,10 +253,11 @@ def pooling(tmp_path_factory):
 @pytest.mark.slow
 def test_otter_grades_key_stub_and_bad_notebooks(pooling):
     d, zip_path = pooling
-    names = ["key", "stub", "bad", "broken", "other"]
+    names = ["key", "stub", "bad", "broken", "other", "bare", "missing"]
     out = subprocess.run(
         [sys.executable, "-m", "mnist_cnn", "grade", *[str(d / f"{n}.ipynb") for n in names],
-         "--autograder", str(zip_path), "--csv", str(d / "grades.csv"), "--timeout", "600"],
+         "--autograder", str(zip_path), "--csv", str(d / "grades.csv"), "--timeout", "600",
+         "--jobs", "2", "--feedback", str(d / "feedback")],
         capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {Path(r["notebook"]).stem: r for r in csv.DictReader(open(d / "grades.csv"))}
@@ -192,6 +271,13 @@ def test_otter_grades_key_stub_and_bad_notebooks(pooling):
     assert "not a readable notebook" in rows["broken"]["error"]
     assert float(rows["broken"]["total"]) == 0
     assert "for 'batchnorm'" in rows["other"]["error"]
+    assert rows["missing"]["error"] == "no such file"
+    # No otter metadata: graded as the autograder's assignment; the patched grader is
+    # reported for the teacher to read.
+    assert rows["bare"]["error"] == "" and "touches the grader" in rows["bare"]["warning"]
+    assert "grade_case" in rows["bare"]["warning"]
+    assert "0 points" in (d / "feedback" / "stub.txt").read_text() or \
+        "0/7" in (d / "feedback" / "stub.txt").read_text()
     assert "not written yet" in out.stdout
 
 

@@ -67,7 +67,7 @@ def _imports(assignment: Assignment) -> str:
     std = [x for x in lines if x.startswith("import math")]
     third = [x for x in lines if "numpy" in x]
     ours = [x for x in lines if "mnist_cnn" in x]
-    return "\n".join([*std, "", *third, "", "from mnist_cnn.assignments import check",
+    return "\n".join([*std, "", *third, "", "from mnist_cnn.assignments import check, example",
                       *ours, *given]) + "\n"
 
 
@@ -105,7 +105,8 @@ def notebook(assignment: Assignment, key: bool = False) -> nbformat.NotebookNode
         "its cell (keep its name and signature) and run the check cell below it. The "
         "checks print what is wrong and, for common mistakes, which mistake it is. The "
         "grader runs them again, and hidden checks on inputs you have not seen. Hand in "
-        "this notebook (.ipynb). Importing the course library's own solution scores 0."
+        "this notebook (.ipynb). Using the course library's own solution (importing, "
+        "inheriting or calling it) scores 0."
         "\n\n*Generated from the course library by `make assignments`: do not edit by "
         "hand.*"))
     cells.append(md(colab_notebooks.SETUP_NOTE))
@@ -114,7 +115,10 @@ def notebook(assignment: Assignment, key: bool = False) -> nbformat.NotebookNode
     cells.append(code(_imports(assignment)))
     for i, part in enumerate(assignment.parts, 1):
         cells.append(md(f"## Part {i}: `{part.name}` ({part.points} points)\n\n{part.intro}"
-                        f"{_given(part)}\n\n{_checks_table(part)}"))
+                        f"{_given(part)}\n\n{_checks_table(part)}\n\n"
+                        f'The checks here run on the example: `inputs, expected = '
+                        f'example("{part.name}")` gives its inputs and the result to '
+                        "match, if you want to compare by hand."))
         cells.append(code(solution_source(part) if key else stub_source(part)))
         cells.append(code(f'check("{part.name}", {part.name})'))
     nb = nbformat.v4.new_notebook(cells=cells)

@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="also write the scores to this CSV file")
     p.add_argument("--timeout", type=float, default=1800,
                    help="seconds allowed per notebook (default 1800)")
+    p.add_argument("--feedback", default=None, metavar="DIR",
+                   help="also write each notebook's report to DIR/<notebook>.txt")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="notebooks graded at once (each in its own process; default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="scores only, no feedback")
 
     p = sub.add_parser("bench", help="benchmarks that print measured figures")

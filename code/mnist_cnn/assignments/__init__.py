@@ -21,8 +21,8 @@ import numpy as np
 from .catalog import ASSIGNMENTS
 from .core import Assignment, Feedback, Part, from_library, limit_calls
 
-__all__ = ["ASSIGNMENTS", "PUBLIC_SEED", "check", "grade_case", "grade_part", "find_part",
-           "Result"]
+__all__ = ["ASSIGNMENTS", "PUBLIC_SEED", "check", "example", "grade_case", "grade_part",
+           "find_part", "Result"]
 
 PUBLIC_SEED = 0      # the public checks' inputs; hidden checks use the teacher's seed
 
@@ -45,8 +45,8 @@ def grade_case(part_name: str, index: int, student, seed: int = PUBLIC_SEED,
     _, part = find_part(part_name)
     chk = part.checks[index]
     if student is None:
-        raise Feedback(f"no {part_name} is defined: run the cell that defines it "
-                       "(and keep its name)")
+        raise Feedback(f"no {part_name} is defined: run the cell that defines it and "
+                       "keep its name (did that cell raise an error, e.g. a SyntaxError?)")
     if from_library(student, part):
         raise Feedback(f"this {part_name} is the course library's own (imported or "
                        "inherited), not yours: write it in its cell")
@@ -81,6 +81,18 @@ def grade_part(part_name: str, student, seed: int = PUBLIC_SEED,
         except AssertionError as e:
             results.append(Result(chk.title, chk.points, 0, chk.hidden, str(e)))
     return results
+
+
+def example(part_name: str) -> tuple[dict, object]:
+    """The inputs of a part's example (the public check's) and the result the
+    reference gives on them: ``inputs, expected = example("conv2d_naive")``, then
+    compare ``conv2d_naive(**inputs)`` with ``expected``. (For parts graded through
+    a runner, e.g. the optimisers, ``expected`` is what the check compares: the
+    parameters after the steps, flattened.)"""
+    _, part = find_part(part_name)
+    inputs = part.probe()
+    got = part.run(part.solution(), inputs)
+    return inputs, got.value
 
 
 def check(part_name: str, student) -> int:

@@ -38,7 +38,7 @@ def same(title, points, hidden, cases, hint=""):
     def run(part, student, rng):
         for label, inputs in cases(rng):
             expect_same(part, student, inputs, label)
-    return Check(title, points, hidden, run, hint)
+    return Check(title, points, hidden, run, hint, cases)
 
 
 def gradient(title, points, hidden, cases, hint=""):
@@ -47,7 +47,7 @@ def gradient(title, points, hidden, cases, hint=""):
     def run(part, student, rng):
         for label, inputs, numerical in cases(rng):
             expect_gradient(part, student, inputs, numerical, label)
-    return Check(title, points, hidden, run, hint)
+    return Check(title, points, hidden, run, hint, cases)
 
 
 def vectorised(title, points, inputs, max_lines):
@@ -106,7 +106,7 @@ def _conv_cases(settings):
 
 def _example_conv(rng):
     inputs = _conv_inputs(np.random.default_rng(0), 2, 6, 6, 2, 3, 2)
-    return [("the example above (" + _shapes(inputs) + ")", inputs)]
+    return [("the example (" + _shapes(inputs) + ")", inputs)]
 
 
 _CONV_MISTAKES = [
@@ -130,7 +130,7 @@ CONV_NAIVE = Part(
     "and each filter, lay the kernel over the window and sum the products.",
     outputs=("out",),
     runner=lambda fn, **kw: fn(**kw)[0],
-    given=(F._conv_setup, F._pad),
+    given=(F._conv_setup, F._pad, F.conv_output_size, F.same_padding),
     checks=[
         same("the example: shape and values", 2, False, _example_conv),
         same("random sizes, stride 1, no padding", 2, True, _conv_cases([{}])),
@@ -200,7 +200,7 @@ def _conv_backward_cases(settings, example=False):
                 loss = _dot_loss(F.conv2d_naive, dout, x, w, b, stride, padding)
                 numerical = {"dx": numerical_gradient(loss, x), "dw": numerical_gradient(loss, w),
                              "db": numerical_gradient(loss, b)}
-                out.append(("the example above, " + label, inputs, numerical))
+                out.append(("the example, " + label, inputs, numerical))
             else:
                 out.append((label, inputs))
         return out
@@ -210,10 +210,17 @@ def _conv_backward_cases(settings, example=False):
 CONV_BACKWARD = Part(
     F.conv2d_backward_naive,
     "Each output position sent its window through one dot product per filter; send "
-    "its gradient back the same way: to the kernel (dw), to the window (dx) and to "
+    "its gradient back the same way: to the window (dx), to the kernel (dw) and to "
     "the bias (db). `cache` is what `conv2d_naive` returned: a dict with the input "
     "`x`, the kernels `w`, the `stride` and the `pads` ((top, bottom), (left, right)).",
     outputs=("dx", "dw", "db"),
+    doc="""Backward pass of conv2d_naive, as loops: each output position sends its
+    gradient back to the window and the kernel that produced it.
+
+    Inputs: dout = dL/dout (N, H_out, W_out, C_out); cache, the dict conv2d_naive
+    returned (x, w, stride, pads); need_dx False: return None for dx.
+    Returns (dx (N, H, W, C_in), dw (KH, KW, C_in, C_out), db (C_out,)).
+    """,
     given=(F._pad,),
     checks=[
         gradient("the example: numerical gradient check of dx, dw and db", 2, False,
@@ -274,7 +281,7 @@ def _pool_cases(settings, ties=False, backward=False, example=False):
             label = f"x of shape {x.shape}, pool_size={p}, stride={stride}" + (
                 " (many tied maxima)" if ties else "")
             if example:
-                label = "the example above, " + label
+                label = "the example, " + label
             if not backward:
                 out.append((label, {"x": x, "pool_size": p, "stride": stride}))
                 continue
@@ -383,7 +390,7 @@ def _dense_cases(square=False, example=False):
         loss = _dot_loss(F.dense, dout, x, w, b)
         num = {"dx": numerical_gradient(loss, x), "dw": numerical_gradient(loss, w),
                "db": numerical_gradient(loss, b)}
-        return [("the example above, " + label, {"dout": dout, "cache": cache}, num)]
+        return [("the example, " + label, {"dout": dout, "cache": cache}, num)]
     return cases
 
 
@@ -391,8 +398,15 @@ DENSE_BACKWARD = Part(
     F.dense_backward,
     "A dense layer computes `out = x @ w + b`. Given dL/dout, return the gradients "
     "of its input, its weights and its bias. `cache` is what `dense` returned: the "
-    "tuple `(x, w)`.",
+    "tuple `(x, w)`. Work out each one's shape first: it is the shape of what it is "
+    "the gradient of.",
     outputs=("dx", "dw", "db"),
+    doc="""Backward pass of the dense layer out = x @ w + b.
+
+    Inputs: dout = dL/dout (N, D_out); cache = (x (N, D_in), w (D_in, D_out));
+    need_dx False: return None for dx.
+    Returns (dx (N, D_in), dw (D_in, D_out), db (D_out,)).
+    """,
     checks=[
         gradient("the example: numerical gradient check", 1, False,
                  _dense_cases(example=True)),
@@ -411,16 +425,31 @@ DENSE_BACKWARD = Part(
 )
 
 
+_FAR = (", rows centred from -1000 to 1000, each with a logit 800 above and one 800 "
+        "below its centre")
+
+
+def _far_apart(rng, z):
+    """Logits no shortcut survives: rows far apart (one maximum for the batch
+    underflows) and, in each row, the first logit 800 below the centre and another
+    800 above it (shifting by the first, the minimum or the mean overflows)."""
+    z = z.copy()
+    n, k = z.shape
+    z[:, 0] -= 800
+    z[np.arange(n), rng.integers(1, k, n)] += 800
+    return z + np.linspace(-1000, 1000, n)[:, None]
+
+
 def _logit_cases(kind, example=False):
     def cases(rng):
         r = np.random.default_rng(0) if example else rng
         n, k = (4, 10) if example else (int(rng.integers(2, 7)), int(rng.integers(3, 11)))
         z = _normal(r, n, k) * 3
-        if kind == "large":
-            z = z + np.linspace(-1000, 1000, n)[:, None]     # rows far apart
-        label = (("the example above, " if example else "") +
+        if kind in ("large", "ce-large"):
+            z = _far_apart(r, z)
+        label = (("the example, " if example else "") +
                  f"logits of shape {z.shape}" +
-                 (", rows around -1000 ... 1000" if kind == "large" else ""))
+                 (_FAR if kind in ("large", "ce-large") else ""))
         if kind in ("plain", "large"):
             return [(label, {"z": z})]
         y = r.integers(0, k, n)
@@ -428,9 +457,6 @@ def _logit_cases(kind, example=False):
         if example:
             num = numerical_gradient(lambda: F.cross_entropy(z, y, from_logits=True), z)
             return [(label, inputs, {"dlogits": num})]
-        if kind == "ce-large":
-            inputs["logits"] = z + np.linspace(-1000, 1000, n)[:, None]
-            label += ", rows around -1000 ... 1000"
         return [(label, inputs)]
     return cases
 
@@ -438,13 +464,18 @@ def _logit_cases(kind, example=False):
 SOFTMAX = Part(
     F.softmax,
     "Softmax turns each row of logits into probabilities. Make it stable: it must give "
-    "finite probabilities for any finite logits, however large.",
+    "finite probabilities for any finite logits, however large or far apart.",
     outputs=("probabilities",),
+    doc="""Softmax over the last axis, finite for any finite logits.
+
+    Inputs: z, shape (..., K).  Returns: probabilities, same shape, rows sum to 1.
+    """,
     checks=[
         same("the example", 1, False, _logit_cases("plain", example=True)),
         same("random logits", 1, True, _logit_cases("plain")),
         same("large logits", 1, True, _logit_cases("large"),
-             "this check's logits are around +-1000: exp overflows unless you shift them"),
+             "this check's logits are far apart: exp overflows unless each row is shifted "
+             "by its maximum"),
     ],
     mistakes=[
         Mistake("no shift by the maximum",
@@ -464,16 +495,24 @@ SOFTMAX = Part(
 SOFTMAX_CE_BACKWARD = Part(
     F.softmax_cross_entropy_backward,
     "The mean cross-entropy of softmax(logits) with the labels y, differentiated "
-    "with respect to the logits: the famous (softmax - one-hot) / N. You may call "
-    "`softmax` (yours, from the part above, or write it inline).",
+    "with respect to the logits. You may call your `softmax` from Part 2 (write that "
+    "first) or compute it inline.",
     outputs=("dlogits",),
-    given=(F.softmax, F._check_labels),
+    given=(F._check_labels,),
+    earlier=(F.softmax,),
+    doc="""Gradient of the mean cross-entropy of softmax(logits) and the labels y,
+    with respect to the logits.
+
+    Inputs: logits (N, K), labels y (N,) integers in [0, K).
+    Returns: dlogits, shape (N, K).
+    """,
     checks=[
         gradient("the example: numerical gradient check", 2, False,
                  _logit_cases("ce", example=True)),
         same("random logits and labels", 1, True, _logit_cases("ce")),
         same("large logits", 1, True, _logit_cases("ce-large"),
-             "this check's logits are around +-1000"),
+             "this check's logits are far apart: exp overflows unless each row is shifted "
+             "by its maximum"),
     ],
     mistakes=[
         Mistake("missing 1/N", "the loss is the mean over the batch: divide by N",
@@ -512,7 +551,7 @@ def _steps_cases(hyper, shapes=((3, 4), (4,)), steps=5, example=False, tiny=Fals
         params = [_normal(r, *s) for s in shapes]
         scale = 1e-6 if tiny else 1.0
         grads = [[_normal(r, *s) * scale for s in shapes] for _ in range(steps)]
-        label = (("the example above: " if example else "") +
+        label = (("the example: " if example else "") +
                  f"{steps} steps with {hyper} on parameters of shapes "
                  f"{', '.join(str(s) for s in shapes)}")
         return [(label, {"params": params, "grads": grads, "hyper": hyper})]
@@ -522,8 +561,11 @@ def _steps_cases(hyper, shapes=((3, 4), (4,)), steps=5, example=False, tiny=Fals
 SGD_PART = Part(
     (optim.SGD, "step"),
     "Write `step`: one update of every parameter, in place (`p += ...`, `v[...] = ...`), "
-    "with the velocity kept in `self.state['velocity']` between steps. The formulas are "
-    "in the docstring; `__init__` is given.",
+    "with the velocities kept in `self.state['velocity']` between steps (a list of "
+    "arrays like the parameters, None before the first step). The formulas are in the "
+    "class's docstring; `__init__` is given and sets `self.lr`, `self.momentum`, "
+    "`self.weight_decay`, `self.nesterov` and `self.state = {'step': 0, 'velocity': "
+    "None}`.",
     outputs=("params",),
     runner=lambda cls, params, grads, hyper: _optimiser_runner(cls, params, grads, hyper),
     checks=[
@@ -556,9 +598,12 @@ SGD_PART = Part(
 
 ADAM_PART = Part(
     (optim.Adam, "step"),
-    "Write `step` of Adam: update the moment estimates `m` and `v` (kept in "
-    "`self.state`), correct their bias and move every parameter in place. The "
-    "formulas are in the docstring (take eps_form 'paper': eps added to sqrt(v_hat)).",
+    "Write `step` of Adam: update the moment estimates `m` and `v` (lists of arrays "
+    "like the parameters, kept in `self.state['m']` and `self.state['v']`, None before "
+    "the first step), count the step in `self.state['step']`, correct the bias and "
+    "move every parameter in place. The formulas are in the class's docstring (the "
+    "'paper' form: eps added to sqrt(v_hat)); `__init__` is given and sets `self.lr`, "
+    "`self.beta1`, `self.beta2`, `self.eps` and `self.weight_decay`.",
     outputs=("params",),
     runner=lambda cls, params, grads, hyper: _optimiser_runner(cls, params, grads, hyper),
     checks=[
@@ -618,7 +663,7 @@ def _bn_cases(kind, example=False):
         inputs = {"dout": dout, "cache": cache}
         if kind == "running":
             inputs["batch_stats"] = False
-        label = (("the example above, " if example else "") + f"x of shape {shape}" +
+        label = (("the example, " if example else "") + f"x of shape {shape}" +
                  (", running statistics (batch_stats=False)" if kind == "running" else ""))
         if not example:
             return [(label, inputs)]
@@ -640,6 +685,17 @@ BATCHNORM_BACKWARD = Part(
     "returned: `(x_hat, gamma, inv_std)`; the channels are the last axis and the "
     "statistics are taken over all the others.",
     outputs=("dx", "dgamma", "dbeta"),
+    doc="""Backward pass of batchnorm: returns (dx, dgamma, dbeta).
+
+    Forward, per channel (the last axis), over the m values of the channel:
+        x_hat = (x - mean) * inv_std,  inv_std = 1 / sqrt(var + eps),
+        out = gamma * x_hat + beta.
+    With batch_stats True (training) mean and var are the batch's own and depend
+    on every x of the channel; with batch_stats False they are constants.
+
+    Inputs: dout (N, ..., C); cache = (x_hat, gamma, inv_std) from batchnorm.
+    Returns dx (same shape as dout), dgamma (C,), dbeta (C,).
+    """,
     checks=[
         gradient("the example: numerical gradient check", 2, False,
                  _bn_cases("2d", example=True)),
@@ -712,7 +768,7 @@ def _residual_cases(projection, example=False):
         x = _normal(r, n, h, h, c)
         dout = _normal(r, n, h, h, f)
         inputs = {"config": config, "weights": weights, "x": x, "dout": dout}
-        label = (("the example above: " if example else "") +
+        label = (("the example: " if example else "") +
                  f"x of shape {x.shape}, " +
                  ("a 1x1 convolution as shortcut" if projection else "identity shortcut"))
         if not example:
@@ -729,10 +785,20 @@ RESIDUAL_BACKWARD = Part(
     (L.Residual, "backward"),
     "A residual block computes y = f(x) + shortcut(x). Write its `backward`: dL/dy "
     "goes into both branches, through f's layers in reverse order and through the "
-    "shortcut (when there is one), and the two gradients of x add up. Each inner "
-    "layer has its own `backward(dout)`, which also stores its weight gradients.",
+    "shortcut (when there is one), and the two gradients of x add up. f's layers are "
+    "the list `self.layers`, the shortcut is `self.shortcut` (None for the identity); "
+    "each layer has its own `backward(dout)`, which returns the gradient of its input "
+    "and stores its weight gradients. Return dL/dx (None when `self.need_dx` is False).",
     outputs=("dx", "grads"),
     runner=_residual_runner,
+    class_doc="""A residual block (He et al., 2016): y = f(x) + shortcut(x).
+
+    f is ``self.layers`` applied in order, e.g. Conv2D 3x3 "same" -> ReLU -> Conv2D
+    3x3 "same"; the shortcut is the identity (``self.shortcut`` is None) or a layer
+    (a 1x1 Conv2D) for when f changes the channels or size.
+    """,
+    doc="""Backward pass: dL/dx from dout = dL/dy (and every inner layer's weight
+    gradients, which each layer's backward stores).""",
     checks=[
         gradient("the example: numerical gradient check of dx", 2, False,
                  _residual_cases(False, example=True)),
@@ -784,7 +850,7 @@ def _epoch_cases(dropout=False, example=False):
         model = Sequential(layers, input_shape=(6, 6, 1), seed=int(r.integers(1000)))
         model.astype(np.float64)
         x, y = r.random((n, 6, 6, 1)), r.integers(0, 10, n)
-        label = (("the example above: " if example else "") +
+        label = (("the example: " if example else "") +
                  f"{n} images of 6x6, batches of {batch}" + (", with dropout" if dropout else ""))
         return [(label, {"model": model, "x": x, "y": y, "batch_size": batch,
                          "seed": int(r.integers(1000)), "lr": 0.1})]

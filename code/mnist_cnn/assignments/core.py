@@ -29,6 +29,7 @@ import signal
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,7 @@ class Check:
     hidden: bool
     run: Callable
     hint: str = ""
+    cases: Callable | None = None     # rng -> [(label, inputs, ...)], the inputs it uses
 
 
 @dataclass
@@ -95,6 +97,9 @@ class Part:
     runner: Callable | None = None
     given: tuple = ()
     solution_helpers: tuple = ()
+    earlier: tuple = ()       # library functions of earlier parts the reference calls
+    doc: str | None = None    # the stub's docstring, where the library's gives the answer
+    class_doc: str | None = None    # the same for a method's class
     name: str = field(init=False)
 
     def __post_init__(self):
@@ -116,13 +121,25 @@ class Part:
     def points(self) -> int:
         return sum(c.points for c in self.checks)
 
-    def run(self, obj, inputs: dict) -> Outcome:
+    def run(self, obj, inputs: dict, student: bool = False) -> Outcome:
         """Run a function (or class) written for this part on ``inputs``, under the
-        limits: ``runner(obj, **inputs)``, by default ``obj(**inputs)``."""
+        limits: ``runner(obj, **inputs)``, by default ``obj(**inputs)``. For a
+        ``student``'s code, a call into the library's own solution is an error."""
         runner = self.runner or (lambda fn, **kw: fn(**kw))
+        forbidden = {}
+        if student:
+            forbidden = {f.__code__: f.__name__ for f in (self.function, *self.solution_helpers)}
         # A copy each time: student code may write into its inputs (an optimiser must).
-        status, value = call(runner, obj, **copy.deepcopy(inputs))
+        status, value = call(runner, obj, forbidden=forbidden, **copy.deepcopy(inputs))
         return Outcome(status, value)
+
+    def probe(self) -> dict | None:
+        """The inputs of the part's first public check (what the notebook's example
+        uses): a second input on which a diagnosed mistake must also agree."""
+        for c in self.checks:
+            if not c.hidden and c.cases is not None:
+                return c.cases(np.random.default_rng(0))[0][1]
+        return None
 
     def solution(self):
         """What a correct student cell defines: the library's function or class."""
@@ -134,7 +151,7 @@ class Part:
         lines = ["import math", "", "import numpy as np",
                  "from numpy.lib.stride_tricks import sliding_window_view", "",
                  "from mnist_cnn.scratch import layers, optim"]
-        for helper in self.given:
+        for helper in (*self.given, *self.earlier):
             lines.append(f"from {helper.__module__} import {helper.__name__}")
         return "\n".join(lines) + "\n"
 
@@ -186,7 +203,8 @@ class Assignment:
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise :class:`TimeLimit` in the block after ``seconds`` (main thread only;
-    elsewhere no limit)."""
+    elsewhere no limit). A timer already running (the grader's limit on the whole
+    cell) is kept: the block gets at most what is left of it, and it runs on after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -194,13 +212,18 @@ def time_limit(seconds: float):
     def expire(signum, frame):
         raise TimeLimit(f"did not finish within {seconds:g} s")
 
+    t0 = time.monotonic()
     old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    if 0 < outer < seconds:
+        signal.setitimer(signal.ITIMER_REAL, outer)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        if outer > 0:            # the cell's own alarm goes on (at once if it is due)
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - t0), 1e-3))
 
 
 class _Capped(io.StringIO):
@@ -227,21 +250,43 @@ def limit_calls(seconds: float | None):
         _seconds[0] = old
 
 
-def call(fn, *args, **kwargs):
+def call(fn, *args, forbidden: dict | None = None, **kwargs):
     """Call student code under the time limit, its printing captured and capped.
 
-    Returns ("ok", value) or ("error", "ExceptionType: message")."""
+    Returns ("ok", value), ("error", "ExceptionType: message") or, when the call
+    reached one of the code objects in ``forbidden`` (the library's solution),
+    ("library", its name)."""
     sink = _Capped()
+    reached = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in forbidden:
+            reached.append(forbidden[frame.f_code])
+
+    old_profile = sys.getprofile()
     try:
         with time_limit(_seconds[0]), contextlib.redirect_stdout(sink), \
                 np.errstate(all="ignore"):
-            return "ok", fn(*args, **kwargs)
+            if forbidden:
+                sys.setprofile(profile)
+            try:
+                value = fn(*args, **kwargs)
+            finally:
+                sys.setprofile(old_profile)
+        if reached:
+            return "library", reached[0]
+        return "ok", value
     except TimeLimit as e:
         return "error", (f"TimeLimit: {e} (a loop that never ends? loops over more than "
                          "the output positions?)")
-    except NotImplementedError:
-        return "error", "NotImplementedError: not written yet (the stub still raises)"
+    except NotImplementedError as e:
+        if reached:
+            return "library", reached[0]
+        return "error", (f"NotImplementedError: {e} - not written yet (the stub still "
+                         "raises)")
     except Exception as e:            # the student's bug, reported, never fatal
+        if reached:
+            return "library", reached[0]
         where = _student_line(e)
         return "error", f"{type(e).__name__}: {e}{where}"
 
@@ -298,7 +343,8 @@ def _as_tuple(value):
 
 
 def compare(got, want, names: tuple[str, ...]) -> str | None:
-    """None when ``got`` equals ``want`` (the course's rule), else what differs."""
+    """None when ``got`` equals ``want`` (the course's rule; non-finite values must
+    sit at the same places and be the same), else what differs."""
     got, want = _as_tuple(got), _as_tuple(want)
     if len(got) != len(want):
         return f"returned {len(got)} value(s), expected {len(want)} ({', '.join(names)})"
@@ -306,20 +352,28 @@ def compare(got, want, names: tuple[str, ...]) -> str | None:
         if w is None:
             continue
         w = np.asarray(w, dtype=np.float64)
+        dtype = getattr(g, "dtype", None)
         try:
             g = np.asarray(g, dtype=np.float64)
         except (TypeError, ValueError):
             return f"{name} is not an array of numbers (got {type(g).__name__})"
         if g.shape != w.shape:
             return f"{name} has shape {g.shape}, expected {w.shape}"
-        if not np.all(np.isfinite(g)) and np.all(np.isfinite(w)):
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(g))[0])
-            return f"{name} has a non-finite value ({g[bad]}) at index {bad}"
-        err = max_rel_error(g, w)
+        finite_g, finite_w = np.isfinite(g), np.isfinite(w)
+        if not np.array_equal(finite_g, finite_w) or not np.array_equal(
+                g[~finite_g], w[~finite_w], equal_nan=True):
+            bad = tuple(int(i) for i in np.argwhere((finite_g != finite_w) | ~finite_g)[0])
+            return (f"{name} has {g[bad]} at index {bad}, expected {w[bad]:.6g}")
+        err = max_rel_error(np.where(finite_g, g, 0), np.where(finite_w, w, 0))
         if err > tolerance(w):
-            idx = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(g - w)), w.shape))
+            idx = tuple(int(i) for i in np.unravel_index(
+                np.argmax(np.abs(np.where(finite_g, g - w, 0))), w.shape))
+            hint = ""
+            if dtype is not None and np.dtype(dtype) != np.float64 and err < 1e-3:
+                hint = (f" - your {name} is {np.dtype(dtype)}: keep the inputs' dtype "
+                        "(float64 here), whose rounding is far finer")
             return (f"{name} differs from the reference: at index {idx} you have "
-                    f"{g[idx]:.6g}, expected {w[idx]:.6g} (relative error {err:.2g})")
+                    f"{g[idx]:.10g}, expected {w[idx]:.10g} (relative error {err:.2g}){hint}")
     return None
 
 
@@ -329,24 +383,39 @@ class Outcome:
     value: object
 
 
-def diagnose(part: Part, inputs: dict, got: Outcome) -> str:
-    """The mistake whose planted version gives the student's result, if one does."""
+def _same(a: Outcome, b: Outcome, part: Part) -> bool:
+    if a.status != b.status:
+        return False
+    if a.status == "ok":
+        return compare(a.value, b.value, part.outputs) is None
+    return a.value.split("\n")[0] == b.value.split("\n")[0]
+
+
+def diagnose(part: Part, student, inputs: dict, got: Outcome) -> str:
+    """The mistake whose planted version gives the student's result, on this input
+    and on the notebook's example (so that two mistakes that fail alike on one
+    input are told apart), if one does."""
+    probe = part.probe()
+    on_probe = None
     for mistake in part.mistakes:
         try:
             mutant = part.mutant(mistake)
         except Exception:         # a mistake that does not apply to this library version
             continue
-        theirs = part.run(mutant, inputs)
-        if theirs.status != got.status:
+        if not _same(got, part.run(mutant, inputs), part):
             continue
-        if got.status == "error":
-            same = theirs.value.split("\n")[0] == got.value.split("\n")[0]
-        else:
-            same = compare(got.value, theirs.value, part.outputs) is None
-        if same:
-            return (f"\n  Your result is exactly what the mistake '{mistake.name}' gives: "
-                    f"{mistake.fix}")
+        if probe is not None:
+            on_probe = on_probe or part.run(student, probe, student=True)
+            if not _same(on_probe, part.run(mutant, probe), part):
+                continue
+        return (f"\n  Your result is exactly what the mistake '{mistake.name}' gives: "
+                f"{mistake.fix}")
     return ""
+
+
+def _library_call(part: Part, name: str, label: str) -> Feedback:
+    return Feedback(f"On {label}: your code calls the course library's own {name}: "
+                    "write it yourself (this check scores 0 otherwise)")
 
 
 def expect_same(part: Part, student, inputs: dict, label: str) -> None:
@@ -355,49 +424,57 @@ def expect_same(part: Part, student, inputs: dict, label: str) -> None:
     want = part.run(part.solution(), inputs)
     if want.status != "ok":                      # a bug in the catalogue, not the student's
         raise RuntimeError(f"reference failed on {label}: {want.value}")
-    got = part.run(student, inputs)
+    got = part.run(student, inputs, student=True)
+    if got.status == "library":
+        raise _library_call(part, got.value, label)
     if got.status == "error":
         problem = f"raised {got.value}"
     else:
         problem = compare(got.value, want.value, part.outputs)
         if problem is None:
             return
-    raise Feedback(f"On {label}: {problem}{diagnose(part, inputs, got)}")
+    raise Feedback(f"On {label}: {problem}{diagnose(part, student, inputs, got)}")
 
 
 def expect_gradient(part: Part, student, inputs: dict, numerical: dict, label: str) -> None:
     """A gradient check the student can read: the student's gradients against
     centred differences of the reference forward pass (``numerical``)."""
-    got = part.run(student, inputs)
+    got = part.run(student, inputs, student=True)
+    if got.status == "library":
+        raise _library_call(part, got.value, label)
     if got.status == "error":
         raise Feedback(f"On {label}: raised {got.value}"
-                       f"{diagnose(part, inputs, got)}")
+                       f"{diagnose(part, student, inputs, got)}")
     values = dict(zip(numerical, _as_tuple(got.value), strict=False))
     for name, num in numerical.items():
         g = values.get(name)
         shape = np.shape(g) if g is not None else None
         if shape != num.shape:
             raise Feedback(f"On {label}: {name} has shape {shape}, expected {num.shape}"
-                           f"{diagnose(part, inputs, got)}")
+                           f"{diagnose(part, student, inputs, got)}")
         err = rel_error(np.asarray(g, dtype=np.float64), num)
         if not err <= GRADIENT_RTOL:
             raise Feedback(
                 f"On {label}: {name} fails the numerical gradient check: relative error "
                 f"{err:.2g} (a correct gradient gives < {GRADIENT_RTOL:g})"
-                f"{diagnose(part, inputs, got)}")
+                f"{diagnose(part, student, inputs, got)}")
+
+
+_NOT_STUDENT = tuple(p for p in {sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                  _LIBRARY_ROOT} if p) + ("<frozen",)
 
 
 def count_lines(fn, *args, **kwargs) -> int:
-    """How many lines of the student's own code (the file ``fn`` was written in)
-    run during ``fn(*args, **kwargs)``: a vectorised function runs a few dozen, one
-    that loops over output positions runs thousands. Counting lines, not seconds,
-    gives the same answer on every machine."""
-    home = fn.__code__.co_filename
+    """How many lines of the student's own code (anything outside Python, its
+    packages and the course library, in whatever cell it was written) run during
+    ``fn(*args, **kwargs)``: a vectorised function runs a few dozen, one that loops
+    over output positions (itself or through another function of the student's)
+    thousands. Counting lines, not seconds, gives the same answer on every machine."""
     count = 0
 
     def tracer(frame, event, arg):
         nonlocal count
-        if frame.f_code.co_filename != home:
+        if frame.f_code.co_filename.startswith(_NOT_STUDENT):
             return None
         if event == "line":
             count += 1
@@ -413,25 +490,30 @@ def count_lines(fn, *args, **kwargs) -> int:
 
 
 def stub_source(part: Part) -> str:
-    """The student's starting cell: signature and docstring of the reference, a body
-    that raises NotImplementedError."""
+    """The student's starting cell: the reference's signature, its docstring (or the
+    part's own ``doc``, where the library's docstring would give the answer away)
+    and a body that raises NotImplementedError. A method's stub is its class, with
+    the class's docstring."""
     fn = part.function
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    node = tree.body[0]
-    header = ast.get_source_segment(textwrap.dedent(inspect.getsource(fn)), node)
-    first_body = node.body[0]
-    doc = ast.get_docstring(node, clean=False)
-    lines = header.splitlines()
-    # Keep the lines up to the docstring's end (signature + docstring).
-    keep = lines[: first_body.end_lineno] if doc is not None else lines[: node.body[0].lineno - 1]
-    body = textwrap.indent("# YOUR CODE HERE\n"
-                           f'raise NotImplementedError("{part.name}: write me")', " " * 4)
-    src = "\n".join(keep) + "\n" + body + "\n"
+    src = textwrap.dedent(inspect.getsource(fn))
+    node = ast.parse(src).body[0]
+    lines = ast.get_source_segment(src, node).splitlines()
+    has_doc = ast.get_docstring(node, clean=False) is not None
+    signature = lines[: node.body[0].lineno - 1]
+    doc = lines[node.body[0].lineno - 1: node.body[0].end_lineno] if has_doc else []
+    if part.doc is not None:
+        text = textwrap.indent(inspect.cleandoc(part.doc), " " * 4)
+        doc = ['    """' + text.lstrip() + "\n    " + '"""']
+    body = ["    # YOUR CODE HERE", f'    raise NotImplementedError("{part.name}: write me")']
+    src = "\n".join([*signature, *doc, *body]) + "\n"
     if part.is_method:
         cls, _ = part.reference
+        text = part.class_doc if part.class_doc is not None else (cls.__doc__ or "")
+        cls_doc = textwrap.indent(inspect.cleandoc(text), " " * 4).rstrip()
         src = (f"class {cls.__name__}({_qualified(cls)}):\n"
-               f'    """{cls.__name__} with your {part.reference[1]}; the rest '
-               f'(__init__, state) is the library\'s."""\n\n' + textwrap.indent(src, " " * 4))
+               f'    """{cls_doc.lstrip()}\n\n'
+               f"    (Your {part.reference[1]}; __init__ and the rest are the library's.)\n"
+               '    """\n\n' + textwrap.indent(src, " " * 4))
     return src
 
 

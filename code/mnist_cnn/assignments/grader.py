@@ -36,6 +36,7 @@ class Report:
     possible: dict[str, float] = field(default_factory=dict)
     feedback: dict[str, str] = field(default_factory=dict)     # part -> failed checks
     error: str = ""                                             # why nothing was graded
+    warning: str = ""                                           # for the teacher to read
 
     @property
     def total(self) -> float:
@@ -49,19 +50,51 @@ class Report:
         return float(a.points) if a else 0.0
 
 
-def assignment_of(path: Path) -> str:
-    """The assignment a notebook belongs to (its otter metadata), or raise ValueError
-    saying why it cannot be read."""
+def _read(path: Path) -> dict:
+    if not Path(path).is_file():
+        raise ValueError("no such file")
     try:
         nb = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"not a readable notebook (.ipynb JSON): {e}") from None
-    name = (nb.get("metadata", {}).get("otter") or {}).get("assignment_name") \
-        if isinstance(nb, dict) else None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError("not a notebook (no list of cells)")
+    return nb
+
+
+def assignment_of(path: Path) -> str:
+    """The assignment a notebook belongs to (its otter metadata), or raise ValueError
+    saying why it cannot be read."""
+    name = ((_read(path).get("metadata") or {}).get("otter") or {}).get("assignment_name")
     if name not in ASSIGNMENTS:
         raise ValueError(f"the notebook names no known assignment (metadata otter."
-                         f"assignment_name is {name!r}; known: {', '.join(ASSIGNMENTS)})")
+                         f"assignment_name is {name!r}; known: {', '.join(ASSIGNMENTS)}); "
+                         "pass --autograder to grade it as that autograder's assignment")
     return name
+
+
+# What a submission has no reason to touch: the grader's own code and Python's hooks.
+_TAMPERING = ("grade_case", "grade_part", "mnist_cnn.assignments.", "assignments import",
+              "setprofile", "settrace", "setitimer", "signal.alarm", "otter")
+
+
+def tampering(nb: dict) -> list[str]:
+    """Code cells (other than the generated set-up) that touch the grader: otter runs
+    the checks inside the student's own Python, so a teacher should read these."""
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        src = "".join(cell.get("source", ""))
+        lines = [ln for ln in src.splitlines() if ln.strip() not in _GENERATED_LINES]
+        hits = sorted({t for t in _TAMPERING for ln in lines if t in ln})
+        if hits:
+            found.append(f"cell {i + 1} mentions {', '.join(hits)}")
+    return found
+
+
+_GENERATED_LINES = {"from mnist_cnn.assignments import check, example"} | {
+    f'check("{p.name}", {p.name})' for a in ASSIGNMENTS.values() for p in a.parts}
 
 
 def _graded_assignment(zip_path: Path) -> str | None:
@@ -78,24 +111,40 @@ def grade_notebook(path, autograder=None, timeout: float = NOTEBOOK_SECONDS,
     """Grade one notebook; never raises for a bad submission (see ``Report.error``)."""
     path = Path(path)
     report = Report(str(path))
+    graded = _graded_assignment(Path(autograder)) if autograder else None
     try:
-        report.assignment = assignment_of(path)
+        nb = _read(path)
+        try:
+            report.assignment = assignment_of(path)
+        except ValueError:
+            if graded is None:
+                raise
+            report.assignment = graded        # metadata lost: the teacher named it
     except ValueError as e:
         report.error = str(e)
         return report
     zip_path = Path(autograder) if autograder else autograders / f"{report.assignment}.zip"
     if not zip_path.is_file():
         report.error = (f"no autograder at {zip_path}: run `make assignments` first "
-                        "(or pass --autograder)")
+                        "(from the repository's root) or pass --autograder")
         return report
     graded = _graded_assignment(zip_path)
     if graded != report.assignment:
         report.error = (f"the notebook is for {report.assignment!r} but {zip_path} grades "
                         f"{graded!r}")
         return report
+    touched = tampering(nb)
+    if touched:
+        report.warning = ("this notebook touches the grader's code (" + "; ".join(touched)
+                          + "): read it before trusting the score")
     with tempfile.TemporaryDirectory() as out:
+        # otter reads the assignment's name from the notebook: give a copy that has it.
+        nb.setdefault("metadata", {})["otter"] = {"assignment_name": report.assignment}
+        submission = Path(out) / "submission" / path.name
+        submission.parent.mkdir()
+        submission.write_text(json.dumps(nb))
         cmd = [sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(zip_path.resolve()),
-               "-o", out, str(path.resolve())]
+               "-o", out, str(submission)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                   cwd=out)
@@ -109,18 +158,31 @@ def grade_notebook(path, autograder=None, timeout: float = NOTEBOOK_SECONDS,
             return report
         data = json.loads(results.read_text())
     parts = {p.name: p for p in ASSIGNMENTS[report.assignment].parts}
-    for test in data.get("tests", []):
-        name = test.get("name")
-        if name not in parts:
-            continue
+    tests = {t.get("name"): t for t in data.get("tests", [])}
+    for name, part in parts.items():          # the catalogue's order; a missing part: 0
+        test = tests.get(name, {})
         report.scores[name] = float(test.get("score") or 0)
-        report.possible[name] = float(test.get("max_score") or parts[name].points)
+        report.possible[name] = float(test.get("max_score") or part.points)
         if report.scores[name] < report.possible[name]:
-            report.feedback[name] = test.get("output", "").strip()
-    for name, part in parts.items():          # a part otter could not load scores 0
-        report.scores.setdefault(name, 0.0)
-        report.possible.setdefault(name, float(part.points))
+            report.feedback[name] = _clean(test.get("output", "").strip()) or (
+                "not graded: the grader found no result for this part")
     return report
+
+
+def _clean(output: str) -> str:
+    """otter's report of a part without its "Error at line N in test ..." lines,
+    which show the grader's call, not the student's code."""
+    lines = output.splitlines()
+    keep, skip = [], False
+    for line in lines:
+        if line.strip().startswith("Error at line "):
+            skip = True             # this line and the grader's call below it
+            continue
+        if skip:
+            skip = False
+            continue
+        keep.append(line.replace("Feedback: ", "", 1))
+    return "\n".join(keep)
 
 
 def format_report(report: Report, feedback: bool = True) -> str:
@@ -128,6 +190,8 @@ def format_report(report: Report, feedback: bool = True) -> str:
     if report.error:
         return head + f"0 points - {report.error}"
     lines = [head + f"{report.assignment}, {report.total:g}/{report.out_of:g} points"]
+    if report.warning:
+        lines.append(f"  WARNING: {report.warning}")
     for name in report.scores:
         lines.append(f"  {name}: {report.scores[name]:g}/{report.possible[name]:g}")
         if feedback and name in report.feedback:
@@ -136,23 +200,37 @@ def format_report(report: Report, feedback: bool = True) -> str:
 
 
 def write_csv(reports: list[Report], path) -> None:
+    """One row per notebook; one column per part of every assignment graded."""
     parts = []
     for r in reports:
         parts += [p for p in r.scores if p not in parts]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["notebook", "assignment", *parts, "total", "out_of", "error"])
+        w.writerow(["notebook", "assignment", *parts, "total", "out_of", "error", "warning"])
         for r in reports:
             w.writerow([r.path, r.assignment, *[r.scores.get(p, "") for p in parts],
-                        r.total, r.out_of, r.error])
+                        r.total, r.out_of, r.error, r.warning])
 
 
 def cli_grade(args) -> int:
-    reports = []
-    for path in args.notebooks:
-        report = grade_notebook(path, args.autograder, args.timeout)
-        print(format_report(report, feedback=not args.quiet), flush=True)
-        reports.append(report)
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = max(1, args.jobs)
+    with ThreadPoolExecutor(jobs) as pool:     # each notebook runs in its own process
+        futures = [pool.submit(grade_notebook, path, args.autograder, args.timeout)
+                   for path in args.notebooks]
+        reports = []
+        for future in futures:                  # printed in the order given
+            report = future.result()
+            print(format_report(report, feedback=not args.quiet), flush=True)
+            reports.append(report)
+    if args.feedback:
+        out = Path(args.feedback)
+        out.mkdir(parents=True, exist_ok=True)
+        for report in reports:
+            name = Path(report.path).stem + ".txt"
+            (out / name).write_text(format_report(report) + "\n", encoding="utf-8")
+        print(f"Feedback for each student: {out}/<notebook>.txt")
     if args.csv:
         write_csv(reports, args.csv)
         print(f"Gradebook: {args.csv}")
