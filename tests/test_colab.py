@@ -153,3 +153,31 @@ def test_chapter_starts_on_simulated_colab(colab, chapter):
     # The installed copy, not this checkout's editable one, and the clone's models.
     assert not report["library"].startswith(str(ROOT))
     assert report["models"] == report["MNIST_CNN_MODELS"] == str(checkout / "models")
+
+
+@pytest.mark.slow
+def test_an_assignment_is_worked_and_graded_on_simulated_colab(colab, tmp_path):
+    """A student notebook (here its answer key) runs on Colab from its set-up cell on,
+    its checks pass there, and the grader runs there too (otter, no Docker)."""
+    from mnist_cnn.assignments import ASSIGNMENTS
+
+    from tools import make_assignments
+
+    content, checkout, url = colab
+    a = ASSIGNMENTS["dense_softmax"]
+    key = make_assignments.notebook(a, key=True, repo_url=url, checkout=str(checkout))
+    zip_path = make_assignments.autograder(a, 3, tmp_path / "dense_softmax.zip")
+    nbformat.write(key, tmp_path / "key.ipynb")
+    key.cells.insert(0, nbformat.v4.new_code_cell(FAKE_COLAB))
+    key.cells.append(nbformat.v4.new_code_cell(
+        f"import subprocess, sys\nout = subprocess.run([sys.executable, '-m', 'mnist_cnn', "
+        f"'grade', {str(tmp_path / 'key.ipynb')!r}, '--autograder', {str(zip_path)!r}], "
+        "capture_output=True, text=True)\nprint(out.stdout[-2000:], out.stderr[-2000:])"))
+    key.cells.append(nbformat.v4.new_code_cell(REPORT))
+    nb = _run(key, content, SIMULATED_KERNEL)
+    printed = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    for part in a.parts:
+        assert f"{part.name}: " in printed and "[FAILED]" not in printed
+    assert f"dense_softmax, {a.points}/{a.points} points" in _text(nb.cells[-2])
+    report = json.loads(_text(nb.cells[-1]))
+    assert not report["library"].startswith(str(ROOT))     # Colab's installed copy

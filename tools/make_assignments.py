@@ -89,8 +89,10 @@ def _checks_table(part: Part) -> str:
     return "\n".join(rows)
 
 
-def notebook(assignment: Assignment, key: bool = False) -> nbformat.NotebookNode:
-    """The student notebook (stubs) or, with ``key``, the answer key (the library's code)."""
+def notebook(assignment: Assignment, key: bool = False, repo_url: str | None = None,
+             checkout: str = colab_notebooks.COLAB_CHECKOUT) -> nbformat.NotebookNode:
+    """The student notebook (stubs) or, with ``key``, the answer key (the library's code).
+    Its Colab set-up cell clones ``repo_url`` (default: _config.yml's) into ``checkout``."""
     cells = []
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
     parts = "\n".join(f"| {i} | `{p.name}` | {p.points} |"
@@ -111,7 +113,8 @@ def notebook(assignment: Assignment, key: bool = False) -> nbformat.NotebookNode
         "hand.*"))
     cells.append(md(colab_notebooks.SETUP_NOTE))
     url, branch = colab_notebooks.repository()
-    cells.append(code(colab_notebooks.setup_cell_source(url, branch), id="colab-setup"))
+    cells.append(code(colab_notebooks.setup_cell_source(repo_url or url, branch, checkout),
+                      id="colab-setup"))
     cells.append(code(_imports(assignment)))
     for i, part in enumerate(assignment.parts, 1):
         cells.append(md(f"## Part {i}: `{part.name}` ({part.points} points)\n\n{part.intro}"
