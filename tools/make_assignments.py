@@ -81,6 +81,16 @@ def _given(part: Part) -> str:
     return "\n\nGiven (already imported; call them, do not rewrite them):\n\n" + "\n".join(items)
 
 
+def _example_note(part: Part) -> str:
+    call = f'`inputs, expected = example("{part.name}")`'
+    if part.runner is None or part.outputs == ("out",):
+        return (f"The checks here run on the example: {call} gives its inputs (your "
+                "function's arguments) and the result to match, to compare by hand.")
+    return (f"The checks here run on the example: {call} gives the check's set-up "
+            f"({', '.join(f'`{k}`' for k in part.probe())}) and what it compares "
+            f"({', '.join(part.outputs)}, each array flattened into one).")
+
+
 def _checks_table(part: Part) -> str:
     rows = ["| check | points | when |", "|---|---|---|"]
     for c in part.checks:
@@ -119,9 +129,7 @@ def notebook(assignment: Assignment, key: bool = False, repo_url: str | None = N
     for i, part in enumerate(assignment.parts, 1):
         cells.append(md(f"## Part {i}: `{part.name}` ({part.points} points)\n\n{part.intro}"
                         f"{_given(part)}\n\n{_checks_table(part)}\n\n"
-                        f'The checks here run on the example: `inputs, expected = '
-                        f'example("{part.name}")` gives its inputs and the result to '
-                        "match, if you want to compare by hand."))
+                        f"{_example_note(part)}"))
         cells.append(code(solution_source(part) if key else stub_source(part)))
         cells.append(code(f'check("{part.name}", {part.name})'))
     nb = nbformat.v4.new_notebook(cells=cells)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import mnist_cnn.scratch as SCRATCH
 from mnist_cnn.notebook import numerical_gradient
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch import layers as L
@@ -74,6 +75,15 @@ def _shapes(inputs: dict) -> str:
     return ", ".join(shown)
 
 
+def _first_of_pair(fn, **kw):
+    """out, from a forward function that must return the pair (out, cache)."""
+    result = fn(**kw)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"return the pair (out, cache), as the docstring says; got "
+                        f"{type(result).__name__}")
+    return result[0]
+
+
 def _normal(rng, *shape):
     return rng.standard_normal(shape)
 
@@ -129,7 +139,8 @@ CONV_NAIVE = Part(
     "Write the convolution as the loops it is: for each image, each output position "
     "and each filter, lay the kernel over the window and sum the products.",
     outputs=("out",),
-    runner=lambda fn, **kw: fn(**kw)[0],
+    forbid=(SCRATCH,),
+    runner=_first_of_pair,
     given=(F._conv_setup, F._pad, F.conv_output_size, F.same_padding),
     checks=[
         same("the example: shape and values", 2, False, _example_conv),
@@ -148,15 +159,16 @@ CONV_VECTORISED = Part(
     "The same numbers with array operations: gather every window into one row of a "
     "matrix (im2col) and multiply it by the kernels reshaped to a matrix.",
     outputs=("out",),
-    runner=lambda fn, **kw: fn(**kw)[0],
+    forbid=(SCRATCH,),
+    runner=_first_of_pair,
     given=(F._conv_setup, F._pad),
     solution_helpers=(F._im2col,),
     checks=[
         same("the example: shape and values", 1, False, _example_conv),
-        vectorised("vectorised: no loop over output positions", 1,
+        vectorised("vectorised: no loop over output positions", 3,
                    _conv_inputs(np.random.default_rng(1), 4, 12, 12, 3, 3, 4), 200),
-        same("random sizes, stride 1, no padding", 2, True, _conv_cases([{}])),
-        same("stride 2 and padding", 2, True,
+        same("random sizes, stride 1, no padding", 1, True, _conv_cases([{}])),
+        same("stride 2 and padding", 1, True,
              _conv_cases([{"stride": 2}, {"padding": "same"}, {"padding": 1, "stride": 2}]),
              "this check uses stride 2 and padding"),
     ],
@@ -214,6 +226,7 @@ CONV_BACKWARD = Part(
     "the bias (db). `cache` is what `conv2d_naive` returned: a dict with the input "
     "`x`, the kernels `w`, the `stride` and the `pads` ((top, bottom), (left, right)).",
     outputs=("dx", "dw", "db"),
+    forbid=(SCRATCH,),
     doc="""Backward pass of conv2d_naive, as loops: each output position sends its
     gradient back to the window and the kernel that produced it.
 
@@ -301,7 +314,8 @@ POOL_FORWARD = Part(
     F.max_pool2d_naive,
     "Max pooling keeps the largest value of each P x P window, channel by channel.",
     outputs=("out",),
-    runner=lambda fn, **kw: fn(**kw)[0],
+    forbid=(SCRATCH,),
+    runner=_first_of_pair,
     given=(F._pool_setup,),
     checks=[
         same("the example: shape and values", 1, False, _pool_cases([{}], example=True)),
@@ -330,6 +344,7 @@ POOL_BACKWARD = Part(
     "an element can receive from several. `cache` is what `max_pool2d_naive` "
     "returned: a dict with `x`, `pool` (P) and `stride` (S).",
     outputs=("dx",),
+    forbid=(SCRATCH,),
     checks=[
         gradient("the example: numerical gradient check", 1, False,
                  _pool_cases([{}], backward=True, example=True)),
@@ -401,6 +416,7 @@ DENSE_BACKWARD = Part(
     "tuple `(x, w)`. Work out each one's shape first: it is the shape of what it is "
     "the gradient of.",
     outputs=("dx", "dw", "db"),
+    forbid=(SCRATCH,),
     doc="""Backward pass of the dense layer out = x @ w + b.
 
     Inputs: dout = dL/dout (N, D_out); cache = (x (N, D_in), w (D_in, D_out));
@@ -466,6 +482,7 @@ SOFTMAX = Part(
     "Softmax turns each row of logits into probabilities. Make it stable: it must give "
     "finite probabilities for any finite logits, however large or far apart.",
     outputs=("probabilities",),
+    forbid=(SCRATCH,),
     doc="""Softmax over the last axis, finite for any finite logits.
 
     Inputs: z, shape (..., K).  Returns: probabilities, same shape, rows sum to 1.
@@ -498,6 +515,7 @@ SOFTMAX_CE_BACKWARD = Part(
     "with respect to the logits. You may call your `softmax` from Part 2 (write that "
     "first) or compute it inline.",
     outputs=("dlogits",),
+    forbid=(SCRATCH,),
     given=(F._check_labels,),
     earlier=(F.softmax,),
     doc="""Gradient of the mean cross-entropy of softmax(logits) and the labels y,
@@ -567,6 +585,7 @@ SGD_PART = Part(
     "`self.weight_decay`, `self.nesterov` and `self.state = {'step': 0, 'velocity': "
     "None}`.",
     outputs=("params",),
+    forbid=(optim,),
     runner=lambda cls, params, grads, hyper: _optimiser_runner(cls, params, grads, hyper),
     checks=[
         same("the example: momentum 0.9", 2, False,
@@ -584,8 +603,9 @@ SGD_PART = Part(
                 [("v[...] = self.momentum * v - self.lr * g",
                   "v[...] = -self.momentum * v - self.lr * g")]),
         Mistake("velocity not kept",
-                "write into the stored array (v[...] = ...); 'v = ...' makes a new array "
-                "and the next step starts from zero velocity again",
+                "your steps are plain SGD steps: the velocity must carry over from one "
+                "step to the next (v <- momentum * v - lr * g, written into the stored "
+                "array with v[...] = ...; 'v = ...' makes a new array each step)",
                 [("v[...] = self.momentum * v - self.lr * g",
                   "v = self.momentum * v - self.lr * g")]),
         Mistake("weight decay ignored", "add weight_decay * p to the gradient first",
@@ -605,6 +625,7 @@ ADAM_PART = Part(
     "'paper' form: eps added to sqrt(v_hat)); `__init__` is given and sets `self.lr`, "
     "`self.beta1`, `self.beta2`, `self.eps` and `self.weight_decay`.",
     outputs=("params",),
+    forbid=(optim,),
     runner=lambda cls, params, grads, hyper: _optimiser_runner(cls, params, grads, hyper),
     checks=[
         same("the example: the defaults", 2, False, _steps_cases({"lr": 1e-3}, example=True)),
@@ -685,6 +706,7 @@ BATCHNORM_BACKWARD = Part(
     "returned: `(x_hat, gamma, inv_std)`; the channels are the last axis and the "
     "statistics are taken over all the others.",
     outputs=("dx", "dgamma", "dbeta"),
+    forbid=(SCRATCH,),
     doc="""Backward pass of batchnorm: returns (dx, dgamma, dbeta).
 
     Forward, per channel (the last axis), over the m values of the channel:
@@ -815,7 +837,8 @@ RESIDUAL_BACKWARD = Part(
         Mistake("branch gradient dropped", "dL/dx has f's term too: add the two",
                 [("return d_f + d_skip if", "return d_skip if")]),
         Mistake("shortcut's backward skipped",
-                "a projection shortcut is a layer: its backward gives its gradients",
+                "a projection shortcut is a layer: dL/dx gets what its backward returns, "
+                "s.backward(dL/dy), not dL/dy itself",
                 [("d_skip = dout if s is None else s.backward(dout)", "d_skip = dout")]),
         Mistake("layers in forward order",
                 "backpropagation visits the layers last to first: reversed(self.layers)",
@@ -844,6 +867,7 @@ def _epoch_cases(dropout=False, example=False):
     def cases(rng):
         r = np.random.default_rng(0) if example else rng
         n, batch = (20, 8) if example else (int(rng.integers(15, 40)), int(rng.integers(4, 9)))
+        n += n % batch == 0                      # the last batch is always a smaller one
         layers = [L.Conv2D(2, 3, name="conv"), L.ReLU(name="relu"), L.Flatten(name="flat"),
                   *([L.Dropout(0.3, name="drop")] if dropout else []),
                   L.Dense(10, name="dense")]
@@ -867,6 +891,7 @@ TRAIN_EPOCH = Part(
     "The checks leave `shift`, `step` and `progress` at their defaults, so you may "
     "leave them out of your loop (`fit` uses them).",
     outputs=("loss", "accuracy", "weights"),
+    forbid=(T.fit,),
     runner=_epoch_runner,
     checks=[
         same("the example: weights, loss and accuracy after one epoch", 2, False,

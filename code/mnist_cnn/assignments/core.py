@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -78,6 +79,39 @@ class Check:
     cases: Callable | None = None     # rng -> [(label, inputs, ...)], the inputs it uses
 
 
+def _package_dirs(*names: str) -> tuple[str, ...]:
+    """Where these packages are installed (found without importing them)."""
+    import importlib.util
+    dirs = []
+    for name in names:
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.submodule_search_locations:
+                dirs += [str(d) for d in spec.submodule_search_locations]
+    return tuple(dirs)
+
+
+# Deep-learning (and signal-processing) libraries a from-scratch solution does not call.
+FRAMEWORKS = _package_dirs("tensorflow", "keras", "torch", "jax", "scipy")
+
+
+@dataclass
+class Forbidden:
+    """What student code may not call: code objects (by name), and any function in
+    the files or folders ``files`` except ``allowed``."""
+
+    codes: dict
+    files: tuple
+    allowed: set
+
+    def name(self, code) -> str | None:
+        if code in self.codes:
+            return self.codes[code]
+        if code not in self.allowed and self.files and code.co_filename.startswith(self.files):
+            return f"{code.co_name} ({Path(code.co_filename).name})"
+        return None
+
+
 @dataclass
 class Part:
     """One function (or method) to write.
@@ -98,6 +132,7 @@ class Part:
     given: tuple = ()
     solution_helpers: tuple = ()
     earlier: tuple = ()       # library functions of earlier parts the reference calls
+    forbid: tuple = ()        # library modules, classes or functions the student may not call
     doc: str | None = None    # the stub's docstring, where the library's gives the answer
     class_doc: str | None = None    # the same for a method's class
     name: str = field(init=False)
@@ -124,14 +159,29 @@ class Part:
     def run(self, obj, inputs: dict, student: bool = False) -> Outcome:
         """Run a function (or class) written for this part on ``inputs``, under the
         limits: ``runner(obj, **inputs)``, by default ``obj(**inputs)``. For a
-        ``student``'s code, a call into the library's own solution is an error."""
+        ``student``'s code, a call from it into the library's solution (or into what
+        ``forbid`` names, or a deep-learning framework) is an error."""
         runner = self.runner or (lambda fn, **kw: fn(**kw))
-        forbidden = {}
-        if student:
-            forbidden = {f.__code__: f.__name__ for f in (self.function, *self.solution_helpers)}
         # A copy each time: student code may write into its inputs (an optimiser must).
-        status, value = call(runner, obj, forbidden=forbidden, **copy.deepcopy(inputs))
+        status, value = call(runner, obj, forbidden=self.forbidden() if student else None,
+                             **copy.deepcopy(inputs))
         return Outcome(status, value)
+
+    def forbidden(self) -> Forbidden:
+        codes = {f.__code__: f.__qualname__ for f in (self.function, *self.solution_helpers)}
+        files: list[str] = list(FRAMEWORKS)
+        for item in self.forbid:
+            if inspect.ismodule(item):
+                files.append(str(Path(item.__file__).parent if item.__file__.endswith(
+                    "__init__.py") else item.__file__))
+            elif isinstance(item, type):
+                for f in vars(item).values():
+                    if inspect.isfunction(f):
+                        codes[f.__code__] = f"{item.__name__}.{f.__name__}"
+            else:
+                codes[item.__code__] = item.__qualname__
+        allowed = {f.__code__ for f in (*self.given, *self.earlier)}
+        return Forbidden(codes, tuple(files), allowed)
 
     def probe(self) -> dict | None:
         """The inputs of the part's first public check (what the notebook's example
@@ -209,14 +259,18 @@ def time_limit(seconds: float):
         yield
         return
 
+    limit = [f"did not finish within {seconds:g} s"]
+
     def expire(signum, frame):
-        raise TimeLimit(f"did not finish within {seconds:g} s")
+        raise TimeLimit(limit[0])
 
     t0 = time.monotonic()
     old = signal.signal(signal.SIGALRM, expire)
     outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
     if 0 < outer < seconds:
         signal.setitimer(signal.ITIMER_REAL, outer)
+        limit[0] = (f"did not finish within the {outer:.3g} s left of this cell's time "
+                    "limit")
     try:
         yield
     finally:
@@ -250,18 +304,25 @@ def limit_calls(seconds: float | None):
         _seconds[0] = old
 
 
-def call(fn, *args, forbidden: dict | None = None, **kwargs):
+def call(fn, *args, forbidden: Forbidden | None = None, **kwargs):
     """Call student code under the time limit, its printing captured and capped.
 
-    Returns ("ok", value), ("error", "ExceptionType: message") or, when the call
-    reached one of the code objects in ``forbidden`` (the library's solution),
-    ("library", its name)."""
+    Returns ("ok", value), ("error", "ExceptionType: message") or, when student code
+    called something ``forbidden`` (the library's solution, a framework),
+    ("library", its name). Only calls made *from* student code count: the library
+    code a check runs around the student's (a network, an optimiser) is free."""
     sink = _Capped()
     reached = []
 
     def profile(frame, event, arg):
-        if event == "call" and frame.f_code in forbidden:
-            reached.append(forbidden[frame.f_code])
+        if event != "call" or reached:
+            return
+        caller = frame.f_back
+        if caller is None or caller.f_code.co_filename.startswith(_NOT_STUDENT):
+            return
+        name = forbidden.name(frame.f_code)
+        if name is not None:
+            reached.append(name)
 
     old_profile = sys.getprofile()
     try:
@@ -414,8 +475,9 @@ def diagnose(part: Part, student, inputs: dict, got: Outcome) -> str:
 
 
 def _library_call(part: Part, name: str, label: str) -> Feedback:
-    return Feedback(f"On {label}: your code calls the course library's own {name}: "
-                    "write it yourself (this check scores 0 otherwise)")
+    return Feedback(f"On {label}: your code calls {name}, from the course library or a "
+                    "framework: write it yourself with NumPy (this check scores 0 "
+                    "otherwise)")
 
 
 def expect_same(part: Part, student, inputs: dict, label: str) -> None:

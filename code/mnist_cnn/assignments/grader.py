@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -212,6 +213,24 @@ def write_csv(reports: list[Report], path) -> None:
                         r.total, r.out_of, r.error, r.warning])
 
 
+def feedback_names(paths: list[str]) -> list[str]:
+    """One file name per notebook, never the same twice: the notebook's name, or,
+    where names repeat (alice/pooling.ipynb, bob/pooling.ipynb), its path below the
+    folder the notebooks share, joined with '__'."""
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return [f"{s}.txt" for s in stems]
+    resolved = [Path(p).resolve() for p in paths]
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    names = ["__".join(p.relative_to(root).with_suffix("").parts) + ".txt" for p in resolved]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):               # the same file given twice
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            names[i] = n[:-4] + f"_{seen[n]}.txt"
+    return names
+
+
 def cli_grade(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -227,10 +246,10 @@ def cli_grade(args) -> int:
     if args.feedback:
         out = Path(args.feedback)
         out.mkdir(parents=True, exist_ok=True)
-        for report in reports:
-            name = Path(report.path).stem + ".txt"
+        for report, name in zip(reports, feedback_names([r.path for r in reports]),
+                                strict=True):
             (out / name).write_text(format_report(report) + "\n", encoding="utf-8")
-        print(f"Feedback for each student: {out}/<notebook>.txt")
+        print(f"Feedback for each student: {out}/ (one .txt per notebook)")
     if args.csv:
         write_csv(reports, args.csv)
         print(f"Gradebook: {args.csv}")
