@@ -30,13 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from tools.colab_notebooks import chapters
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def chapters() -> list[Path]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
-    return [ROOT / f"{f}.md" for f in files]
 
 
 def read(path: Path):

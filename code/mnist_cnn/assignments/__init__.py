@@ -14,6 +14,7 @@ explains the whole cycle.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,9 +91,8 @@ def example(part_name: str) -> tuple[dict, object]:
     a runner, e.g. the optimisers, ``expected`` is what the check compares: the
     parameters after the steps, flattened.)"""
     _, part = find_part(part_name)
-    inputs = part.probe()
-    got = part.run(part.solution(), inputs)
-    return inputs, got.value
+    inputs = copy.deepcopy(part.probe())          # the student's to change
+    return inputs, part.run(part.solution(), inputs).value
 
 
 def check(part_name: str, student) -> int:

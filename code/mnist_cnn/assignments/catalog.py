@@ -88,6 +88,11 @@ def _normal(rng, *shape):
     return rng.standard_normal(shape)
 
 
+def _numerical(loss, **arrays) -> dict:
+    """{gradient name: the numerical gradient of ``loss()`` with respect to that array}."""
+    return {name: numerical_gradient(loss, a) for name, a in arrays.items()}
+
+
 def _dot_loss(forward, dout, *args):
     """The scalar sum(forward(*args)[0] * dout), as a function of no arguments (the
     numerical gradient perturbs the arrays in ``args`` in place)."""
@@ -210,8 +215,7 @@ def _conv_backward_cases(settings, example=False):
             inputs = {"dout": dout, "cache": cache}
             if example:
                 loss = _dot_loss(F.conv2d_naive, dout, x, w, b, stride, padding)
-                numerical = {"dx": numerical_gradient(loss, x), "dw": numerical_gradient(loss, w),
-                             "db": numerical_gradient(loss, b)}
+                numerical = _numerical(loss, dx=x, dw=w, db=b)
                 out.append(("the example, " + label, inputs, numerical))
             else:
                 out.append((label, inputs))
@@ -403,8 +407,7 @@ def _dense_cases(square=False, example=False):
             return [(label, {"dout": dout, "cache": cache})]
 
         loss = _dot_loss(F.dense, dout, x, w, b)
-        num = {"dx": numerical_gradient(loss, x), "dw": numerical_gradient(loss, w),
-               "db": numerical_gradient(loss, b)}
+        num = _numerical(loss, dx=x, dw=w, db=b)
         return [("the example, " + label, {"dout": dout, "cache": cache}, num)]
     return cases
 
@@ -692,8 +695,7 @@ def _bn_cases(kind, example=False):
         def loss():
             m, v = F.batch_moments(x)
             return float(np.sum(F.batchnorm(x, gamma, beta, m, v)[0] * dout))
-        num = {"dx": numerical_gradient(loss, x), "dgamma": numerical_gradient(loss, gamma),
-               "dbeta": numerical_gradient(loss, beta)}
+        num = _numerical(loss, dx=x, dgamma=gamma, dbeta=beta)
         return [(label, inputs, num)]
     return cases
 
@@ -798,7 +800,7 @@ def _residual_cases(projection, example=False):
 
         def loss():
             return float(np.sum(block.forward(x) * dout))
-        num = {"dx": numerical_gradient(loss, x)}
+        num = _numerical(loss, dx=x)
         return [(label, inputs, num)]
     return cases
 

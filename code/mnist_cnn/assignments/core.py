@@ -30,6 +30,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,7 @@ class Part:
     given: tuple = ()
     solution_helpers: tuple = ()
     earlier: tuple = ()       # library functions of earlier parts the reference calls
-    forbid: tuple = ()        # library modules, classes or functions the student may not call
+    forbid: tuple = ()        # library modules or functions the student may not call
     doc: str | None = None    # the stub's docstring, where the library's gives the answer
     class_doc: str | None = None    # the same for a method's class
     name: str = field(init=False)
@@ -174,10 +175,6 @@ class Part:
             if inspect.ismodule(item):
                 files.append(str(Path(item.__file__).parent if item.__file__.endswith(
                     "__init__.py") else item.__file__))
-            elif isinstance(item, type):
-                for f in vars(item).values():
-                    if inspect.isfunction(f):
-                        codes[f.__code__] = f"{item.__name__}.{f.__name__}"
             else:
                 codes[item.__code__] = item.__qualname__
         allowed = {f.__code__ for f in (*self.given, *self.earlier)}
@@ -185,11 +182,13 @@ class Part:
 
     def probe(self) -> dict | None:
         """The inputs of the part's first public check (what the notebook's example
-        uses): a second input on which a diagnosed mistake must also agree."""
-        for c in self.checks:
-            if not c.hidden and c.cases is not None:
-                return c.cases(np.random.default_rng(0))[0][1]
-        return None
+        uses): a second input on which a diagnosed mistake must also agree. Drawn
+        once (a gradient check's cases compute numerical gradients); callers only
+        read it (:meth:`run` copies its inputs)."""
+        if "_probe" not in self.__dict__:
+            self._probe = next((c.cases(np.random.default_rng(0))[0][1] for c in self.checks
+                                if not c.hidden and c.cases is not None), None)
+        return self._probe
 
     def solution(self):
         """What a correct student cell defines: the library's function or class."""
@@ -331,46 +330,27 @@ def call(fn, *args, forbidden: Forbidden | None = None, **kwargs):
             if forbidden:
                 sys.setprofile(profile)
             try:
-                value = fn(*args, **kwargs)
+                outcome = "ok", fn(*args, **kwargs)
             finally:
                 sys.setprofile(old_profile)
-        if reached:
-            return "library", reached[0]
-        return "ok", value
     except TimeLimit as e:
-        return "error", (f"TimeLimit: {e} (a loop that never ends? loops over more than "
-                         "the output positions?)")
+        outcome = "error", (f"TimeLimit: {e} (a loop that never ends? loops over more "
+                            "than the output positions?)")
     except NotImplementedError as e:
-        if reached:
-            return "library", reached[0]
-        return "error", (f"NotImplementedError: {e} - not written yet (the stub still "
-                         "raises)")
+        outcome = "error", (f"NotImplementedError: {e} - not written yet (the stub still "
+                            "raises)")
     except Exception as e:            # the student's bug, reported, never fatal
-        if reached:
-            return "library", reached[0]
-        where = _student_line(e)
-        return "error", f"{type(e).__name__}: {e}{where}"
+        outcome = "error", f"{type(e).__name__}: {e}{_student_line(e)}"
+    return ("library", reached[0]) if reached else outcome
 
 
 def _student_line(exc: BaseException) -> str:
-    frames = [f for f in _walk_tb(exc.__traceback__) if not f[0].startswith(_LIBRARY_ROOT)]
-    if not frames:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_LIBRARY_ROOT)]
+    if not frames or not frames[-1].line:
         return ""
-    filename, lineno, name, line = frames[-1]
-    return f"\n    raised at line {lineno} of {name}: {line.strip()}" if line else ""
-
-
-def _walk_tb(tb):
-    out = []
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        line = ""
-        with contextlib.suppress(Exception):
-            import linecache
-            line = linecache.getline(code.co_filename, tb.tb_lineno)
-        out.append((code.co_filename, tb.tb_lineno, code.co_name, line))
-        tb = tb.tb_next
-    return out
+    last = frames[-1]
+    return f"\n    raised at line {last.lineno} of {last.name}: {last.line.strip()}"
 
 
 _LIBRARY_ROOT = __file__.rsplit("/assignments/", 1)[0]
@@ -387,17 +367,6 @@ def from_library(student, part: Part) -> bool:
 
 
 # ------------------------------------------------------------------ comparing outputs
-
-def describe(value) -> str:
-    """A short description of an input or output: shapes, not contents."""
-    if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, tuple | list):
-        return "(" + ", ".join(describe(v) for v in value) + ")"
-    return repr(value)
-
 
 def _as_tuple(value):
     return value if isinstance(value, tuple) else (value,)
