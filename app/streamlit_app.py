@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 from mnist_cnn import paths
-from mnist_cnn.predict import ENGINES, Predictor, top_k
+from mnist_cnn.predict import INFERENCE_ENGINES, Predictor, top_k
 from mnist_cnn.preprocess import MAX_BYTES, load_image, to_mnist
 
 log = logging.getLogger("mnist_cnn.app")
@@ -263,8 +263,9 @@ def sidebar_ui(predictor: Predictor | None, path: Path) -> tuple[str, int]:
     with st.sidebar:
         st.header("Settings")
         stroke = st.slider("Stroke width", 6, 40, DEFAULT_STROKE, key="stroke_width")
-        first = ENGINES.index(predictor.default_engine) if predictor is not None else 0
-        engine = st.radio("Engine", ENGINES, index=first, key="engine", horizontal=True,
+        first = (INFERENCE_ENGINES.index(predictor.default_engine)
+                 if predictor is not None else 0)
+        engine = st.radio("Engine", INFERENCE_ENGINES, index=first, key="engine", horizontal=True,
                           format_func={"keras": "Keras model",
                                        "numpy": "NumPy (from scratch)"}.get,
                           help="The same weights run by Keras or by the from-scratch NumPy "
@@ -377,7 +378,7 @@ def probabilities_ui(probs: np.ndarray) -> None:
 
 
 def engines_ui(predictor: Predictor, x: np.ndarray, probs: np.ndarray, engine: str) -> None:
-    other = next(e for e in ENGINES if e != engine)
+    other = next(e for e in INFERENCE_ENGINES if e != engine)
     try:
         other_probs = predictor.predict_proba(x, other)
     except ValueError as exc:

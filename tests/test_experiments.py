@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mnist_cnn import experiments
 from mnist_cnn.experiments import RECIPES
+from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.train import build_model, evaluate, fit
 
 
@@ -313,9 +314,10 @@ def test_an_optimisers_run_uses_its_optimiser_and_repeats_with_its_seed(small):
     assert (a["loss"], a["val"]) == (b["loss"], b["val"])
     assert a["loss"] != c["loss"]
     # the run is the course network trained with SGD(0.3 * (1 - 0.9), momentum 0.9)
-    history = fit(build_model(seed=3), x, y, epochs=1, batch_size=experiments.OPT_BATCH_SIZE,
+    net = build_model(seed=3)
+    history = fit(net, x, y, epochs=1, batch_size=experiments.OPT_BATCH_SIZE,
                   optimizer=SGD(0.03, momentum=0.9), seed=3, validation_data=(xv, yv),
-                  progress=False, fast=True)
+                  progress=False, engine=FastEngine(net))
     assert a["loss"] == history["loss"] and a["val"] == history["val_accuracy"]
     # scoring held-out digits after each epoch changes nothing else in the run
     d = experiments.optimisers_run(label, 3, x, y, xv, yv, epochs=1,
@@ -323,7 +325,7 @@ def test_an_optimisers_run_uses_its_optimiser_and_repeats_with_its_seed(small):
     assert (d["loss"], d["val"]) == (a["loss"], a["val"]) and "holdout" not in a
     model = build_model(seed=3)
     fit(model, x, y, epochs=1, batch_size=experiments.OPT_BATCH_SIZE,
-        optimizer=SGD(0.03, momentum=0.9), seed=3, progress=False, fast=True)
+        optimizer=SGD(0.03, momentum=0.9), seed=3, progress=False, engine=FastEngine(model))
     assert d["holdout"] == [evaluate(model, xv[:50], yv[:50])["accuracy"]]
 
 
@@ -384,7 +386,7 @@ def test_an_architectures_run_repeats_with_its_seed_and_scores_moved_digits(smal
     net = build(label, 3)
     history = fit(net, x, y, epochs=1, batch_size=experiments.ARCH_BATCH_SIZE,
                   optimizer=Adam(experiments.ARCH_LR), seed=3, validation_data=(xv, yv),
-                  progress=False, fast=True)
+                  progress=False, engine=FastEngine(net))
     assert a["val"] == history["val_accuracy"] == [a["shifted"][0]]
     by_two = [evaluate(net, shift_images(xv, dy, dx), yv)["accuracy"]
               for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2))]

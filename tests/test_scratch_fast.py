@@ -160,13 +160,23 @@ def test_fast_and_plain_training_give_the_same_digits():
     for fast in (False, True):
         net = _net(seed=4).astype(np.float64)
         fit(net, x, y, epochs=2, batch_size=16, seed=4, progress=False,
-            fast=FastEngine(net, shards=2, processes=True) if fast else False)
+            engine=FastEngine(net, shards=2, processes=True) if fast else None)
         nets[fast] = net
     for a, b in zip(nets[False].parameters(), nets[True].parameters(), strict=True):
         # 12 Adam steps amplify float64 rounding differences of the shard sums, so this
         # holds the trained weights to a looser bound than one computation (1000 ulps)
         assert_close(a, b, "fast vs plain training: weights after 2 epochs", rtol=1e-9)
     np.testing.assert_array_equal(nets[False].predict(x), nets[True].predict(x))
+
+
+def test_fit_refuses_an_engine_built_for_another_network():
+    rng = np.random.default_rng(8)
+    x, y = rng.random((8, 14, 14, 1)), rng.integers(0, 10, 8)
+    net, other = _net(seed=4), _net(seed=4)
+    before = [p.copy() for p in net.parameters()]
+    with pytest.raises(ValueError, match="another network"):
+        fit(net, x, y, epochs=1, batch_size=4, progress=False, engine=FastEngine(other))
+    assert all((a == b).all() for a, b in zip(before, net.parameters(), strict=True))
 
 
 def test_unsharded_fast_run_draws_the_plain_dropout_masks():

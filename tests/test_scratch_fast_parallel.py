@@ -85,9 +85,9 @@ def test_fit_on_processes_equals_fit_on_threads():
     x, y = _data(64)
     a, b = _net(), _net()
     ha = fit(a, x, y, epochs=2, batch_size=16, seed=3, progress=False,
-             fast=FastEngine(a, processes=False))
+             engine=FastEngine(a, processes=False))
     hb = fit(b, x, y, epochs=2, batch_size=16, seed=3, progress=False,
-             fast=FastEngine(b, processes=True))
+             engine=FastEngine(b, processes=True))
     assert ha["loss"] == hb["loss"]
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         np.testing.assert_array_equal(pa, pb)
@@ -170,11 +170,13 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
         import warnings
         warnings.simplefilter("error")
         import numpy as np
+        from mnist_cnn.scratch.fast import FastEngine
         from mnist_cnn.scratch.train import build_model, fit
         print("script body ran")
         rng = np.random.default_rng(0)
         x, y = rng.random((40, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 40)
-        h = fit(build_model(0), x, y, epochs=1, batch_size=20, progress=False, fast=True)
+        net = build_model(0)
+        h = fit(net, x, y, epochs=1, batch_size=20, progress=False, engine=FastEngine(net))
         print("loss", h["loss"][0])
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "code")}

@@ -13,12 +13,13 @@ import os
 import time
 from pathlib import Path
 
-ENGINES = ("numpy", "keras")
+# What trained the model a card describes (not what runs it: predict.INFERENCE_ENGINES).
+TRAINED_WITH = ("numpy", "keras")
 
 # key -> type; every card has all of them (more keys are allowed).
 SCHEMA: dict[str, type] = {
     "model": str,                 # the model's file name
-    "engine": str,                # one of ENGINES
+    "engine": str,                # one of TRAINED_WITH
     "sha256": str,                # of the model file
     "file_size_bytes": int,
     "params": int,
@@ -58,8 +59,8 @@ def check_card(card: dict) -> None:
                 f"{key} should be {kind.__name__}, got {type(card[key]).__name__}"
                 for key, kind in SCHEMA.items()
                 if key not in card or not _has_type(card[key], kind)]
-    if card.get("engine") not in ENGINES:
-        problems.append(f"engine should be one of {ENGINES}, got {card.get('engine')!r}")
+    if card.get("engine") not in TRAINED_WITH:
+        problems.append(f"engine should be one of {TRAINED_WITH}, got {card.get('engine')!r}")
     if problems:
         raise ValueError("not a valid model card: " + "; ".join(problems))
 

@@ -69,7 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn.data import VALIDATION_SIZE
-from mnist_cnn.scratch.fast.engine import SHARDS
+from mnist_cnn.scratch.fast.engine import SHARDS, FastEngine
 from mnist_cnn.scratch.train import DROPOUT
 
 N_TRAIN = 1000          # few enough images for the network to memorise them
@@ -135,7 +135,7 @@ def overfitting_run(recipe: dict, seed: int, x, y, x_val, y_val,
     history = fit(model, x, y, epochs=epochs, batch_size=BATCH_SIZE,
                   optimizer=Adam(LR, weight_decay=recipe["weight_decay"]), seed=seed,
                   validation_data=(x_val, y_val), shift=recipe["shift"],
-                  progress=False, fast=True,
+                  progress=False, engine=FastEngine(model),
                   on_epoch_end=lambda epoch, net: {
                       "train": evaluate(net, x, y)["accuracy"]})
     norm = float(np.sqrt(sum(float((p.astype(np.float64) ** 2).sum())
@@ -397,7 +397,7 @@ def optimisers_run(label: str, seed: int, x, y, x_val, y_val,
     model = build_model(seed=seed)
     history = fit(model, x, y, epochs=epochs, batch_size=OPT_BATCH_SIZE,
                   optimizer=make_optimiser(OPTIMISERS[label]), seed=seed,
-                  validation_data=(x_val, y_val), progress=False, fast=True,
+                  validation_data=(x_val, y_val), progress=False, engine=FastEngine(model),
                   on_epoch_end=None if holdout is None else lambda epoch, net: {
                       "holdout": evaluate(net, *holdout)["accuracy"]})
     run = {"loss": [float(v) if np.isfinite(v) else None for v in history["loss"]],
@@ -474,7 +474,7 @@ def architectures_run(label: str, seed: int, x, y, x_val, y_val,
     net = build(label, seed)
     history = fit(net, x, y, epochs=epochs, batch_size=ARCH_BATCH_SIZE,
                   optimizer=Adam(ARCH_LR), seed=seed, validation_data=(x_val, y_val),
-                  progress=False, fast=True)
+                  progress=False, engine=FastEngine(net))
     return {"val": [float(v) for v in history["val_accuracy"]],
             "seconds": float(sum(history["seconds"])),
             "shifted": [float(v) for v in shifted_accuracy(net, x_val, y_val)]}

@@ -208,7 +208,8 @@ class UnavailableEngine:
         raise ValueError(self.reason)
 
 
-ENGINES = ("keras", "numpy")
+# What runs a model for a prediction (not what trained it: cards.TRAINED_WITH).
+INFERENCE_ENGINES = ("keras", "numpy")
 
 
 def _is_scratch_network(model) -> bool:
@@ -265,7 +266,8 @@ class Predictor:
         try:
             return self.engines[name or self.default_engine]
         except KeyError:
-            raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}") from None
+            raise ValueError(f"unknown engine {name!r}; "
+                             f"choose one of {INFERENCE_ENGINES}") from None
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, x, engine: str | None = None) -> np.ndarray:

@@ -117,7 +117,7 @@ def cli_train_numpy(args: argparse.Namespace) -> int:
                          batch_size=run.batch_size, optimizer=Adam(recipe.LR),
                          schedule=exponential_decay(recipe.LR, recipe.LR_DECAY),
                          seed=run.seed, validation_data=(x_val, y_val),
-                         shift=recipe.SHIFT, fast=engine, keep_best=True)
+                         shift=recipe.SHIFT, engine=engine, keep_best=True)
     train_seconds = time.perf_counter() - t0
     test_probs = model.predict_proba(prepare_images(x_test))     # the test set, once
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from mnist_cnn.data import prepare_images
 from mnist_cnn.keras_model import build_twin
+from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.train import BATCH_SIZE, DROPOUT, LR, build_model, fit
 
 WARMUP_BATCHES = 4
@@ -53,13 +54,14 @@ def run(limit: int | None = None, batch_size: int = BATCH_SIZE, seed: int = 0,
     numpy = {}
     for path, fast in (("plain", False), ("fast", True)):
         net = build_model(seed)
+        engine = FastEngine(net) if fast else net
         fit(net, x[:n_warm], y[:n_warm], epochs=1, batch_size=batch_size, seed=seed,
-            progress=False, fast=fast)
+            progress=False, engine=engine)
         seconds, hist = [], []
         for r in range(repeat):
             t0 = time.perf_counter()
             hist.append(fit(net, x, y, epochs=1, batch_size=batch_size, seed=seed + r,
-                            progress=False, fast=fast))
+                            progress=False, engine=engine))
             seconds.append(time.perf_counter() - t0)
         numpy[path] = (seconds, hist[0]["loss"][0])
 

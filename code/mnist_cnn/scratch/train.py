@@ -15,7 +15,6 @@ from tqdm import tqdm
 
 from mnist_cnn.data import prepare_images
 from mnist_cnn.scratch import functional as F
-from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
 from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.optim import Adam
@@ -123,7 +122,7 @@ def train_epoch(model: Sequential, optimizer, x, y, batch_size: int, rng, shift:
 
 def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
         optimizer=None, schedule=None, seed: int = SEED, validation_data=None,
-        shift: int = 0, progress: bool = True, desc: str = "train", fast=False,
+        shift: int = 0, progress: bool = True, desc: str = "train", engine=None,
         keep_best: bool = False, on_epoch_end=None) -> dict:
     """Train ``model`` in place with mini-batch gradient descent.
 
@@ -136,9 +135,11 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
       network's own seed this makes a run bit-for-bit repeatable
     - validation_data: optional (x_val, y_val), evaluated after each epoch
     - shift: augment each batch with random shifts of up to ``shift`` pixels (0: off)
-    - fast: False runs ``model.loss_and_backward``, the plain chain; True runs the
-      speed layer, ``FastEngine(model)`` (:mod:`mnist_cnn.scratch.fast`), or pass
-      a ``FastEngine`` of your own
+    - engine: what computes each step's loss and fills ``model``'s gradients, an
+      object with ``loss_and_backward(x, y)``: the model itself by default (the
+      plain chain), or the speed layer, ``FastEngine(model)``
+      (:mod:`mnist_cnn.scratch.fast`); an engine that is a context manager is
+      entered for the run
     - keep_best: with validation_data, end with the weights of the epoch with the
       best validation accuracy (the later one on ties)
     - on_epoch_end: optional ``f(epoch, model) -> dict``, called after each epoch
@@ -157,8 +158,10 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
     optimizer = Adam(LR) if optimizer is None else optimizer
-    engine = (fast if isinstance(fast, FastEngine) else FastEngine(model)) if fast else None
-    step_gradients = engine.loss_and_backward if engine else model.loss_and_backward
+    engine = model if engine is None else engine
+    if engine is not model and getattr(engine, "net", None) is not model:
+        raise ValueError("the engine computes the gradients of another network: "
+                         "build it from the model fit trains, e.g. FastEngine(model)")
     rng = np.random.default_rng(seed)
     history: dict[str, list] = {"loss": [], "accuracy": [], "lr": [], "seconds": []}
     if validation_data is not None:
@@ -177,9 +180,9 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
             bar.update()
             if bar.n % 20 == 1 or bar.n == steps:
                 bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}")
-        with engine or nullcontext():
+        with engine if hasattr(engine, "__enter__") else nullcontext():
             loss, acc = train_epoch(model, optimizer, x, y, batch_size, rng, shift=shift,
-                                    step=step_gradients, progress=report)
+                                    step=engine.loss_and_backward, progress=report)
         bar.close()
         history["seconds"].append(time.perf_counter() - t0)
         history["loss"].append(loss)

@@ -7,7 +7,7 @@ Built on the plain engine and never imported by it:
 - :mod:`.parallel`: the shards of a training step in worker processes;
 - :mod:`.tuning`: BLAS threads and the C allocator;
 - :mod:`.engine`: :class:`FastEngine`, which puts them together;
-  ``fit(..., fast=True)`` uses it.
+  ``fit(..., engine=FastEngine(model))`` uses it.
 """
 
 from mnist_cnn.scratch.fast.engine import SHARDS, FastEngine

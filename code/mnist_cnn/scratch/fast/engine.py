@@ -54,7 +54,7 @@ class FastEngine:
     - fuse: fuse Conv2D -> ReLU -> MaxPooling2D blocks (default)
 
     Use it as a context manager around a training loop to apply the BLAS and
-    allocator tuning (``fit(..., fast=True)`` does).
+    allocator tuning (``fit`` does, given ``engine=FastEngine(net)``).
     """
 
     def __init__(self, net: Sequential, shards: int = SHARDS, workers: int | None = None,
