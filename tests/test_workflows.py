@@ -45,8 +45,12 @@ def test_actionlint_reports_a_broken_workflow(tmp_path):
 def test_workflow_runs_the_readme_commands_and_deploys_pages():
     text = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
     readme = (ROOT / "README.md").read_text()
+    entry = (ROOT / ".ci" / "run").read_text()
+    assert "run: bash .ci/run" in text          # CI has one entry point
+    commands = [line.strip() for line in entry.splitlines()]
+    assert commands.index("make test") < commands.index("make book")
     for command in ("make test", "make book"):
-        assert f"run: {command}" in text and command in readme
+        assert command in readme
     assert "_build/.jupyter_cache" in text  # executed chapters are cached
     assert "_build/html/reports" in text  # execution reports uploaded on failure
     assert "actions/deploy-pages@" in text and "actions/upload-pages-artifact@" in text
