@@ -1,4 +1,4 @@
-"""The book's in-page digit widget in a real browser: latency and weight.
+"""The book's in-page digit widget in a real browser: update time, latency and weight.
 
 ``python -m benchmarks.widget [--repeats 30] [--export DIR] [--json]``
 (from the repository root; run it on an otherwise idle machine: it measures time)
@@ -7,9 +7,12 @@ Opens the widget from disk (``file://``, as a reader may open the built book) in
 headless Chromium, with the scripts from ``book/_static/digit_widget/`` and the
 weights that ``python -m mnist_cnn export-web`` wrote there, and measures
 
-- what the widget adds to a page: its three scripts and ``weights.js``, in bytes
-  (and gzipped, as GitHub Pages serves them);
-- for digits drawn with the mouse at random sizes and places: the time from the
+- what the widget adds to a page: its scripts, its style sheet and ``weights.js``,
+  in bytes (and gzipped, as GitHub Pages serves them);
+- for digits drawn with the mouse at random sizes and places: the time of each
+  update of the page while the pen moves and when it lifts (``data-update-ms``:
+  preprocessing, the network and the drawing of every layer's view), median and
+  95th percentile over every update; the time from the
   last stroke (the pointerup event) to the digit in the page
   (``data-latency-ms``: preprocessing and network) and to the frame that shows
   it (``data-shown-ms``), median and 95th percentile; and the wall time from the
@@ -38,12 +41,13 @@ from mnist_cnn.web import WEIGHTS_JS, default_out_dir
 from benchmarks.browser import launch_browser
 
 WIDGET_DIR = Path(__file__).resolve().parents[1] / "book" / "_static" / "digit_widget"
-SCRIPTS = ("widget.js", "forward.js", "preprocess.js")
+SCRIPTS = ("widget.js", "pad.js", "forward.js", "preprocess.js", "widget.css")
 ROOT = '[data-testid="digit-widget"]'
 TIMEOUT_MS = 30_000
 TARGET_MS, TARGET_BYTES = 50, 1_200_000
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>digit widget</title></head>
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>digit widget</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body><h1 id="rest">The rest of the page</h1>
 <div data-testid="digit-widget"></div>
 <script src="widget.js"></script></body></html>
@@ -138,6 +142,12 @@ def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     digits = sorted(DIGIT_STROKES)
     latency, shown, wall, correct = [], [], [], 0
+    record_updates = """(sel) => {
+        const root = document.querySelector(sel);
+        window.widgetUpdates = [];
+        new MutationObserver(() => window.widgetUpdates.push(+root.dataset.updateMs))
+            .observe(root, { attributes: true, attributeFilter: ["data-update-ms"] });
+    }"""
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
         browser = launch_browser(pw)
         url = make_page(Path(tmp), export_dir / WEIGHTS_JS)
@@ -147,6 +157,7 @@ def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) ->
             raise SystemExit("the widget did not load: "
                              + page.inner_text(f"{ROOT} .dw-message"))
         load_s = time.perf_counter() - t0
+        page.evaluate(record_updates, ROOT)
         for i in range(repeats):
             digit = digits[i % len(digits)]
             size = rng.uniform(110, 230)
@@ -171,8 +182,10 @@ def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) ->
             latency.append(float(ms[0]))
             shown.append(float(ms[1]))
             correct += widget_result(page)[0] == digit
+        updates = page.evaluate("window.widgetUpdates")
         browser.close()
     return {"repeats": repeats, "load_seconds": round(load_s, 2),
+            "updates": len(updates), "update_ms": summary(updates, 2),
             "latency_ms": summary(latency, 2), "shown_ms": summary(shown, 2),
             "wall_ms": summary(wall, 2),
             "read_correctly": correct, "console_errors": errors,
@@ -191,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     b = r["bytes"]
     print(f"Book widget in headless Chromium, {r['repeats']} digits drawn with the mouse "
           f"({r['read_correctly']} read as drawn; loaded in {r['load_seconds']} s): "
+          f"each update (preprocessing + network + every layer's view drawn; "
+          f"{r['updates']} while drawing and at pen-up) median {r['update_ms']['median']} ms, "
+          f"p95 {r['update_ms']['p95']} ms, target <= {TARGET_MS} ms; "
           f"last stroke -> digit shown median {r['shown_ms']['median']} ms "
           f"(p95 {r['shown_ms']['p95']}; preprocessing + network "
           f"{r['latency_ms']['median']} ms; seen by the driver {r['wall_ms']['median']} ms), "

@@ -1,5 +1,6 @@
 """The digit widget in the built book: drawn in with the mouse and with a finger, on the
-deployment chapter and on the landing page, served from loopback and opened from disk.
+deployment chapter and on the landing page, served from loopback and opened from disk;
+and the convolution chapter's step-through, with the kernels the chapter defines.
 
 Uses the built site in _build/html (MNIST_CNN_SITE_DIR to point elsewhere); when it is
 missing or older than the widget's pages and scripts, the session's own build
@@ -8,6 +9,7 @@ missing or older than the widget's pages and scripts, the session's own build
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -30,12 +32,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["book/deployment", "book/index"]
-SOURCES = [REPO / f"{p}.md" for p in PAGES] + sorted(
-    (REPO / "book" / "_static" / "digit_widget").glob("*.js"))
+WIDGET = REPO / "book" / "_static" / "digit_widget"
+SOURCES = [REPO / f"{p}.md" for p in [*PAGES, "book/convolution"]] + sorted(
+    p for p in WIDGET.iterdir() if p.suffix in (".js", ".css"))
 
 
 def _stale(site: Path) -> bool:
-    built = [site / f"{p}.html" for p in PAGES] + [site / "_static" / "digit_widget" / WEIGHTS_JS]
+    built = [site / f"{p}.html" for p in [*PAGES, "book/convolution"]] + [
+        site / "_static" / "digit_widget" / WEIGHTS_JS]
     if not all(p.is_file() for p in built):
         return True
     oldest = min(p.stat().st_mtime for p in built)
@@ -104,5 +108,24 @@ def test_works_opened_from_disk(browser, site_dir):
     try:
         _check_draw_and_clear(page, draw_mouse, 1)
         assert all(r.startswith(("file://", "data:")) for r in requests), requests
+    finally:
+        page.context.close()
+
+
+def test_the_convolution_chapter_steps_through_its_own_kernels(browser, base_url):
+    """The chapter's code cell hands its four kernels to the step-through: they are
+    the ones offered, and a digit drawn there is convolved."""
+    step = '[data-testid="conv-stepthrough"]'
+    page, errors, requests = open_page(browser, f"{base_url}book/convolution.html", **MOUSE)
+    try:
+        page.locator(step).scroll_into_view_if_needed()
+        assert wait_state(page, "ready", "error", root=step) == "ready", page.inner_text(step)
+        options = page.locator(f"{step} select option").all_inner_texts()
+        assert options == ["vertical edge", "horizontal edge", "blur", "outline"]
+        draw_mouse(page, stroke_points(7, 60, 45, 180), root=step)
+        assert wait_state(page, "drawn", root=step) == "drawn"
+        assert math.isfinite(float(page.get_attribute(step, "data-sum")))
+        assert errors == []
+        assert [r for r in requests if not r.startswith(base_url)] == []
     finally:
         page.context.close()

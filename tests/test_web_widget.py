@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mnist_cnn import cli, preprocess
 from mnist_cnn.canvas import CANVAS, simulate_canvas
-from mnist_cnn.numerics import assert_close
+from mnist_cnn.numerics import assert_close, tolerance
 from mnist_cnn.preprocess import to_mnist
 from mnist_cnn.web import (
     FORMAT,
@@ -30,6 +30,7 @@ from mnist_cnn.web import (
 
 from tests._helpers_app import stroke_points
 from tests._helpers_web import (
+    ROOT,
     draw_mouse,
     fresh_export,
     make_page,
@@ -40,6 +41,7 @@ from tests._helpers_web import (
 
 REPO = Path(__file__).resolve().parents[1]
 N_FORWARD = 1000      # test images through the JS network
+N_FULL = 50           # of them, compared value by value at every layer
 N_CANVAS = 240        # canvas-simulated digits through the JS preprocessing
 
 
@@ -154,31 +156,127 @@ def test_make_exports_when_the_export_is_missing_or_older_than_the_model(tmp_pat
 # ----------------------------------------------------------------- in Chromium
 
 
+# forward.js runs every image through every layer, keeping each layer's output; one
+# call returns, for every (image, layer), the largest |value| and a projection on
+# random signs, and for the first N_FULL images every value (the page cannot hand
+# back every value of 1,000 images: about 430 MB for the production model).
+_JS_EVERY_LAYER = """([images, signs, nFull]) => MnistCnn.ready.then((net) => {
+    const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const toBase64 = (arrays) => {
+        const all = new Uint8Array(arrays.reduce((n, a) => n + a.byteLength, 0));
+        let at = 0, text = "";
+        for (const a of arrays) { all.set(new Uint8Array(a.buffer), at); at += a.byteLength; }
+        for (let i = 0; i < all.length; i += 8192)
+            text += String.fromCharCode.apply(null, all.subarray(i, i + 8192));
+        return btoa(text);
+    };
+    const x = new Float32Array(bytes(images).buffer);
+    const names = net.layers.map((layer) => layer.name), sign = {};
+    for (const name of names) sign[name] = new Int8Array(bytes(signs[name]).buffer);
+    const scale = [], projection = [], probabilities = [], full = names.map(() => []);
+    let shapes = null;
+    for (let i = 0; i < x.length / 784; i++) {
+        const out = MnistCnn.forward(net, x.subarray(784 * i, 784 * (i + 1)));
+        const acts = names.map((name) => out.outputs[name]);
+        shapes = acts.map((a) => a.shape);
+        probabilities.push(out.probabilities);
+        const top = [], sum = [];
+        acts.forEach((a, k) => {
+            const d = a.data, sg = sign[names[k]];
+            let m = 0, s = 0;
+            for (let j = 0; j < d.length; j++) {
+                m = Math.max(m, Math.abs(d[j]));
+                s += d[j] * sg[j];
+            }
+            top.push(m);
+            sum.push(s);
+        });
+        scale.push(top);
+        projection.push(sum);
+        if (i < nFull) acts.forEach((a, k) => full[k].push(Float32Array.from(a.data)));
+    }
+    return { names, shapes, scale, projection, probabilities, full: full.map(toBase64) };
+})"""
+
+
+def _numpy_summaries(net, x, signs, n_full, batch=100):
+    """NumPy's side of _JS_EVERY_LAYER: per layer, (N,) largest |value|, (N,) projection
+    (float64) and the first ``n_full`` outputs."""
+    scale, projection, full = {}, {}, {}
+    for i in range(0, len(x), batch):
+        for name, out in net.activations(x[i:i + batch]):
+            flat = out.reshape(len(out), -1)
+            scale.setdefault(name, []).append(np.abs(flat).max(axis=1))
+            projection.setdefault(name, []).append(flat.astype(np.float64) @ signs[name])
+            if i < n_full:
+                full.setdefault(name, []).append(flat[:n_full - i])
+    return ({k: np.concatenate(v) for k, v in scale.items()},
+            {k: np.concatenate(v) for k, v in projection.items()},
+            {k: np.concatenate(v) for k, v in full.items()})
+
+
+def _check_every_layer(page, net, x, n_full, seed=0):
+    """The JS activations of every layer equal NumPy's (the scratch engine running the
+    exported weights), by the course's rule, on every image of ``x``.
+
+    The rule (:func:`mnist_cnn.numerics.assert_close`): both store float32, so the two
+    may differ by ULPS float32 roundings (1.2e-4) relative to the largest |value| of
+    the layer over the batch. JS accumulates each sum in float64 and rounds once, NumPy
+    sums float32 in its BLAS's order: a few roundings apart on any CPU, far inside it.
+    For the first ``n_full`` images every value is compared. For all of them, two
+    numbers per image and layer (every value of 1,000 images would be 430 MB): the
+    largest |value| (it moves by at most the largest difference) and the sum of the
+    values times random signs. The rule holds each of the n differences within
+    d = tol * the image's largest |value|, so with signs drawn independently of them,
+    the sum's difference exceeds 8 d sqrt(n) with probability below 2 exp(-32)
+    (Hoeffding's inequality) however the rounding falls: a wrong layer, index or
+    weight fails it at once, and so does any single value off by more than that.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = {name: out.shape[1:] for name, out in net.activations(x[:1])}
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    signs = {name: rng.choice(np.array([-1, 1], np.int8), n) for name, n in sizes.items()}
+    js = page.evaluate(_JS_EVERY_LAYER, [
+        base64.b64encode(x.astype(np.float32).tobytes()).decode(),
+        {name: base64.b64encode(s.tobytes()).decode() for name, s in signs.items()}, n_full])
+    names = [layer.name for layer in net.layers]
+    assert js["names"] == names
+    scale, projection, full = _numpy_summaries(net, x, {k: v.astype(np.float64)
+                                                        for k, v in signs.items()}, n_full)
+    js_scale, js_projection = np.array(js["scale"]), np.array(js["projection"])
+    tol, worst_full = tolerance(np.float32), 0.0
+    for k, name in enumerate(names):
+        assert tuple(js["shapes"][k]) == shapes[name], name
+        js_full = np.frombuffer(base64.b64decode(js["full"][k]), np.float32).reshape(
+            (n_full, *shapes[name]))
+        worst_full = max(worst_full, assert_close(
+            js_full, full[name].reshape(js_full.shape),
+            f"forward.js vs NumPy: {name}, every value of {n_full} images"))
+        assert_close(js_scale[:, k], scale[name],
+                     f"forward.js vs NumPy: {name}, largest |value| of {len(x)} images")
+        bound = 8 * tol * np.maximum(js_scale[:, k], scale[name]) * np.sqrt(sizes[name])
+        diff = np.abs(js_projection[:, k] - projection[name])
+        bad = np.flatnonzero(~(diff <= bound))          # NaN fails too
+        assert bad.size == 0, (
+            f"forward.js vs NumPy: {name}: on image {bad[0]} a sum on random signs differs "
+            f"by {diff[bad[0]]:.3g} > {bound[bad[0]]:.3g}")
+    probs = np.array(js["probabilities"])
+    expected = net.predict_proba(x)
+    np.testing.assert_array_equal(probs.argmax(1), expected.argmax(1))
+    assert_close(probs.astype(np.float32), expected, "forward.js vs NumPy: probabilities")
+    print(f"forward.js vs NumPy, {len(names)} layers: largest relative error over every "
+          f"value of {n_full} images {worst_full:.2e} (tolerance {tol:.1e})")
+    return len(names)
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_js_forward_pass_matches_numpy(page, exported, mnist):
+def test_js_forward_pass_matches_numpy_at_every_layer(page, exported, mnist):
     _, net = exported
     _, (x_test, _) = mnist
-    x = x_test[:N_FORWARD].astype(np.float32) / 255.0
-    expected = net.predict_proba(x[..., None])
-    got = []
-    for i in range(0, N_FORWARD, 250):
-        batch = base64.b64encode(x[i:i + 250].tobytes()).decode()
-        got += page.evaluate("""(b64) => MnistCnn.ready.then((net) => {
-            const f = new Float32Array(Uint8Array.from(atob(b64), c => c.charCodeAt(0)).buffer);
-            const out = [];
-            for (let i = 0; i < f.length / 784; i++)
-                out.push(MnistCnn.forward(net, f.subarray(784 * i, 784 * (i + 1))).probabilities);
-            return out;
-        })""", batch)
-    got = np.array(got)
-    assert got.shape == (N_FORWARD, 10)
-    print(f"JS vs NumPy on {N_FORWARD} test images: same digit "
-          f"{np.mean(got.argmax(1) == expected.argmax(1)):.2%}, "
-          f"max abs probability diff {np.abs(got - expected).max():.2e}")
-    np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
-    assert_close(got.astype(np.float32), expected.astype(np.float32),
-                 "forward.js vs NumPy: probabilities")
+    x = x_test[:N_FORWARD, ..., None].astype(np.float32) / 255.0
+    layers = _check_every_layer(page, net, x, N_FULL)
+    print(f"JS vs NumPy on {N_FORWARD} test images: {layers} layers equal")
 
 
 def _js_read_canvases(page, rgba: np.ndarray):
@@ -331,5 +429,473 @@ def test_bad_weights_show_a_message_and_the_page_still_works(browser, export_dir
         assert all("ERR_FILE_NOT_FOUND" in e or "Failed to load" in e for e in errors), errors
         if case != "missing":
             assert errors == []
+    finally:
+        page.context.close()
+
+
+# ------------------------------------------------ the network, layer by layer, in the page
+
+
+@pytest.fixture(scope="module")
+def second_export(tmp_path_factory):
+    """A second architecture, exported by the same command: a from-scratch network
+    (untrained: what is checked is the page's arithmetic and geometry, not accuracy)
+    with two convolutions, not four: 5x5 kernels moving 2 pixels at a time, "same"
+    padding, an overlapping pooling."""
+    from mnist_cnn.scratch import Conv2D, Dense, Flatten, MaxPooling2D, ReLU, Sequential
+
+    folder = tmp_path_factory.mktemp("second")
+    net = Sequential([
+        Conv2D(4, 5, strides=2, padding="same", name="wide"), ReLU(name="relu_wide"),
+        MaxPooling2D(2, name="pool"),
+        Conv2D(6, 3, padding="same", name="narrow"), ReLU(name="relu_narrow"),
+        MaxPooling2D(3, strides=1, name="overlap"), Flatten(name="flat"),
+        Dense(16, name="hidden"), ReLU(name="relu_hidden"), Dense(10, name="scores"),
+    ], seed=3)
+    model = net.save(folder / "second.npz")
+    assert cli.main(["export-web", "--model", str(model), "--out", str(folder / "web")]) == 0
+    return folder / "web"
+
+
+@pytest.fixture(scope="module")
+def second_page(browser, second_export, tmp_path_factory):
+    """The widget running the second architecture, opened from disk, on a touch screen."""
+    url = make_page(tmp_path_factory.mktemp("page2"), second_export / WEIGHTS_JS)
+    page, errors, requests = open_page(browser, url, has_touch=True)
+    assert wait_state(page, "ready", "error") == "ready", page.inner_text("body")
+    yield page
+    assert errors == []
+    assert all(r.startswith("file://") for r in requests), requests
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_js_matches_numpy_at_every_layer_of_a_second_architecture(second_page, second_export,
+                                                                  mnist):
+    _, net = load_export(second_export)
+    _, (x_test, _) = mnist
+    x = x_test[:N_FORWARD, ..., None].astype(np.float32) / 255.0
+    assert _check_every_layer(second_page, net, x, N_FULL) == len(net.layers)
+
+
+def _views(page):
+    return dict(page.eval_on_selector_all(
+        f"{ROOT} [data-layer]", "els => els.map(e => [e.dataset.layer, +e.dataset.updated])"))
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("which", ["page", "second_page"])
+def test_one_view_per_layer_of_the_manifest(request, which):
+    page = request.getfixturevalue(which)
+    export = request.getfixturevalue("export_dir" if which == "page" else "second_export")
+    manifest, net = load_export(export)
+    names = [layer["name"] for layer in manifest["layers"]]
+    assert sorted(_views(page)) == sorted(["input", *names])        # one each, no other
+    channels, layers = 1, {layer["name"]: (i, layer) for i, layer in enumerate(manifest["layers"])}
+    for name, out in net.activations(np.zeros((1, 28, 28, 1), np.float32)):
+        caption = page.inner_text(f'{ROOT} [data-layer="{name}"] figcaption')
+        assert caption.startswith(name)
+        i, layer = layers[name]
+        if layer["class"] == "Conv2D":   # a filter spans every channel it is given
+            k = layer["kernel_size"]
+            size = f"{k}×{k}" + (f"×{channels}" if channels > 1 else "")
+            assert f"{layer['filters']} filters of {size}" in caption, caption
+            follows = manifest["layers"][i + 1]["class"] if i + 1 < len(layers) else None
+            assert ("before ReLU" in caption) == (follows == "ReLU"), caption
+        if out.ndim == 4:
+            channels = out.shape[-1]
+        if out.ndim == 4:                # an image: its maps, with the shape NumPy gives
+            _, h, w, c = out.shape
+            assert f"{c} maps of {h}×{w}" in caption
+            label = page.get_attribute(f'{ROOT} [data-layer="{name}"] canvas', "aria-label")
+            assert label.startswith(caption) and "arrow keys" in label
+
+
+def _press_and_move(page, points):
+    page.locator(f"{ROOT} canvas").first.scroll_into_view_if_needed()
+    box = page.locator(f"{ROOT} canvas").first.bounding_box()
+    xy = [(box["x"] + x * box["width"] / CANVAS, box["y"] + y * box["height"] / CANVAS)
+          for x, y in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for p in xy[1:]:
+        page.mouse.move(*p)
+
+
+_ALL_GREW = """([root, before]) => Array.from(document.querySelectorAll(root + " [data-layer]"))
+    .every((e) => +e.dataset.updated > before[e.dataset.layer])
+    && document.querySelector(root).dataset.digit !== undefined"""
+
+
+@pytest.mark.browser
+def test_every_view_updates_while_the_mouse_draws(page):
+    page.get_by_role("button", name="Clear").click()
+    wait_state(page, "ready")
+    before = _views(page)
+    _press_and_move(page, [(140, 30 + 4 * i) for i in range(55)])   # a 1, pen still down
+    page.wait_for_function(_ALL_GREW, arg=[ROOT, before])
+    assert page.eval_on_selector(ROOT, "el => el.dataset.state") == "predicted"
+    page.mouse.up()
+    assert wait_state(page, "predicted") == "predicted"
+    assert widget_result(page)[0] == 1
+    # the pen-up reading is announced politely
+    assert "reads a 1" in page.inner_text(f'{ROOT} [role="status"]')
+
+
+@pytest.mark.browser
+def test_every_view_updates_while_a_finger_draws(second_page):
+    page = second_page
+    page.get_by_role("button", name="Clear").click()
+    wait_state(page, "ready")
+    before = _views(page)
+    page.locator(f"{ROOT} canvas").first.scroll_into_view_if_needed()
+    box = page.locator(f"{ROOT} canvas").first.bounding_box()
+    points = [{"x": box["x"] + box["width"] / 2,
+               "y": box["y"] + box["height"] * (0.1 + i / 70)} for i in range(56)]
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [points[0]]})
+        for p in points[1:]:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [p]})
+        page.wait_for_function(_ALL_GREW, arg=[ROOT, before])      # finger still down
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    finally:
+        cdp.detach()
+    assert wait_state(page, "predicted") == "predicted"
+
+
+# (page, layer, map, row, column, the layer's map width, the receptive field's top, left
+# and size): a unit (y, x) sees input rows start + y * jump ... + size - 1, from the
+# kernels, strides and padding the layers before it have.
+_INSPECT = [
+    # conv1 3x3: size 3, jump 1, start 0
+    ("page", "conv1", 0, 10, 12, 26, 10, 12, 3),
+    # conv1, conv2 (3x3 each), pool1 2x2/2: size 3 + 2 + 1 = 6, jump 2, start 0
+    ("page", "pool1", 3, 5, 4, 12, 10, 8, 6),
+    # wide 5x5/2 "same" (28 -> 14 pads 3 pixels, 1 before): size 5, jump 2, start -1
+    ("second_page", "wide", 0, 0, 0, 14, -1, -1, 5),
+    # wide, pool 2x2/2 (5 + 1 * 2 = 7, jump 4), narrow 3x3 "same" (7 -> 7 pads 1
+    # before: 7 + 2 * 4 = 15, start -1 - 4 = -5)
+    ("second_page", "relu_narrow", 2, 3, 1, 7, 7, -1, 15),
+    # then overlap 3x3/1: 15 + 2 * 4 = 23, jump 4, start -5
+    ("second_page", "overlap", 1, 2, 3, 5, 3, 7, 23),
+]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("which", "layer", "c", "y", "x", "width", "top", "left", "size"),
+                         _INSPECT, ids=[f"{p[0]}-{p[1]}" for p in _INSPECT])
+def test_pointing_at_a_unit_shows_its_kernel_and_receptive_field(
+        request, which, layer, c, y, x, width, top, left, size):
+    page = request.getfixturevalue(which)
+    manifest, net = load_export(request.getfixturevalue(
+        "export_dir" if which == "page" else "second_export"))
+    if layer not in [e["name"] for e in manifest["layers"]]:
+        pytest.skip(f"{manifest['model']} is not the committed model (no layer {layer})")
+    page.get_by_role("button", name="Clear").click()
+    canvas = page.locator(f'{ROOT} [data-layer="{layer}"] canvas')
+    canvas.scroll_into_view_if_needed()
+    box, pixels = canvas.bounding_box(), canvas.evaluate("c => c.width")
+    # the centre of unit (y, x) of map c, maps side by side with a 1-pixel gap
+    px = (c * (width + 1) + x + 0.5) * box["width"] / pixels
+    py = (y + 0.5) * box["width"] / pixels
+    if which == "second_page":
+        page.touchscreen.tap(box["x"] + px, box["y"] + py)                # a finger's tap
+    else:
+        page.mouse.move(box["x"] + px, box["y"] + py)                     # the mouse hovers
+    inspect = f"{ROOT} .dw-inspect"
+    page.wait_for_function("([sel, unit]) => document.querySelector(sel).dataset.unit === unit",
+                           arg=[inspect, f"{c},{y},{x}"])
+    assert page.get_attribute(inspect, "data-layer-inspected") == layer
+    assert page.get_attribute(f'{ROOT} [data-layer="input"]',
+                              "data-receptive-field") == f"{top},{left},{size}"
+    image, frame = (page.locator(f"{ROOT} {sel}").bounding_box()
+                    for sel in (".dw-preview", ".dw-rf"))
+    pixel = image["width"] / 28
+    for got, want in ((frame["width"], size), (frame["height"], size),
+                      (frame["x"] - image["x"], left), (frame["y"] - image["y"], top)):
+        assert abs(got - want * pixel) < 1, (got, want * pixel)
+    # the kernel: the last convolution at or before the layer, its filter c
+    index = [e["name"] for e in manifest["layers"]].index(layer)
+    conv = next(layer for layer in reversed(net.layers[:index + 1])
+                if type(layer).__name__ == "Conv2D")
+    kernel = conv.get_weights()[0][..., c]
+    assert page.get_attribute(f"{ROOT} canvas.dw-kernel", "data-shape") == ",".join(
+        str(d) for d in kernel.shape)
+    assert page.locator(f"{ROOT} canvas.dw-kernel").is_visible()
+    words = page.inner_text(inspect)
+    assert f"{conv.name}'s filter {c}" in words and f"{size}×{size}" in words
+    # the kernel is the exported one (BatchNorm may be folded in), in the export's dtype
+    assert f"as exported, in {manifest['dtype']}" in words
+    if kernel.shape[2] == 1:              # one input channel: its weights are read out
+        label = page.get_attribute(f"{ROOT} canvas.dw-kernel", "aria-label")
+        assert ", ".join(f"{v:.2f}" for v in kernel.ravel()) in label
+    _check_inspector_beside_the_unit(page, layer, (c, y, x), width, (top, left, size))
+
+
+def _check_inspector_beside_the_unit(page, layer, unit, width, field):
+    """The inspector sits in the inspected view, below its picture, with a copy of the
+    input framing the receptive field (top, left, size in input pixels); the unit
+    (map c, row y, column x of maps `width` wide, side by side 1 pixel apart) is
+    outlined on the picture."""
+    (c, y, x), (top, left, size) = unit, field
+    view = f'{ROOT} [data-layer="{layer}"]'
+    assert page.locator(f"{view} .dw-inspect").count() == 1
+    maps = page.locator(f"{view} canvas.dw-maps").bounding_box()
+    assert page.locator(f"{view} .dw-inspect").bounding_box()["y"] >= maps["y"] + maps["height"]
+    image, frame = (page.locator(f"{view} {sel}").bounding_box()
+                    for sel in (".dw-preview-copy", ".dw-inspect-rf"))
+    pixel = image["width"] / 28
+    for got, want in ((frame["width"], size), (frame["height"], size),
+                      (frame["x"] - image["x"], left), (frame["y"] - image["y"], top)):
+        assert abs(got - want * pixel) < 1, (got, want * pixel)
+    pixels = page.locator(f"{view} canvas.dw-maps").evaluate("c => c.width")
+    scale = maps["width"] / pixels
+    mark = page.locator(f"{view} .dw-unit")
+    assert mark.count() == 1 and mark.is_visible()
+    box = mark.bounding_box()
+    for got, want in ((box["x"] - maps["x"], (c * (width + 1) + x) * scale),
+                      (box["y"] - maps["y"], y * scale), (box["width"], scale)):
+        assert abs(got - want) < 1, (got, want)
+
+
+@pytest.mark.browser
+def test_a_unit_can_be_inspected_from_the_keyboard(page):
+    inspector = f"{ROOT} .dw-inspect"
+    if not page.locator(f'{ROOT} [data-layer="conv1"]').count():
+        pytest.skip("not the committed model (no layer conv1)")
+    page.locator(f'{ROOT} [data-layer="conv1"] canvas').focus()     # conv1: 26x26 maps
+    assert page.get_attribute(inspector, "data-layer-inspected") == "conv1"
+    # the inspector's words are announced as the keys move the unit
+    assert page.get_attribute(f"{inspector} p", "aria-live") == "polite"
+    c, y, x = map(int, page.get_attribute(inspector, "data-unit").split(","))
+    for key in ("ArrowLeft", "ArrowUp", "ArrowUp", "PageDown"):
+        page.keyboard.press(key)
+    c, y, x = min(c + 1, 31), max(y - 2, 0), max(x - 1, 0)
+    page.wait_for_function("([sel, unit]) => document.querySelector(sel).dataset.unit === unit",
+                           arg=[inspector, f"{c},{y},{x}"])
+    assert page.get_attribute(f'{ROOT} [data-layer="input"]',
+                              "data-receptive-field") == f"{y},{x},3"
+    _check_inspector_beside_the_unit(page, "conv1", (c, y, x), 26, (y, x, 3))
+
+
+def _in_viewport(page, selector):
+    box, view = page.locator(selector).bounding_box(), page.viewport_size
+    return (box is not None and box["x"] >= 0 and box["y"] >= 0
+            and box["x"] + box["width"] <= view["width"]
+            and box["y"] + box["height"] <= view["height"]), box
+
+
+@pytest.mark.browser
+def test_a_deep_unit_is_inspected_in_view_on_a_phone(browser, export_dir, tmp_path):
+    """On a 390x844 phone, tapping a unit of the last layer with maps shows its kernel,
+    its receptive field and its outline on the screen, not at the widget's top."""
+    url = make_page(tmp_path, export_dir / WEIGHTS_JS)
+    page, errors, _ = open_page(browser, url, viewport={"width": 390, "height": 844},
+                                has_touch=True, is_mobile=True)
+    try:
+        assert wait_state(page, "ready", "error") == "ready"
+        layer = page.eval_on_selector_all(f"{ROOT} canvas.dw-maps[tabindex]",
+                                          "cs => cs[cs.length - 1].closest('[data-layer]')"
+                                          ".dataset.layer")
+        view = f'{ROOT} [data-layer="{layer}"]'
+        canvas = page.locator(f"{view} canvas")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        half = box["width"] / canvas.evaluate("c => c.width") / 2
+        page.touchscreen.tap(box["x"] + half, box["y"] + half)      # map 0, unit (0, 0)
+        page.wait_for_function("([sel, layer]) => document.querySelector(sel)"
+                               ".dataset.layerInspected === layer",
+                               arg=[f"{ROOT} .dw-inspect", layer])
+        assert page.get_attribute(f"{ROOT} .dw-inspect", "data-unit") == "0,0,0"
+        # the top of the widget (the drawing, its 28x28 input) is scrolled off-screen...
+        assert page.locator(f"{ROOT} .dw-preview").bounding_box()["y"] < 0
+        # ...but the kernel, the input copy with its frame and the unit's outline are on it
+        for sel in (f"{view} canvas.dw-kernel", f"{view} .dw-inspect-input",
+                    f"{view} .dw-inspect p", f"{view} .dw-unit"):
+            inside, where = _in_viewport(page, sel)
+            assert inside, (sel, where)
+        image = page.locator(f"{view} .dw-inspect-input").bounding_box()
+        frame = page.locator(f"{view} .dw-inspect-rf").bounding_box()
+        assert frame["x"] < image["x"] + image["width"]
+        assert frame["y"] < image["y"] + image["height"]
+        assert frame["x"] + frame["width"] > image["x"]                # it frames part of it
+        assert frame["y"] + frame["height"] > image["y"]
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.browser
+def test_clear_works_from_the_keyboard(page):
+    page.locator(f"{ROOT} canvas").first.scroll_into_view_if_needed()
+    draw_mouse(page, stroke_points(7, 70, 50, 170))
+    assert wait_state(page, "predicted") == "predicted"
+    page.get_by_role("button", name="Clear").focus()
+    page.keyboard.press("Enter")
+    assert wait_state(page, "ready") == "ready"
+    assert widget_result(page) == (None, None)
+    draw_mouse(page, stroke_points(7, 70, 50, 170))
+    assert wait_state(page, "predicted") == "predicted"
+    page.locator(f"{ROOT} canvas").first.focus()         # Escape on the drawing clears it too
+    page.keyboard.press("Escape")
+    assert wait_state(page, "ready") == "ready"
+    assert widget_result(page) == (None, None)
+    assert page.get_attribute(f"{ROOT} canvas", "aria-label").startswith("Drawing area")
+
+
+@pytest.mark.browser
+def test_the_widget_fits_a_phone(browser, export_dir, tmp_path):
+    url = make_page(tmp_path, export_dir / WEIGHTS_JS)
+    page, errors, _ = open_page(browser, url, viewport={"width": 390, "height": 844},
+                                has_touch=True, is_mobile=True)
+    try:
+        assert wait_state(page, "ready", "error") == "ready"
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        boxes = [page.locator(f"{ROOT} [data-layer]").nth(i).bounding_box()
+                 for i in range(page.locator(f"{ROOT} [data-layer]").count())]
+        assert max(b["x"] + b["width"] for b in boxes) <= 390
+        assert len({round(b["y"]) for b in boxes}) > 3                  # the views wrap
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+# ------------------------------------------------- the convolution chapter's step-through
+
+STEP = '[data-testid="conv-stepthrough"]'
+# Kernels like the chapter's four hand-designed ones (the chapter passes its own).
+CHAPTER_KERNELS = {
+    "vertical edge": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
+    "horizontal edge": [[-1, -2, -1], [0, 0, 0], [1, 2, 1]],
+    "blur": [[1 / 16, 2 / 16, 1 / 16], [2 / 16, 4 / 16, 2 / 16], [1 / 16, 2 / 16, 1 / 16]],
+    "outline": [[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]],
+}
+
+
+@pytest.mark.browser
+def test_stepthrough_shows_numpys_convolution_of_the_readers_digit(browser, tmp_path):
+    from mnist_cnn.scratch.functional import conv2d
+    from mnist_cnn.web import stepthrough_html
+
+    from benchmarks.widget import SCRIPTS, WIDGET_DIR
+
+    for name in (*SCRIPTS, "stepthrough.js"):
+        shutil.copy(WIDGET_DIR / name, tmp_path / name)
+    (tmp_path / "index.html").write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
+        f'<body>{stepthrough_html(CHAPTER_KERNELS, static="")}</body></html>')
+    page, errors, requests = open_page(browser, (tmp_path / "index.html").as_uri())
+    try:
+        assert wait_state(page, "ready", "error", root=STEP) == "ready"
+        draw_mouse(page, stroke_points(4, 60, 40, 180), root=STEP)
+        assert wait_state(page, "drawn", root=STEP) == "drawn"
+        image = np.array(page.evaluate(f"Array.from(document.querySelector('{STEP}').convImage)"),
+                         np.float32).reshape(1, 28, 28, 1)
+        page.locator(f"{STEP} input[type=range]").fill("345")
+        for _ in range(2):
+            page.get_by_role("button", name="Next ▶").click()
+        for name, kernel in CHAPTER_KERNELS.items():
+            page.locator(f"{STEP} select").select_option(name)
+            page.wait_for_function("([sel, name]) => document.querySelector(sel).dataset.kernel "
+                                   "=== name", arg=[STEP, name])
+            assert page.get_attribute(STEP, "data-position") == "13,9"      # 347 = 13 * 26 + 9
+            weights = np.array(json.loads(page.get_attribute(STEP, "data-weights")), np.float32)
+            np.testing.assert_array_equal(weights, np.ravel(kernel).astype(np.float32))
+            out, _ = conv2d(image, weights.reshape(3, 3, 1, 1), np.zeros(1, np.float32))
+            shown = float(page.get_attribute(STEP, "data-sum"))
+            # both float32 sums of nine products: equal by the course's rule
+            assert_close(np.float32(shown), out[0, 13, 9, 0], f"step-through sum, {name}")
+            assert f"{shown:.4f}" in page.inner_text(f"{STEP} .cs-sum")
+            assert "unrounded" in page.inner_text(f"{STEP} .cs-sum")
+            _check_products(page, image[0, 13:16, 9:12, 0], weights, shown)
+        # the slider says where the window is, in words
+        slider = f"{STEP} input[type=range]"
+        assert page.get_attribute(slider, "aria-valuetext") == "row 13, column 9"
+        # the output map: a legend, and one scale (the whole map's largest |value|), so
+        # the cells already shown keep their colours as the window moves on
+        assert "largest |value|" in page.inner_text(f"{STEP} .cs-legend")
+        before = _output_pixels(page)
+        page.get_by_role("button", name="Next ▶").click()
+        page.wait_for_function("sel => document.querySelector(sel).dataset.position === '13,10'",
+                               arg=STEP)
+        assert page.get_attribute(slider, "aria-valuetext") == "row 13, column 10"
+        after = _output_pixels(page)
+        seen = 13 * 26 + 9 + 1                           # the cells shown before the step
+        np.testing.assert_array_equal(after[:seen], before[:seen])
+        out, _ = conv2d(image, weights.reshape(3, 3, 1, 1), np.zeros(1, np.float32))
+        values = out[0, :, :, 0].ravel()[:seen + 1]
+        top = np.abs(out).max()
+        positive = values > 0                            # white: red = 255 * value / top
+        assert positive.any()
+        np.testing.assert_allclose(after[:seen + 1, 0][positive], 255 * values[positive] / top,
+                                   atol=1)
+        assert errors == []
+        assert all(r.startswith("file://") for r in requests), requests
+    finally:
+        page.context.close()
+
+
+def _output_pixels(page) -> np.ndarray:
+    """The step-through's output picture: (cells, RGBA), in raster order."""
+    data = page.eval_on_selector(f"{STEP} .cs-view:nth-of-type(2) canvas", """c => Array.from(
+        c.getContext("2d").getImageData(0, 0, c.width, c.height).data)""")
+    return np.array(data, np.int64).reshape(-1, 4)
+
+
+_PRODUCT = re.compile(r"^(-?\d+\.\d{3}) × (-?\d+\.\d{3}) = (-?\d+\.\d{3})$")
+
+
+def _check_products(page, window, weights, shown_sum):
+    """The table: the window's nine pixels, weights and products, each to 3 decimals
+    (no "-0.000"), adding up, within their rounding, to the (unrounded) sum shown."""
+    cells = page.eval_on_selector_all(f"{STEP} .cs-products td", "ts => ts.map(t => t.textContent)")
+    assert len(cells) == 9
+    products = []
+    for text, x, w in zip(cells, window.ravel(), weights, strict=True):
+        match = _PRODUCT.match(text)
+        assert match, text
+        assert "-0.000" not in text, text
+        shown_x, shown_w, shown_p = (float(g) for g in match.groups())
+        assert abs(shown_x - x) <= 0.0005 + 1e-6 and abs(shown_w - w) <= 0.0005 + 1e-6, text
+        assert abs(shown_p - x * w) <= 0.0005 + 1e-6, text
+        products.append(shown_p)
+    assert abs(sum(products) - shown_sum) <= 9 * 0.0005 + 1e-5, (products, shown_sum)
+
+
+def test_stepthrough_html_carries_the_kernels_it_is_given():
+    import html as html_module
+    import re
+
+    from mnist_cnn.web import stepthrough_html
+
+    text = stepthrough_html(CHAPTER_KERNELS)
+    given = json.loads(html_module.unescape(re.search(r'data-kernels="([^"]*)"', text)[1]))
+    assert list(given) == list(CHAPTER_KERNELS)
+    for name, kernel in CHAPTER_KERNELS.items():
+        np.testing.assert_array_equal(given[name], np.ravel(kernel).astype(np.float32))
+    assert 'src="../_static/digit_widget/stepthrough.js"' in text
+    for bad in ({"big": np.ones((5, 5))}, {"nan": np.full((3, 3), np.nan)}, {}):
+        with pytest.raises(ValueError, match="kernel"):
+            stepthrough_html(bad)
+
+
+@pytest.mark.browser
+def test_stepthrough_without_kernels_says_so_and_the_page_works(browser, tmp_path):
+    from benchmarks.widget import SCRIPTS, WIDGET_DIR
+
+    for name in (*SCRIPTS, "stepthrough.js"):
+        shutil.copy(WIDGET_DIR / name, tmp_path / name)
+    (tmp_path / "index.html").write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
+        '<body><div data-testid="conv-stepthrough" data-kernels="[1, 2"></div>'
+        '<p id="after">the rest of the page</p>'
+        '<script src="stepthrough.js"></script></body></html>')
+    page, errors, _ = open_page(browser, (tmp_path / "index.html").as_uri())
+    try:
+        assert wait_state(page, "ready", "error", root=STEP) == "error"
+        assert "no 3×3 kernels" in page.inner_text(STEP)
+        assert page.inner_text("#after") == "the rest of the page" and errors == []
     finally:
         page.context.close()

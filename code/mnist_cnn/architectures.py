@@ -20,6 +20,8 @@ what its units see, from the built layers' shapes.
 
 from __future__ import annotations
 
+import numpy as np
+
 from mnist_cnn.scratch.layers import (
     AveragePooling2D,
     Conv2D,
@@ -253,7 +255,6 @@ def first_layer_gradient_norm(net: Sequential, x, seed: int = 0) -> float:
     """||dL/dW|| of the first layer's kernel when a random unit-norm dL/d(output)
     (drawn from ``seed``) is sent back from the network's output: how much of a
     gradient the chain of layers carries to its first layer, whatever the loss."""
-    import numpy as np
 
     out = net.forward(x)
     dout = np.random.default_rng(seed).standard_normal(out.shape)

@@ -51,7 +51,28 @@ INPUT_SHAPE = (28, 28, 1)
 CLASSES = 10
 
 __all__ = ["export_web", "load_export", "read_weights_js", "default_out_dir", "FORMAT",
-           "MAX_LOSS_POINTS", "WEB_LAYERS"]
+           "MAX_LOSS_POINTS", "WEB_LAYERS", "stepthrough_html"]
+
+
+def stepthrough_html(kernels: dict, static: str = "../_static/digit_widget/") -> str:
+    """The convolution chapter's step-through (``stepthrough.js``, in the book's web
+    page) for ``kernels``, a dict name -> 3x3 array: the element carries them, so the
+    chapter's code is their one home. ``static`` is the scripts' folder, relative to
+    the page."""
+    import html
+
+    weights = {}
+    for name, kernel in kernels.items():
+        k = np.asarray(kernel, dtype=np.float64)
+        if k.shape != (3, 3) or not np.isfinite(k).all():
+            raise ValueError(f"kernel {name!r}: the step-through takes 3x3 finite kernels, "
+                             f"got shape {k.shape}")
+        weights[str(name)] = [float(np.float32(v)) for v in k.ravel()]
+    if not weights:
+        raise ValueError("the step-through needs at least one kernel")
+    return (f'<div data-testid="conv-stepthrough" '
+            f'data-kernels="{html.escape(json.dumps(weights))}"></div>\n'
+            f'<script src="{html.escape(static)}stepthrough.js"></script>')
 
 
 def default_out_dir() -> Path:

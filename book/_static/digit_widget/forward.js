@@ -66,7 +66,7 @@
   // MaxPooling2D: the largest value of each P x P window, per channel ("valid").
   function maxPool2d(x, layer) {
     const [H, W, C] = x.shape, P = layer.pool_size, S = layer.strides;
-    const OH = Math.floor((H - P) / S) + 1, OW = Math.floor((W - P) / S) + 1;
+    const OH = geometry(H, P, S, "valid").out, OW = geometry(W, P, S, "valid").out;
     const out = new Float32Array(OH * OW * C).fill(-Infinity);
     for (let oy = 0; oy < OH; oy++)
       for (let ox = 0; ox < OW; ox++)
@@ -108,14 +108,44 @@
                 Dense: dense, Softmax: softmax };
 
   // The whole network: a 28 x 28 image (784 floats in [0, 1], white digit on
-  // black) through every layer in order -> ten probabilities and the digit.
+  // black) through every layer in order -> ten probabilities, the digit, and
+  // each layer's output by layer name (the widget draws every one of them).
   function forward(net, image) {
     let x = { data: Float32Array.from(image), shape: net.manifest.input_shape };
-    for (const layer of net.layers) x = OPS[layer.class](x, layer);
+    const outputs = {};
+    for (const layer of net.layers) {
+      x = OPS[layer.class](x, layer);
+      outputs[layer.name] = x;
+    }
     const probs = Array.from(x.data);
-    return { probabilities: probs, digit: probs.indexOf(Math.max(...probs)) };
+    return { probabilities: probs, digit: probs.indexOf(Math.max(...probs)), outputs: outputs };
+  }
+
+  // The receptive field of each layer whose output is an image: the square of
+  // input pixels that one of its units sees. Unit y (row or column: images,
+  // kernels and strides are square here) sees input pixels
+  //     start + y * jump  ...  start + y * jump + size - 1.
+  // A window of K units, moving S at a time, widens the field by K - 1 steps of
+  // the layer below and multiplies the step by S; padding moves the start back.
+  // ReLU keeps its input's field. -> {layer name: {size, jump, start}}
+  function receptiveFields(net) {
+    const fields = {};
+    let n = net.manifest.input_shape[0], field = { size: 1, jump: 1, start: 0 };
+    for (const layer of net.layers) {
+      if (layer.class === "Flatten" || layer.class === "Dense") break;
+      if (layer.class === "Conv2D" || layer.class === "MaxPooling2D") {
+        const K = layer.class === "Conv2D" ? layer.kernel_size : layer.pool_size;
+        const g = geometry(n, K, layer.strides, layer.padding || "valid");
+        field = { size: field.size + (K - 1) * field.jump, jump: field.jump * layer.strides,
+                  start: field.start - g.before * field.jump };
+        n = g.out;
+      }
+      fields[layer.name] = field;
+    }
+    return fields;
   }
 
   MnistCnn.forward = forward;
+  MnistCnn.receptiveFields = receptiveFields;
   MnistCnn.ops = OPS;
 })(window.MnistCnn = window.MnistCnn || {});
