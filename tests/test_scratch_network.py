@@ -165,6 +165,25 @@ def test_save_load_round_trip(tmp_path, mnist_small):
     assert [n for n, _ in loaded.activations(x[:2])] == [layer.name for layer in net.layers]
 
 
+def test_from_config_rebuilds_the_network_get_config_describes(mnist_small):
+    x = mnist_small[2][:20]
+    net = build_model(seed=1, dropout=0.3)
+    config = net.get_config()
+    twin = Sequential.from_config(config, [w.copy() for w in net.get_weights()])
+    assert twin.get_config() == config and twin.summary() == net.summary()
+    np.testing.assert_array_equal(twin.predict_proba(x), net.predict_proba(x))
+    fresh = Sequential.from_config(config)                    # same seed: same weights
+    for a, b in zip(fresh.get_weights(), build_model(seed=1, dropout=0.3).get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="not a mnist_cnn network description"):
+        Sequential.from_config({**config, "format": "keras"})
+    with pytest.raises(ValueError, match="unsupported model format version"):
+        Sequential.from_config({**config, "version": 999})
+    with pytest.raises(ValueError):                           # weights of another shape
+        Sequential.from_config(config, [w[..., :1] for w in net.get_weights()])
+
+
 def test_same_seed_same_weights(mnist_small):
     x, y = mnist_small[0][:256], mnist_small[1][:256]
 

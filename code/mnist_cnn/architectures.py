@@ -33,7 +33,6 @@ from mnist_cnn.scratch.layers import (
     ReLU,
     Residual,
     Tanh,
-    layer_from_config,
 )
 from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.train import DROPOUT, build_model
@@ -149,10 +148,8 @@ def with_input_shape(net: Sequential, input_shape) -> Sequential:
     size its windows fit; one with a Flatten - Dense head does not: its first dense
     layer would need another number of weights, and ``set_weights`` says so
     (ValueError)."""
-    layers = [layer_from_config(config) for config in net.get_config()["layers"]]
-    twin = Sequential(layers, input_shape=input_shape, seed=net.seed)
-    twin.set_weights([w.copy() for w in net.get_weights()])
-    return twin
+    config = {**net.get_config(), "input_shape": list(input_shape)}
+    return Sequential.from_config(config, [w.copy() for w in net.get_weights()])
 
 
 def _layer_multiply_adds(layer) -> int:

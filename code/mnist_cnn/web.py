@@ -99,19 +99,18 @@ def _inference_chain(net):
     """A scratch network's inference computation as a new network with the same
     weights: Dropout (the identity at inference) dropped, and a Softmax appended
     unless it ends in one (its ``predict_proba`` applies that softmax)."""
-    from mnist_cnn.scratch.layers import Dropout, Softmax, layer_from_config
+    from mnist_cnn.scratch.layers import Dropout, Softmax
     from mnist_cnn.scratch.network import Sequential
 
     kept = [layer for layer in net.layers if not isinstance(layer, Dropout)]
-    layers = [layer_from_config(layer.get_config()) for layer in kept]
+    configs = [layer.get_config() for layer in kept]
     if not isinstance(kept[-1], Softmax):
-        names = {layer.name for layer in layers}
+        names = {c["name"] for c in configs}
         name = next(n for n in ("softmax", *(f"softmax_{k}" for k in range(1, len(names) + 2)))
                     if n not in names)
-        layers.append(Softmax(name=name))
-    chain = Sequential(layers, input_shape=net.input_shape, seed=net.seed)
-    chain.set_weights([w for layer in kept for w in layer.get_weights()])
-    return chain
+        configs.append(Softmax(name=name).get_config())
+    return Sequential.from_config({**net.get_config(), "layers": configs},
+                                  [w for layer in kept for w in layer.get_weights()])
 
 
 def _web_network(model_path: Path):

@@ -186,6 +186,24 @@ class Sequential:
                 "input_shape": list(self.input_shape), "seed": self.seed,
                 "layers": [layer.get_config() for layer in self.layers]}
 
+    @classmethod
+    def from_config(cls, config: dict, weights=None) -> Sequential:
+        """The network :meth:`get_config` describes (``input_shape``, ``seed`` and
+        ``layers`` may be changed first), with fresh weights, or ``weights`` (a list
+        as :meth:`get_weights` returns). The one way a network is rebuilt from a
+        description: files, worker processes and reshaped copies all use it.
+        Raises ValueError if ``config`` is not such a description."""
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            found = config.get("format") if isinstance(config, dict) else type(config).__name__
+            raise ValueError(f"not a mnist_cnn network description (format {found!r})")
+        if config.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format version {config.get('version')}")
+        net = cls([layer_from_config(c) for c in config["layers"]],
+                  input_shape=tuple(config["input_shape"]), seed=config.get("seed", 0))
+        if weights is not None:
+            net.set_weights(weights)
+        return net
+
     def __repr__(self) -> str:
         return f"Sequential({len(self.layers)} layers, {self.count_params():,} params)"
 
@@ -228,13 +246,10 @@ class Sequential:
             config = json.loads(str(arrays.pop("__architecture__")))
         except ValueError as exc:
             raise ValueError(f"{path}: corrupt architecture record: {exc}") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a mnist_cnn NumPy model (format "
-                             f"{config.get('format') if isinstance(config, dict) else None!r})")
-        if config.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported model format version {config.get('version')}")
-        net = cls([layer_from_config(c) for c in config["layers"]],
-                  input_shape=tuple(config["input_shape"]), seed=config.get("seed", 0))
+        try:
+            net = cls.from_config(config)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a mnist_cnn NumPy model: {exc}") from None
         expected = {f"{i}/{k}" for i, layer in enumerate(net.layers) for k in layer.weight_names()}
         if expected != set(arrays):
             raise ValueError(f"{path}: weight arrays {sorted(arrays)} do not match the "

@@ -122,13 +122,9 @@ class _WorkerState:
     """A worker's copy of the network, its weights in shared memory."""
 
     def __init__(self, config_json, fuse, specs, names, rows, x_dtype, slots):
-        from mnist_cnn.scratch.layers import layer_from_config
         from mnist_cnn.scratch.network import Sequential
 
-        config = json.loads(config_json)
-        self.net = Sequential([layer_from_config(c) for c in config["layers"]],
-                              input_shape=tuple(config["input_shape"]),
-                              seed=config.get("seed", 0))
+        self.net = Sequential.from_config(json.loads(config_json))
         self.fuse = fuse
         self.shms = [shared_memory.SharedMemory(name=n) for n in names]
         params_shm, grads_shm, io_shm = self.shms
