@@ -118,6 +118,72 @@ class _Pending:
         return out
 
 
+# One converter per Keras layer class: (keras layer, its config, the input shape, the
+# scratch namespace) -> a _Pending Conv2D/Dense (a BatchNormalization after it may
+# still fold into it) or the scratch layers to append, each with its weights or None.
+
+def _conv2d(layer, cfg, in_shape, S):
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise _unsupported(layer, "channels_first data format")
+    if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1:
+        raise _unsupported(layer, "dilated or grouped convolution")
+    if cfg["padding"] not in ("valid", "same"):
+        raise _unsupported(layer, f"padding '{cfg['padding']}'")
+    ks, st = tuple(cfg["kernel_size"]), tuple(cfg["strides"])
+    if ks[0] != ks[1] or st[0] != st[1]:
+        raise _unsupported(layer, "non-square kernel or stride")
+    w = layer.get_weights()
+    return _Pending("conv", {"filters": cfg["filters"], "kernel_size": ks[0], "strides": st[0],
+                             "padding": cfg["padding"], "name": layer.name},
+                    w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
+
+
+def _dense(layer, cfg, in_shape, S):
+    w = layer.get_weights()
+    return _Pending("dense", {"units": cfg["units"], "name": layer.name},
+                    w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
+
+
+def _max_pooling2d(layer, cfg, in_shape, S):
+    pool, strides = tuple(cfg["pool_size"]), cfg["strides"]
+    strides = tuple(strides) if strides is not None else pool
+    if cfg["padding"] != "valid" or pool[0] != pool[1] or strides[0] != strides[1]:
+        raise _unsupported(layer, "only square, 'valid' max pooling is supported")
+    return [(S.MaxPooling2D(pool_size=pool[0], strides=strides[0], name=layer.name), None)]
+
+
+def _relu(layer, cfg, in_shape, S):
+    if (cfg.get("max_value") is not None or cfg.get("negative_slope", 0) != 0
+            or cfg.get("threshold", 0) != 0):
+        raise _unsupported(layer, "ReLU with max_value/negative_slope/threshold")
+    return [(S.ReLU(name=layer.name), None)]
+
+
+def _softmax(layer, cfg, in_shape, S):
+    if cfg.get("axis", -1) not in (-1, 1):
+        raise _unsupported(layer, f"softmax over axis {cfg.get('axis')}")
+    return [(S.Softmax(name=layer.name), None)]
+
+
+def _activation(layer, cfg, in_shape, S):
+    kind = {"relu": S.ReLU, "softmax": S.Softmax}.get(_activation_name(layer))
+    return [] if kind is None else [(kind(name=layer.name), None)]     # linear: nothing
+
+
+def _reshape(layer, cfg, in_shape, S):
+    # Only the (28, 28) -> (28, 28, 1) channel axis is a no-op here.
+    if tuple(cfg["target_shape"]) != in_shape:
+        raise _unsupported(layer, f"Reshape to {cfg['target_shape']}")
+    return []
+
+
+_CONVERTERS = {
+    "Conv2D": _conv2d, "Dense": _dense, "MaxPooling2D": _max_pooling2d, "ReLU": _relu,
+    "Softmax": _softmax, "Activation": _activation, "Reshape": _reshape,
+    "Flatten": lambda layer, cfg, in_shape, S: [(S.Flatten(name=layer.name), None)],
+}
+
+
 def from_keras(model_or_path, seed=0):
     """Build a scratch ``Sequential`` that computes what a Keras model computes.
 
@@ -150,24 +216,10 @@ def from_keras(model_or_path, seed=0):
         raise ValueError(f"The bridge needs image inputs (H, W) or (H, W, C); the model takes "
                          f"{model.input_shape}.")
 
-    built = []  # (scratch layer, weights or None)
-    pending = None
-
-    def flush():
-        nonlocal pending
-        if pending is not None:
-            built.extend(pending.to_scratch(S))
-            pending = None
-
+    built, pending = [], None          # (scratch layer, weights or None); a _Pending
     for layer in _flat_layers(model):
         cls = type(layer).__name__
-        cfg = layer.get_config()
         if cls in _INFERENCE_NOOPS:
-            continue
-        if cls == "Reshape":
-            # Only the (28, 28) -> (28, 28, 1) channel axis is a no-op here.
-            if tuple(cfg["target_shape"]) != in_shape:
-                raise _unsupported(layer, f"Reshape to {cfg['target_shape']}")
             continue
         if cls == "BatchNormalization":
             if pending is None:
@@ -175,53 +227,18 @@ def from_keras(model_or_path, seed=0):
                                           "or Dense layer to be folded")
             pending.fold_batchnorm(layer)
             continue
-        flush()
-        if cls == "Conv2D":
-            if cfg.get("data_format", "channels_last") != "channels_last":
-                raise _unsupported(layer, "channels_first data format")
-            if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1:
-                raise _unsupported(layer, "dilated or grouped convolution")
-            if cfg["padding"] not in ("valid", "same"):
-                raise _unsupported(layer, f"padding '{cfg['padding']}'")
-            ks, st = tuple(cfg["kernel_size"]), tuple(cfg["strides"])
-            if ks[0] != ks[1] or st[0] != st[1]:
-                raise _unsupported(layer, "non-square kernel or stride")
-            w = layer.get_weights()
-            pending = _Pending("conv", {"filters": cfg["filters"], "kernel_size": ks[0],
-                                        "strides": st[0], "padding": cfg["padding"],
-                                        "name": layer.name},
-                               w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
-        elif cls == "Dense":
-            w = layer.get_weights()
-            pending = _Pending("dense", {"units": cfg["units"], "name": layer.name},
-                               w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
-        elif cls == "MaxPooling2D":
-            pool, strides = tuple(cfg["pool_size"]), cfg["strides"]
-            strides = tuple(strides) if strides is not None else pool
-            if cfg["padding"] != "valid" or pool[0] != pool[1] or strides[0] != strides[1]:
-                raise _unsupported(layer, "only square, 'valid' max pooling is supported")
-            built.append((S.MaxPooling2D(pool_size=pool[0], strides=strides[0],
-                                         name=layer.name), None))
-        elif cls == "Flatten":
-            built.append((S.Flatten(name=layer.name), None))
-        elif cls == "ReLU":
-            if (cfg.get("max_value") is not None or cfg.get("negative_slope", 0) != 0
-                    or cfg.get("threshold", 0) != 0):
-                raise _unsupported(layer, "ReLU with max_value/negative_slope/threshold")
-            built.append((S.ReLU(name=layer.name), None))
-        elif cls == "Softmax":
-            if cfg.get("axis", -1) not in (-1, 1):
-                raise _unsupported(layer, f"softmax over axis {cfg.get('axis')}")
-            built.append((S.Softmax(name=layer.name), None))
-        elif cls == "Activation":
-            name = _activation_name(layer)
-            if name == "relu":
-                built.append((S.ReLU(name=layer.name), None))
-            elif name == "softmax":
-                built.append((S.Softmax(name=layer.name), None))
-        else:
+        if cls not in _CONVERTERS:
             raise _unsupported(layer)
-    flush()
+        if pending is not None:
+            built.extend(pending.to_scratch(S))
+        out = _CONVERTERS[cls](layer, layer.get_config(), in_shape, S)
+        if isinstance(out, _Pending):
+            pending = out
+        else:
+            pending = None
+            built.extend(out)
+    if pending is not None:
+        built.extend(pending.to_scratch(S))
 
     net = S.Sequential([layer for layer, _ in built], input_shape=in_shape, seed=seed)
     for layer, weights in built:
