@@ -129,6 +129,21 @@ def test_export_refuses_a_model_the_bridge_cannot_convert(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_refuses_layers_the_page_cannot_run(tmp_path, capsys):
+    """A NumPy model the bridge needs not convert, with a 3x5 kernel and a dense layer
+    without bias: both named, nothing written."""
+    from mnist_cnn.scratch import Conv2D, Dense, Flatten, ReLU, Sequential
+
+    net = Sequential([Conv2D(4, (3, 5), name="wide"), ReLU(), Flatten(),
+                      Dense(10, use_bias=False, name="nobias")], input_shape=(28, 28, 1))
+    path = net.save(tmp_path / "odd.npz")
+    assert cli.main(["export-web", "--model", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot export odd.npz for the web" in err
+    assert "'wide' has a 3x5 kernel" in err and "'nobias' has no bias" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_of_a_missing_model_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["export-web", "--model", str(tmp_path / "nope.keras")]) == 1
     assert "no model file" in capsys.readouterr().err
@@ -497,7 +512,8 @@ def test_one_view_per_layer_of_the_manifest(request, which):
         assert caption.startswith(name)
         i, layer = layers[name]
         if layer["class"] == "Conv2D":   # a filter spans every channel it is given
-            k = layer["kernel_size"]
+            kh, k = layer["kernel_size"]          # the layer's config: (height, width)
+            assert kh == k
             size = f"{k}×{k}" + (f"×{channels}" if channels > 1 else "")
             assert f"{layer['filters']} filters of {size}" in caption, caption
             follows = manifest["layers"][i + 1]["class"] if i + 1 < len(layers) else None

@@ -40,7 +40,7 @@ import numpy as np
 from mnist_cnn import paths
 from mnist_cnn._io import atomic_pair, library_versions, sha256_bytes, sha256_file
 
-FORMAT = "mnist_cnn-web/1"
+FORMAT = "mnist_cnn-web/2"         # 2: each layer entry is the layer's own config
 GLOBAL = "MNIST_CNN_WEIGHTS"          # the JavaScript global weights.js defines
 WEIGHTS_JS = "weights.js"
 MANIFEST = "manifest.json"
@@ -80,19 +80,16 @@ def default_out_dir() -> Path:
     return paths.REPO_ROOT / "book" / "_static" / "digit_widget"
 
 
-def _layer_entry(layer) -> dict:
-    """A scratch layer -> its manifest entry (class, name, the settings the JS needs)."""
-    cls = type(layer).__name__
-    entry = {"class": cls, "name": layer.name}
-    if cls == "Conv2D":
-        k = layer.kernel_size
-        entry.update(filters=layer.filters, kernel_size=int(k[0] if np.ndim(k) else k),
-                     strides=int(layer.strides), padding=layer.padding)
-    elif cls == "MaxPooling2D":
-        entry.update(pool_size=int(layer.pool_size), strides=int(layer.strides))
-    elif cls == "Dense":
-        entry.update(units=layer.units)
-    return entry
+def _web_unsupported(layer) -> str | None:
+    """Why the page's JavaScript cannot run ``layer`` (a web layer class), or None."""
+    config = layer.get_config()
+    if type(layer).__name__ == "Conv2D":
+        kh, kw = config["kernel_size"]
+        if kh != kw:
+            return f"'{layer.name}' has a {kh}x{kw} kernel; the page runs square kernels"
+    if config.get("use_bias") is False:
+        return f"'{layer.name}' has no bias; the page's layers all add one"
+    return None
 
 
 def _inference_chain(net):
@@ -132,6 +129,9 @@ def _web_network(model_path: Path):
     if other:
         raise ValueError(f"cannot export {model_path.name} for the web: the page's JavaScript "
                          f"runs only {', '.join(WEB_LAYERS)}; the model has {', '.join(other)}")
+    why = [w for w in map(_web_unsupported, net.layers) if w]
+    if why:
+        raise ValueError(f"cannot export {model_path.name} for the web: {'; '.join(why)}")
     if tuple(net.input_shape) != INPUT_SHAPE:
         raise ValueError(f"cannot export {model_path.name} for the web: it takes input "
                          f"{tuple(net.input_shape)}, the page draws {INPUT_SHAPE} images")
@@ -191,7 +191,7 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
 
     layers, offset, i = [], 0, 0
     for layer in net.layers:
-        entry = _layer_entry(layer)
+        entry = layer.get_config()       # the layer's own description, plus its weights
         keys = layer.weight_names()
         if keys:
             entry["weights"] = []
@@ -261,32 +261,22 @@ def load_export(out_dir=None):
 
     Float16 weights are widened to float32, as the page's JavaScript does.
     """
-    from mnist_cnn.scratch import layers as L
-    from mnist_cnn.scratch.network import Sequential
+    from mnist_cnn.scratch import network
 
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
     manifest, data = read_weights_js(out_dir / WEIGHTS_JS)
     flat = np.frombuffer(data, dtype=np.dtype(manifest["dtype"]).newbyteorder("<"))
-    built, weights = [], []
+    configs, weights = [], []
     for e in manifest["layers"]:
-        cls = e["class"]
-        if cls == "Conv2D":
-            layer = L.Conv2D(e["filters"], e["kernel_size"], strides=e["strides"],
-                             padding=e["padding"], use_bias=True, name=e["name"])
-        elif cls == "MaxPooling2D":
-            layer = L.MaxPooling2D(e["pool_size"], strides=e["strides"], name=e["name"])
-        elif cls == "Dense":
-            layer = L.Dense(e["units"], name=e["name"])
-        elif cls in ("ReLU", "Flatten", "Softmax"):
-            layer = getattr(L, cls)(name=e["name"])
-        else:
-            raise ValueError(f"unknown layer class {cls!r} in the manifest")
-        built.append(layer)
+        if e["class"] not in WEB_LAYERS:
+            raise ValueError(f"unknown layer class {e['class']!r} in the manifest")
+        configs.append({k: v for k, v in e.items() if k != "weights"})
         for w in e.get("weights", []):
             weights.append(flat[w["offset"]:w["offset"] + w["length"]]
                            .astype(np.float32).reshape(w["shape"]))
-    net = Sequential(built, input_shape=tuple(manifest["input_shape"]), seed=0)
-    net.set_weights(weights)
+    net = network.Sequential.from_config(
+        {"format": network.FORMAT, "version": network.FORMAT_VERSION,
+         "input_shape": manifest["input_shape"], "seed": 0, "layers": configs}, weights)
     return manifest, net
 
 

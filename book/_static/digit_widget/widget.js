@@ -41,7 +41,7 @@
   const CANVAS = 280;          // the drawing surface, in canvas pixels (as the app's)
   const BRUSH = 18;            // brush width, the app's default
   const MIN_SIDE = 2 * BRUSH;  // ink spanning less than this (a dot, a tick) is too small
-  const FORMAT = "mnist_cnn-web/1";
+  const FORMAT = "mnist_cnn-web/2";
   const MESSAGES = {
     ready: "Draw a digit (0–9) in the black box: the network reads it as you draw.",
     empty: "No digit found: the box is blank. Draw a digit (0–9).",
@@ -105,6 +105,13 @@
     const layers = m.layers.map(function (entry) {
       if (!MnistCnn.ops[entry.class]) throw new Error("unknown layer " + entry.class);
       const layer = Object.assign({}, entry);
+      // Each entry is the layer's own description (its get_config in mnist_cnn.scratch):
+      // a kernel is (height, width); the page runs square ones, as one number.
+      if (Array.isArray(layer.kernel_size)) {
+        if (layer.kernel_size[0] !== layer.kernel_size[1])
+          throw new Error("layer " + entry.name + ": the page runs square kernels only");
+        layer.kernel_size = layer.kernel_size[0];
+      }
       for (const w of entry.weights || []) {
         const n = w.shape.reduce((a, d) => a * d, 1);
         if (n !== w.length || w.offset + n > flat.length)
