@@ -849,6 +849,7 @@ def test_stepthrough_shows_numpys_convolution_of_the_readers_digit(browser, tmp_
                                    atol=1)
         assert errors == []
         assert all(r.startswith("file://") for r in requests), requests
+        assert not any(r.endswith("weights.js") for r in requests)    # no network needed
     finally:
         page.context.close()
 
@@ -891,7 +892,7 @@ def test_stepthrough_html_carries_the_kernels_it_is_given():
     assert list(given) == list(CHAPTER_KERNELS)
     for name, kernel in CHAPTER_KERNELS.items():
         np.testing.assert_array_equal(given[name], np.ravel(kernel).astype(np.float32))
-    assert 'src="../_static/digit_widget/stepthrough.js"' in text
+    assert 'src="../_static/digit_widget/widget.js"' in text      # which loads the rest
     for bad in ({"big": np.ones((5, 5))}, {"nan": np.full((3, 3), np.nan)}, {}):
         with pytest.raises(ValueError, match="kernel"):
             stepthrough_html(bad)
@@ -907,7 +908,7 @@ def test_stepthrough_without_kernels_says_so_and_the_page_works(browser, tmp_pat
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
         '<body><div data-testid="conv-stepthrough" data-kernels="[1, 2"></div>'
         '<p id="after">the rest of the page</p>'
-        '<script src="stepthrough.js"></script></body></html>')
+        '<script src="widget.js"></script></body></html>')
     page, errors, _ = open_page(browser, (tmp_path / "index.html").as_uri())
     try:
         assert wait_state(page, "ready", "error", root=STEP) == "error"

@@ -72,7 +72,7 @@ def stepthrough_html(kernels: dict, static: str = "../_static/digit_widget/") ->
         raise ValueError("the step-through needs at least one kernel")
     return (f'<div data-testid="conv-stepthrough" '
             f'data-kernels="{html.escape(json.dumps(weights))}"></div>\n'
-            f'<script src="{html.escape(static)}stepthrough.js"></script>')
+            f'<script src="{html.escape(static)}widget.js"></script>')
 
 
 def default_out_dir() -> Path:

@@ -3,11 +3,12 @@
  * nine products and their sum at each position.
  *
  * A page adds <div data-testid="conv-stepthrough" data-kernels="..."></div> and
- * this script; data-kernels is a JSON object, kernel name -> its nine weights row
- * by row (the chapter's code cell writes it with mnist_cnn.web.stepthrough_html,
- * from the kernels it defines). The script loads, from its own folder, the
+ * widget.js, which loads this script when the page has such an element, after the
  * drawing pad (pad.js), the preprocessing (preprocess.js) and the forward pass
- * (forward.js), and no weights. The output map is forward.js's conv2d
+ * (forward.js), and loads no weights for it; data-kernels is a JSON object, kernel
+ * name -> its nine weights row by row (the chapter's code cell writes it with
+ * mnist_cnn.web.stepthrough_html, from the kernels it defines). The output map is
+ * forward.js's conv2d
  * (the network's own convolution), and the sum shown is its output at the
  * window's position. Nothing is fetched from any other host.
  *
@@ -40,31 +41,7 @@
     return k;
   }
 
-  const base = (document.currentScript && document.currentScript.src || "")
-    .replace(/[^/]*$/, "");
-
-  function loadScript(name) {
-    return new Promise(function (resolve, reject) {
-      const s = document.createElement("script");
-      s.src = base + name;
-      s.onload = resolve;
-      s.onerror = function () { reject(new Error(name + " could not be loaded")); };
-      document.head.appendChild(s);
-    });
-  }
-
-  const ready = loadScript("pad.js")
-    .then(function () { return loadScript("preprocess.js"); })
-    .then(function () { return loadScript("forward.js"); });
-  ready.catch(function () {});
-
-  function el(tag, cls, parent, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    if (parent) parent.appendChild(e);
-    return e;
-  }
+  const el = MnistCnn.el, ready = MnistCnn.scripts;     // from widget.js, which loads this
 
   // A number to 3 decimals, with no "-0.000" for a tiny negative value.
   function fixed3(v) {
@@ -250,16 +227,5 @@
     });
   }
 
-  function mountAll() {
-    if (!document.getElementById("digit-widget-style")) {
-      const link = el("link", "", document.head);
-      link.id = "digit-widget-style";
-      link.rel = "stylesheet";
-      link.href = base + "widget.css";
-    }
-    document.querySelectorAll('[data-testid="conv-stepthrough"]').forEach(mount);
-  }
-
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mountAll);
-  else mountAll();
+  document.querySelectorAll('[data-testid="conv-stepthrough"]').forEach(mount);
 })(window.MnistCnn = window.MnistCnn || {});

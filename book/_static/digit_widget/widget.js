@@ -123,19 +123,26 @@
     return { manifest: m, layers: layers };
   }
 
-  // Everything the widgets need, loaded once per page.
-  const ready = loadScript("pad.js")
+  // The scripts every widget needs, loaded once per page; the network's weights only
+  // when something asks for them (MnistCnn.ready: the digit widget, tests, the
+  // benchmark), not on a page with only the convolution chapter's step-through.
+  const scripts = loadScript("pad.js")
     .then(function () { return loadScript("forward.js"); })
-    .then(function () { return loadScript("preprocess.js"); })
-    .then(function () {
-      return loadScript("weights.js").catch(function () {
-        throw new Error("the network's weights (weights.js) are missing. Build the book with " +
-                        "`make book`, which exports them (python -m mnist_cnn export-web)");
-      });
-    })
-    .then(function () { return loadNetwork(window.MNIST_CNN_WEIGHTS); });
-  // Tests and the benchmark wait on this; an unhandled rejection would log an error.
-  ready.catch(function () {});
+    .then(function () { return loadScript("preprocess.js"); });
+  scripts.catch(function () {});
+  let network = null;
+  function ready() {
+    if (network === null) {
+      network = scripts.then(function () {
+        return loadScript("weights.js").catch(function () {
+          throw new Error("the network's weights (weights.js) are missing. Build the book " +
+                          "with `make book`, which exports them (python -m mnist_cnn export-web)");
+        });
+      }).then(function () { return loadNetwork(window.MNIST_CNN_WEIGHTS); });
+      network.catch(function () {});     // an unhandled rejection would log an error
+    }
+    return network;
+  }
 
   // ---------------------------------------------------------------- the views
 
@@ -147,9 +154,10 @@
   const INSPECT_KEYS = "To inspect a unit, point at it or tap it; or focus this picture " +
     "and move with the arrow keys (Page Up and Page Down: the previous or next map).";
 
-  function el(tag, cls, parent) {
+  function el(tag, cls, parent, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
     if (parent) parent.appendChild(e);
     return e;
   }
@@ -514,7 +522,7 @@
     });
     clear.addEventListener("click", clearAll);
 
-    ready.then(function (loaded) {
+    ready().then(function (loaded) {
       net = loaded;
       // Read while the pen moves (at most once a frame) and when it lifts.
       pad = MnistCnn.drawingPad(draw, BRUSH, function () { read(false); },
@@ -546,10 +554,19 @@
       link.href = base + "widget.css";
     }
     document.querySelectorAll('[data-testid="digit-widget"]').forEach(mount);
+    if (document.querySelector('[data-testid="conv-stepthrough"]'))
+      loadScript("stepthrough.js").catch(function (err) {
+        document.querySelectorAll('[data-testid="conv-stepthrough"]').forEach(function (r) {
+          r.dataset.state = "error";
+          r.textContent = "The step-through cannot run here: " + err.message + ".";
+        });
+      });
   }
 
-  MnistCnn.ready = ready;
+  Object.defineProperty(MnistCnn, "ready", { get: ready, configurable: true });
   MnistCnn.loadNetwork = loadNetwork;
+  MnistCnn.scripts = scripts;        // for stepthrough.js, which widget.js loads
+  MnistCnn.el = el;
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mountAll);
   else mountAll();
 })(window.MnistCnn = window.MnistCnn || {});
