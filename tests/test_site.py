@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests._browser import build_book, serve
+from tests._browser import serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,11 +44,15 @@ def _toc_pages() -> list[str]:
 PAGES = _toc_pages()
 CHAPTERS = [p for p in PAGES if p != "book/index"]
 
-
-@pytest.fixture(scope="module")
-def site_dir() -> Path:
-    prebuilt = os.environ.get("MNIST_CNN_SITE_DIR")
-    return Path(prebuilt) if prebuilt else build_book(ROOT)
+# axe-core, from the npm registry (`make tools` installs it into .tools/, git-ignored).
+AXE = ROOT / ".tools" / "node_modules" / "axe-core" / "axe.min.js"
+SERIOUS = ("serious", "critical")
+APPENDIX = ROOT / "book" / "record.md"   # lists what axe reports below serious, with why
+WIDGET = '[data-testid="digit-widget"]'
+PHONE = {"width": 390, "height": 844}
+# No CSS transition or animation is running (theme or viewport switches animate).
+SETTLED = ("document.getAnimations().every(a => a.playState !== 'running' "
+           "|| a.effect.getComputedTiming().endTime === Infinity)")
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +177,9 @@ def crawl(browser, base_url):
             page.wait_for_function(
                 "document.querySelectorAll('mjx-container').length >= "
                 "document.querySelectorAll('.math').length", timeout=90_000)
+        axe = _axe_scan(page)
         results[name] = {
+            "axe": axe,
             "report": report,
             "title": page.locator("main h1").first.inner_text(),
             "text": page.locator("main").inner_text(),
@@ -181,8 +187,11 @@ def crawl(browser, base_url):
             "figures": page.eval_on_selector_all(
                 "main .cell_output img, main figure img",
                 "els => els.filter(e => e.complete && e.naturalWidth > 0).length"),
+            # An alt text that is a file name (what myst-nb writes when a cell gives
+            # none) says nothing about the figure.
             "imgs_without_alt": page.eval_on_selector_all(
-                "main img", "els => els.filter(e => !(e.getAttribute('alt') || '').trim())"
+                "main img", r"els => els.filter(e => !(e.getAttribute('alt') || '').trim()"
+                r" || /\.(png|jpe?g|svg|gif|webp)$/i.test(e.getAttribute('alt').trim()))"
                 ".map(e => e.src)"),
             "math": page.locator(".math").count(),
             "mathjax": page.locator("mjx-container").count(),
@@ -196,8 +205,87 @@ def crawl(browser, base_url):
             shot = ROOT / "_build" / f"site_{name.split('/')[-1]}.png"
             page.screenshot(path=str(shot), full_page=False)
         results[name]["layout"] = page.evaluate(LAYOUT_JS)
+        # The same page at a phone's width (drop-downs are open: their code too must fit).
+        page.set_viewport_size(PHONE)
+        page.wait_for_function(f"innerWidth === {PHONE['width']} && {SETTLED}")
+        results[name]["phone"] = page.evaluate(PHONE_JS, WIDGET)
         page.close()
     return results
+
+
+# axe-core on the loaded page, once in each colour mode of the theme (pydata-sphinx-theme
+# reads html[data-theme]; its own accessibility tests switch it the same way). Every node
+# is kept, with whether it lies inside the book's canvas widget.
+AXE_JS = """async ([modes, widget]) => {
+  const root = document.documentElement, before = root.dataset.theme, found = {};
+  for (const mode of modes) {
+    root.dataset.theme = mode;
+    // colours fade from one mode to the other: wait for every finite transition
+    await Promise.all(document.getAnimations()
+      .filter(a => a.playState === 'running'
+                   && a.effect.getComputedTiming().endTime !== Infinity)
+      .map(a => a.finished));
+    const result = await axe.run(document, {resultTypes: ['violations']});
+    found[mode] = result.violations.map(v => ({
+      id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.map(n => {
+        const el = typeof n.target[0] === 'string' ? document.querySelector(n.target[0]) : null;
+        return {target: n.target.flat().join(' '), summary: n.failureSummary,
+                widget: !!(el && el.closest(widget))};
+      })}));
+  }
+  root.dataset.theme = before;
+  return found;
+}"""
+
+
+def _axe_scan(page):
+    """{mode: [violation, ...]} for light and dark, or None without axe-core."""
+    if not AXE.is_file():
+        return None
+    page.add_script_tag(path=str(AXE))
+    return page.evaluate(AXE_JS, [["light", "dark"], WIDGET])
+
+
+def _require_axe():
+    message = f"{AXE.relative_to(ROOT)} is missing (`make tools` installs axe-core from npm)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# At a phone's width: what sticks out of the screen. An element may run past the edge
+# only inside a box that scrolls sideways and itself fits (code, tables, MathJax);
+# anything else past the edge makes the page scroll sideways, or is cut off unread.
+# Hidden things (the closed sidebars; text for screen readers only) do not count.
+PHONE_JS = r"""(widget) => {
+  const W = innerWidth;
+  const fits = e => {
+    const r = e.getBoundingClientRect(); return r.left >= -1 && r.right <= W + 1; };
+  const scrollBox = e => getComputedStyle(e).overflowX !== 'visible' && fits(e);
+  const out = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0 || fits(el)) continue;
+    if (getComputedStyle(el).visibility === 'hidden') continue;
+    if (el.closest('mjx-assistive-mml, .visually-hidden, .sr-only')) continue;
+    let box = el.parentElement;
+    while (box && box !== document.body && !scrollBox(box)) box = box.parentElement;
+    const inBox = box && box !== document.body;
+    if (inBox && el.closest('pre, code, table, mjx-container')) continue;
+    const name = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+      + [...el.classList].map(c => '.' + c).join('');
+    const where = inBox ? 'cut off in ' + box.tagName.toLowerCase() + '.'
+      + [...box.classList].join('.') : 'past the screen';
+    out.push(`${name} [${Math.round(r.left)}, ${Math.round(r.right)}] ${where}: `
+             + (el.textContent || '').trim().slice(0, 40));
+  }
+  const canvases = [...document.querySelectorAll(widget + ' canvas')]
+    .filter(c => c.getBoundingClientRect().width > 0)
+    .map(c => { const r = c.getBoundingClientRect(); return [r.left, r.right]; });
+  return {width: W, scrollWidth: document.scrollingElement.scrollWidth,
+          sticksOut: out.slice(0, 20), canvases};
+}"""
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -304,3 +392,89 @@ def test_report_load_times(crawl, capsys):
         for name, page in crawl.items():
             print(f"  {page['report'].load_seconds * 1000:7.0f} ms  {name}")
     assert len(crawl) == len(PAGES)
+
+
+# ------------------------------------------------------------------ accessibility, phone
+@pytest.mark.parametrize("name", PAGES)
+def test_no_serious_accessibility_violation(crawl, name):
+    """axe-core finds no violation of serious or critical impact, in light mode or in
+    dark mode; the canvas widget is scanned with the rest of the page (its findings
+    are marked "in the widget")."""
+    scan = crawl[name]["axe"]
+    if scan is None:
+        _require_axe()
+    serious = [f"{mode}: {v['id']} ({v['impact']}) at {n['target']}"
+               f"{' (in the widget)' if n['widget'] else ''}: {n['summary']}"
+               for mode, violations in scan.items() for v in violations
+               if v["impact"] in SERIOUS for n in v["nodes"]]
+    assert serious == [], "\n".join(serious)
+
+
+def _appendix_rows() -> set[tuple[str, str]]:
+    rows = re.findall(r"^\| `([\w-]+)` \| (minor|moderate) \|", APPENDIX.read_text(), re.M)
+    return set(rows)
+
+
+def test_minor_accessibility_findings_are_listed_in_the_appendix(crawl):
+    """Each rule axe-core reports below serious impact, on any page in either mode, has
+    a row in the appendix that says why it stays, and no row is left for a rule the
+    scan no longer reports. A failure prints the rows to paste, from the scan."""
+    if any(page["axe"] is None for page in crawl.values()):
+        _require_axe()
+    found: dict[tuple[str, str], dict] = {}
+    for name, page in crawl.items():
+        for mode, violations in page["axe"].items():
+            for v in violations:
+                if v["impact"] not in SERIOUS:
+                    entry = found.setdefault((v["id"], v["impact"]),
+                                             {"help": v["help"], "pages": set(), "modes": set()})
+                    entry["pages"].add(name.removeprefix("book/"))
+                    entry["modes"].add(mode)
+    listed = _appendix_rows()
+    rows = [f"| `{rule}` | {impact} | "
+            f"{'every page' if len(e['pages']) == len(PAGES) else ', '.join(sorted(e['pages']))}"
+            f"{'' if len(e['modes']) == 2 else ' (' + ', '.join(e['modes']) + ' mode)'} | "
+            f"{e['help']}: WHY IT STAYS |"
+            for (rule, impact), e in sorted(found.items())]
+    assert listed == set(found), (
+        f"{APPENDIX.relative_to(ROOT)} lists {sorted(listed)}; the scan found "
+        f"{sorted(found)}. Rows from the scan:\n" + "\n".join(rows))
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_fits_a_phone(crawl, name):
+    """At 390 x 844 the page does not scroll sideways and nothing runs past the screen
+    or is cut off, except code, tables and equations inside a box that scrolls."""
+    phone = crawl[name]["phone"]
+    assert phone["scrollWidth"] <= phone["width"], phone["sticksOut"]
+    assert phone["sticksOut"] == []
+
+
+def test_widget_canvas_fits_a_phone(crawl):
+    phone = crawl["book/index"]["phone"]
+    assert phone["canvases"], f"no canvas shown in {WIDGET} on the home page"
+    for left, right in phone["canvases"]:
+        assert 0 <= left and right <= phone["width"], (left, right, phone["width"])
+
+
+def test_phone_sidebar_opens_and_closes(browser, base_url):
+    """On a phone the navigation sits behind the one visible menu button: it opens
+    over the page, shows the chapters, and closes again (Escape)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=PHONE)
+    page.goto(_html_url(base_url, CHAPTERS[1]), wait_until="load")
+    toggle = page.locator(".primary-toggle:visible")
+    expect(toggle).to_have_count(1)
+    first_chapter = page.locator(f'nav.bd-docs-nav a[href$="{CHAPTERS[0].split("/")[-1]}.html"]')
+    expect(first_chapter).to_be_hidden()
+    toggle.click()
+    expect(first_chapter).to_be_in_viewport()
+    page.keyboard.press("Escape")
+    expect(first_chapter).to_be_hidden()
+    toggle.click()                  # and again: closing left it working
+    expect(first_chapter).to_be_in_viewport()
+    page.close()
+
+
+# ------------------------------------------------------------------ the printed book
