@@ -916,3 +916,26 @@ def test_stepthrough_without_kernels_says_so_and_the_page_works(browser, tmp_pat
         assert page.inner_text("#after") == "the rest of the page" and errors == []
     finally:
         page.context.close()
+
+
+@pytest.mark.browser
+def test_stepthrough_loaded_on_its_own_loads_what_it_needs(browser, tmp_path):
+    """A page made before widget.js loaded the step-through (a chapter output from an
+    older cache) includes stepthrough.js alone: it still runs."""
+    from mnist_cnn.web import stepthrough_html
+
+    from benchmarks.widget import SCRIPTS, WIDGET_DIR
+
+    for name in (*SCRIPTS, "stepthrough.js"):
+        shutil.copy(WIDGET_DIR / name, tmp_path / name)
+    element = stepthrough_html(CHAPTER_KERNELS, static="").replace("widget.js", "stepthrough.js")
+    (tmp_path / "index.html").write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
+        f'<body>{element}</body></html>')
+    page, errors, _ = open_page(browser, (tmp_path / "index.html").as_uri())
+    try:
+        assert wait_state(page, "ready", "error", root=STEP) == "ready"
+        assert page.locator(f"{STEP} select option").count() == len(CHAPTER_KERNELS)
+        assert errors == []
+    finally:
+        page.context.close()

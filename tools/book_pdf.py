@@ -40,6 +40,13 @@ OPEN_EVERYTHING = """() => {
 }"""
 TYPESET = ("document.querySelectorAll('mjx-container').length >= "
            "document.querySelectorAll('.math').length")
+# What would print wrong: equations MathJax could not typeset, figures that did not load.
+BROKEN = """async () => {
+  await document.fonts.ready;
+  return {math: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent).slice(0, 5),
+          images: [...document.images].filter(i => !i.naturalWidth).map(i => i.src).slice(0, 5),
+          count: document.images.length};
+}"""
 
 
 def build_single_page(path_output: Path = ROOT, quiet: bool = False) -> Path:
@@ -70,12 +77,27 @@ def build_single_page(path_output: Path = ROOT, quiet: bool = False) -> Path:
 
 
 def print_pdf(html: Path, pdf: Path, browser) -> Path:
-    """Print ``html`` (a local file) with ``browser`` (Playwright Chromium) to ``pdf``."""
+    """Print ``html`` (a local file) with ``browser`` (Playwright Chromium) to ``pdf``.
+    Raises RuntimeError, saying what, if MathJax does not finish or fails on an
+    equation, or a figure does not load."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         page.goto(html.resolve().as_uri(), wait_until="load")
         page.evaluate(OPEN_EVERYTHING)
-        page.wait_for_function(TYPESET, timeout=TYPESET_TIMEOUT_MS)
+        try:
+            page.wait_for_function(TYPESET, timeout=TYPESET_TIMEOUT_MS)
+        except PlaywrightTimeout:
+            done = page.evaluate("[document.querySelectorAll('mjx-container').length, "
+                                 "document.querySelectorAll('.math').length]")
+            raise RuntimeError(f"MathJax typeset {done[0]} of {done[1]} equations in "
+                               f"{TYPESET_TIMEOUT_MS / 1000:.0f} s") from None
+        broken = page.evaluate(BROKEN)
+        if broken["math"] or broken["images"]:
+            raise RuntimeError(f"the page would print broken: equations MathJax could not "
+                               f"typeset {broken['math']}, images that did not load "
+                               f"{broken['images']}")
         page.emulate_media(media="print")
         pdf.parent.mkdir(parents=True, exist_ok=True)
         part = pdf.with_name(pdf.name + ".part")
@@ -96,17 +118,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from benchmarks.browser import launch_browser
+    from benchmarks.browser import CHROMIUM, launch_browser
 
+    if not Path(CHROMIUM).is_file():          # before a build of several minutes
+        print(f"error: {CHROMIUM} is missing; `make chromium` installs it", file=sys.stderr)
+        return 1
     start = time.perf_counter()
-    html = build_single_page(args.path_output)
-    built = time.perf_counter()
-    with sync_playwright() as pw:
-        browser = launch_browser(pw)
-        try:
-            pdf = print_pdf(html, args.out, browser)
-        finally:
-            browser.close()
+    try:
+        html = build_single_page(args.path_output)
+        built = time.perf_counter()
+        with sync_playwright() as pw:
+            browser = launch_browser(pw)
+            try:
+                pdf = print_pdf(html, args.out, browser)
+            finally:
+                browser.close()
+    except (RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     size = pdf.stat().st_size / 1e6
     print(f"Book PDF: {pdf} ({size:.1f} MB; single-page build {built - start:.0f} s, "
           f"printing {time.perf_counter() - built:.0f} s)")

@@ -41,6 +41,15 @@
     return k;
   }
 
+  if (!MnistCnn.scripts) {
+    // Loaded on its own (a page from before widget.js loaded it): load widget.js,
+    // which loads this script again once its helpers are there.
+    const s = document.createElement("script");
+    s.src = (document.currentScript && document.currentScript.src || "")
+      .replace(/[^/]*$/, "") + "widget.js";
+    document.head.appendChild(s);
+    return;
+  }
   const el = MnistCnn.el, ready = MnistCnn.scripts;     // from widget.js, which loads this
 
   // A number to 3 decimals, with no "-0.000" for a tiny negative value.
