@@ -790,19 +790,26 @@ CHAPTER_KERNELS = {
 }
 
 
+def _stepthrough_page(browser, folder, body: str):
+    """(page, console errors, requests) of a page holding ``body`` beside the widget's
+    scripts and stepthrough.js, opened from disk."""
+    from benchmarks.widget import SCRIPTS, WIDGET_DIR
+
+    for name in (*SCRIPTS, "stepthrough.js"):
+        shutil.copy(WIDGET_DIR / name, folder / name)
+    (folder / "index.html").write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
+        f'<body>{body}</body></html>')
+    return open_page(browser, (folder / "index.html").as_uri())
+
+
 @pytest.mark.browser
 def test_stepthrough_shows_numpys_convolution_of_the_readers_digit(browser, tmp_path):
     from mnist_cnn.scratch.functional import conv2d
     from mnist_cnn.web import stepthrough_html
 
-    from benchmarks.widget import SCRIPTS, WIDGET_DIR
-
-    for name in (*SCRIPTS, "stepthrough.js"):
-        shutil.copy(WIDGET_DIR / name, tmp_path / name)
-    (tmp_path / "index.html").write_text(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
-        f'<body>{stepthrough_html(CHAPTER_KERNELS, static="")}</body></html>')
-    page, errors, requests = open_page(browser, (tmp_path / "index.html").as_uri())
+    page, errors, requests = _stepthrough_page(
+        browser, tmp_path, stepthrough_html(CHAPTER_KERNELS, static=""))
     try:
         assert wait_state(page, "ready", "error", root=STEP) == "ready"
         draw_mouse(page, stroke_points(4, 60, 40, 180), root=STEP)
@@ -900,16 +907,9 @@ def test_stepthrough_html_carries_the_kernels_it_is_given():
 
 @pytest.mark.browser
 def test_stepthrough_without_kernels_says_so_and_the_page_works(browser, tmp_path):
-    from benchmarks.widget import SCRIPTS, WIDGET_DIR
-
-    for name in (*SCRIPTS, "stepthrough.js"):
-        shutil.copy(WIDGET_DIR / name, tmp_path / name)
-    (tmp_path / "index.html").write_text(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
-        '<body><div data-testid="conv-stepthrough" data-kernels="[1, 2"></div>'
-        '<p id="after">the rest of the page</p>'
-        '<script src="widget.js"></script></body></html>')
-    page, errors, _ = open_page(browser, (tmp_path / "index.html").as_uri())
+    page, errors, _ = _stepthrough_page(
+        browser, tmp_path, '<div data-testid="conv-stepthrough" data-kernels="[1, 2"></div>'
+        '<p id="after">the rest of the page</p><script src="widget.js"></script>')
     try:
         assert wait_state(page, "ready", "error", root=STEP) == "error"
         assert "no 3×3 kernels" in page.inner_text(STEP)
@@ -924,15 +924,8 @@ def test_stepthrough_loaded_on_its_own_loads_what_it_needs(browser, tmp_path):
     older cache) includes stepthrough.js alone: it still runs."""
     from mnist_cnn.web import stepthrough_html
 
-    from benchmarks.widget import SCRIPTS, WIDGET_DIR
-
-    for name in (*SCRIPTS, "stepthrough.js"):
-        shutil.copy(WIDGET_DIR / name, tmp_path / name)
     element = stepthrough_html(CHAPTER_KERNELS, static="").replace("widget.js", "stepthrough.js")
-    (tmp_path / "index.html").write_text(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
-        f'<body>{element}</body></html>')
-    page, errors, _ = open_page(browser, (tmp_path / "index.html").as_uri())
+    page, errors, _ = _stepthrough_page(browser, tmp_path, element)
     try:
         assert wait_state(page, "ready", "error", root=STEP) == "ready"
         assert page.locator(f"{STEP} select option").count() == len(CHAPTER_KERNELS)
