@@ -67,6 +67,7 @@ class BookBuild:
         # `import streamlit` (the app tests) sets MPLBACKEND=Agg in this process; the
         # chapters' kernels must not inherit it, or plt.show() renders no figure.
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+        self.out.mkdir(parents=True, exist_ok=True)      # a fresh clone has no _build yet
         self.log_path, self.status = self.out / "build.log", self.out / "build.status"
         for old in (self.log_path, self.status):
             old.unlink(missing_ok=True)
