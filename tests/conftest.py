@@ -44,11 +44,8 @@ def pytest_collection_finish(session):
     if session.config.option.collectonly or os.environ.get("MNIST_CNN_SITE_DIR"):
         return
     if os.environ.get(BUILD_OWNER):                 # a test process of a parallel run
-        # Two of them beside the build's two chapter kernels: the build, the longest
-        # path, gets about four fifths of the cores when all want them (nice 6 against
-        # 0); the tests wait for conditions, not for fixed times.
         with contextlib.suppress(OSError):
-            os.nice(6)
+            os.nice(3)
         return
     _start_the_build_if_the_site_is_checked(item.nodeid for item in session.items)
 
