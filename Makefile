@@ -27,9 +27,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # The install is redone only when the project's dependency list changes.
+# No pip cache: the wheels (TensorFlow's alone is some 600 MB) would be kept twice on
+# disk, once in the cache and once installed, and a CI machine's disk can be small.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar off -e ".[dev]"
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	$(PY) -m pip install --progress-bar off --no-cache-dir -e ".[dev]"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the project (once)
@@ -88,7 +90,8 @@ chromium: ## install Debian chromium for the browser tests if missing
 	@if [ ! -x "$(CHROMIUM)" ]; then \
 	  echo "Installing Debian chromium for the browser tests..."; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null && \
+	  $(SUDO) apt-get clean; \
 	fi
 	@test -x "$(CHROMIUM)" && echo "Browser for tests: $$($(CHROMIUM) --version)"
 
