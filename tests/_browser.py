@@ -54,7 +54,7 @@ class BookBuild:
         import sys
 
         self.root = root
-        self.out = root / "_build" / "test-site"
+        self.out = site_build_dir(root)
         cache, own = root / "_build" / ".jupyter_cache", self.out / "_build" / ".jupyter_cache"
         if cache.is_dir() and not own.is_dir():
             shutil.copytree(cache, own)
@@ -68,7 +68,7 @@ class BookBuild:
         # chapters' kernels must not inherit it, or plt.show() renders no figure.
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         self.out.mkdir(parents=True, exist_ok=True)      # a fresh clone has no _build yet
-        self.log_path, self.status = self.out / "build.log", self.out / "build.status"
+        self.log_path, self.status = self.out / LOG, self.out / STATUS
         for old in (self.log_path, self.status):
             old.unlink(missing_ok=True)
         self.log = open(self.log_path, "w")
@@ -93,33 +93,57 @@ class BookBuild:
         self.log.close()
 
 
+def wait_for_file(path: Path, timeout: float, alive=lambda: True) -> str | None:
+    """The text of ``path`` once it exists and is not empty (a status another process
+    writes), polled every second; None after ``timeout`` seconds or once ``alive()``
+    turns false with the file still missing."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text().strip() if path.is_file() else ""
+        if text:
+            return text
+        if not alive():
+            return None
+        time.sleep(1)
+    return None
+
+
 def site_of(out: Path, timeout: float = 3600, proc=None) -> Path:
     """Wait for the build into ``out`` to write its exit status (it may run in another
     process: pytest -n starts it in the controller); fail with its warnings and last
     lines. Returns the built html folder."""
-    import time
-
-    status, deadline = out / "build.status", time.monotonic() + timeout
-    while not status.is_file() or not status.read_text().strip():
-        assert time.monotonic() < deadline, f"the book build did not finish in {timeout:.0f} s"
-        assert proc is None or proc.poll() is None or status.is_file(), "the build was stopped"
-        time.sleep(1)
-    output = (out / "build.log").read_text()
+    status = wait_for_file(out / STATUS, timeout,
+                           alive=lambda: proc is None or proc.poll() is None)
+    assert status is not None or (out / STATUS).is_file(), \
+        f"the book build did not finish in {timeout:.0f} s, or was stopped"
+    status = status or (out / STATUS).read_text().strip()
+    output = (out / LOG).read_text()
     # the warnings themselves scroll far above the build's last lines
     lines = output.splitlines()
     problems = [line for line in lines if "WARNING:" in line or "ERROR:" in line]
     tail = "\n".join(problems[:40] + ["..."] + lines[-20:])
     # -W turns every warning into a failure, so the exit status is the verdict.
-    assert status.read_text().strip() == "0", f"jupyter-book build failed:\n{tail}"
+    assert status == "0", f"jupyter-book build failed:\n{tail}"
     assert "build finished with problems" not in output, tail
     return out / "_build" / "html"
 
 
 _builds: dict[Path, BookBuild] = {}
 # Set by the controller of a parallel run (pytest -n) for its test processes: the
-# controller starts the book build (or decides not to), they only wait for it.
+# controller starts the book build (or decides not to) and writes DECIDED; they only
+# wait for it.
 BUILD_OWNER = "MNIST_CNN_TEST_BUILD_BY_CONTROLLER"
 NOT_STARTED = "not started"
+# The files of the session's build, in site_build_dir(root): the controller's decision, the
+# build's output and its exit status.
+DECIDED, LOG, STATUS = "build.decided", "build.log", "build.status"
+
+
+def site_build_dir(root: Path) -> Path:
+    """Where the test session builds the book of ``root``."""
+    return root / "_build" / "test-site"
 
 
 def start_book_build(root: Path) -> BookBuild:
@@ -132,15 +156,10 @@ def start_book_build(root: Path) -> BookBuild:
 def build_book(root: Path) -> Path:
     """The built site of ``root`` (in _build/test-site): waits for the session's
     build, starting it first if none has started."""
-    out = root / "_build" / "test-site"
+    out = site_build_dir(root)
     if os.environ.get(BUILD_OWNER) and root not in _builds:
-        decided = out / "build.decided"            # written by the controller
-        import time
-
-        deadline = time.monotonic() + 600
-        while not decided.is_file() and time.monotonic() < deadline:
-            time.sleep(1)
-        if decided.is_file() and decided.read_text() != NOT_STARTED:
+        decided = wait_for_file(out / DECIDED, 600)       # written by the controller
+        if decided is not None and decided != NOT_STARTED:
             return site_of(out)
     return site_of(out, proc=start_book_build(root).proc)
 

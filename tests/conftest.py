@@ -12,14 +12,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- the book
+# A session runs more busy processes than the machine has cores (two test processes, the
+# book build's two chapter kernels, servers and browsers), and by default each one's BLAS
+# and TensorFlow start a thread per core. Threads that wait for each other then spin on
+# the cores the other processes need: a chapter that trains ran several times slower
+# than alone, beside one other busy process. One thread each, for every process the
+# session starts (they inherit this environment). Numbers do not depend on it: the
+# course's tolerances hold for any summation order.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "TF_NUM_INTRAOP_THREADS": "1"}
+
+
+def _one_thread_per_process():
+    for name, value in ONE_THREAD.items():
+        os.environ.setdefault(name, value)
+    from threadpoolctl import threadpool_limits  # NumPy may already be loaded
+
+    threadpool_limits(limits=int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
+
+
 def pytest_configure(config):
-    """In a parallel run (pytest -n), the controller builds the book, once; its test
-    processes (which inherit this environment) wait for that build."""
+    """Every process of the session uses one BLAS / TensorFlow thread. In a parallel
+    run (pytest -n), the controller builds the book, once; its test processes (which
+    inherit this environment) wait for that build."""
+    _one_thread_per_process()
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
-        from tests._browser import BUILD_OWNER
+        from tests._browser import BUILD_OWNER, DECIDED, site_build_dir
 
         os.environ[BUILD_OWNER] = "1"
-        (ROOT / "_build" / "test-site" / "build.decided").unlink(missing_ok=True)
+        (site_build_dir(ROOT) / DECIDED).unlink(missing_ok=True)
 
 
 def _start_the_build_if_the_site_is_checked(ids) -> bool:
@@ -54,9 +75,9 @@ def pytest_collection_finish(session):
 def pytest_xdist_node_collection_finished(node, ids):
     """The controller of a parallel run: the first test process's collection says
     whether the site is checked; the decision is written for the others to read."""
-    from tests._browser import NOT_STARTED
+    from tests._browser import DECIDED, NOT_STARTED, site_build_dir
 
-    decided = ROOT / "_build" / "test-site" / "build.decided"
+    decided = site_build_dir(ROOT) / DECIDED
     if decided.is_file() or node.config.option.collectonly \
             or os.environ.get("MNIST_CNN_SITE_DIR"):
         return
