@@ -1,5 +1,5 @@
 """The installable package holds library code only: the harnesses that drive a
-browser, load or faults live in benchmarks/ (DESIGN.md, "Conventions")."""
+browser, load or faults live in benchmarks/."""
 
 from __future__ import annotations
 

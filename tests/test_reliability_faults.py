@@ -121,7 +121,7 @@ def test_a_new_model_file_is_picked_up_without_restart(good_model, tmp_path, mon
 def test_a_swapped_model_with_the_same_mtime_is_still_picked_up(good_model, tmp_path,
                                                                 monkeypatch):
     """`cp -p` / `rsync -t` / unpacking an archive can give the new file the old mtime:
-    the cache key must notice the change anyway (finding F7)."""
+    the cache key must notice the change anyway."""
     from tests._helpers_app import small_model
 
     served = tmp_path / "served.keras"

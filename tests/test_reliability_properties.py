@@ -197,7 +197,7 @@ def test_non_images_raise_value_error_with_message(bad):
 
 
 @pytest.mark.parametrize("image", [
-    np.array([[1e308, 0, 0], [0, -1e308, 0], [0, 0, 0]]),  # hi - lo overflows (finding F1)
+    np.array([[1e308, 0, 0], [0, -1e308, 0], [0, 0, 0]]),  # hi - lo overflows
     np.array([[np.finfo(np.float64).max, 0], [np.finfo(np.float64).min, 0]]),
     np.array([[3e38, 0, 0], [0, -3e38, 0], [0, 0, 0]], np.float32),
     np.array([[np.nan, np.inf], [-np.inf, 0.5]]),

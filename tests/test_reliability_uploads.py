@@ -224,7 +224,7 @@ def test_bomb_memory_stays_bounded():
 @pytest.mark.slow
 def test_largest_allowed_image_memory_stays_bounded():
     """A 4999x4999 RGBA PNG of ~110 KB is inside the pixel limit; decoding and
-    preprocessing it must not cost gigabytes (finding F2)."""
+    preprocessing it must not cost gigabytes."""
     buf = io.BytesIO()
     img = Image.new("RGBA", (4999, 4999), (255, 255, 255, 255))
     img.paste((0, 0, 0, 255), (2000, 1500, 3000, 3500))  # a dark bar: some ink

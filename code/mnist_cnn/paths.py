@@ -1,7 +1,8 @@
 """Where the project's artifacts live.
 
 Inside a checkout (``pip install -e .``) the models folder is the repository's
-``models/``; ``$MNIST_CNN_MODELS`` overrides it. The app also honours
+``models/``; ``$MNIST_CNN_MODELS`` overrides it. The book's folders are the
+checkout's too. The app also honours
 ``$MNIST_CNN_MODEL`` (one file) - see :func:`default_keras_model`.
 """
 
@@ -32,6 +33,13 @@ def default_keras_model() -> Path:
 
 def default_numpy_model() -> Path:
     return models_dir() / "numpy_cnn.npz"
+
+
+def web_export_dir() -> Path:
+    """Where the book serves the in-page network from: ``book/_static/digit_widget/``
+    of the checkout, or of the working folder outside one."""
+    root = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+    return root / "book" / "_static" / "digit_widget"
 
 
 def card_path(model_path: str | os.PathLike) -> Path:

@@ -17,8 +17,8 @@ seen digits like that, so a digit drawn small, large or in a corner of a
                    are first eroded towards MNIST's proportion (``_thin``);
 4. ``_centre``   - paste into 28x28 so the centre of mass lands where MNIST's does.
 
-:func:`naive_resize` is the shortcut the seed app took (squash the whole
-canvas to 28x28); the canvas benchmark and the deployment chapter compare the
+:func:`naive_resize` is the shortcut a first version of the app took (squash
+the whole canvas to 28x28); the canvas benchmark and the deployment chapter compare the
 two. :func:`load_image` opens uploaded files defensively.
 """
 

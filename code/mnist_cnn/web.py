@@ -77,7 +77,7 @@ def stepthrough_html(kernels: dict, static: str = "../_static/digit_widget/") ->
 
 def default_out_dir() -> Path:
     """Where the book serves the export from: ``book/_static/digit_widget/``."""
-    return paths.REPO_ROOT / "book" / "_static" / "digit_widget"
+    return paths.web_export_dir()
 
 
 def _web_unsupported(layer) -> str | None:

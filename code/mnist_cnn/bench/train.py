@@ -8,13 +8,14 @@ Every engine gets a warm-up first (Keras traces and compiles its training step o
 the first call; NumPy/BLAS allocate their buffers), which is not timed. The
 warm-up ends with a partial batch of the same size as the timed epoch's last
 one, so Keras has also traced that shape; otherwise it retraces inside the timed
-epoch, which measured 5.6 s one run and 10.8 s the next.
+epoch, and that epoch times the tracing too.
 Augmentation is off for both so each epoch does exactly the same work.
 
 Each engine then trains ``REPEAT`` timed epochs and the fastest counts (as
-``timeit`` does: interference only ever adds time). On the 2-core machine single
-Keras epochs measured 5.5 s or 10.3-10.5 s at random, even back to back in one
-process, so one epoch per engine could halve or double the ratio.
+``timeit`` does: interference only ever adds time): on a small machine one Keras
+epoch can take twice as long as the next, back to back in one process, so a
+single epoch per engine would make the ratio a matter of luck. The command prints
+every epoch's time, so the spread is seen, not assumed.
 """
 
 from __future__ import annotations

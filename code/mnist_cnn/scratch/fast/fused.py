@@ -6,7 +6,8 @@ convolution output: write it, add the bias, write the ReLU output, read four
 strided views to pool it; backward, find every window's maximum again, write a
 full-size gradient, mask it by the ReLU, read it twice more for dW and db. On
 MNIST's first layer that tensor is 128 x 26 x 26 x 32 floats (11 MB) per batch,
-and these passes, not the matrix multiplies, dominated the training time.
+and these passes, not the matrix multiplies, take most of the block's time (the
+appendix "The speed layer", book/fast.md, profiles the plain chain's layers).
 Deep-learning frameworks fuse such chains for the same reason (XLA, oneDNN's
 post-ops). Three exact identities do it here:
 

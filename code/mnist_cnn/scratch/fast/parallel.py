@@ -4,10 +4,10 @@
 shards and combines their gradients. On threads, the shards share one Python
 interpreter: NumPy releases the global interpreter lock (GIL) inside its loops
 and matrix multiplies, but the Python part of every call (argument parsing,
-allocation, dispatch) holds it, and a step makes several hundred calls. Measured
-on the course network (64 images per shard, one BLAS thread each): 10.9 ms for a
-shard alone, 12.7 ms with the other shard on a second thread, 11.4 ms with it in
-a second process. So :func:`run_shards` sends shards to worker processes instead.
+allocation, dispatch) holds it, and a step makes several hundred calls, so two
+shards on threads wait for each other. :func:`run_shards` sends shards to worker
+processes instead (the appendix "The speed layer", book/fast.md, times a step
+with the shards on threads and in processes, side by side).
 
 A worker holds its own copy of the network, rebuilt from
 :meth:`Sequential.get_config`, whose weights are views of shared memory. For
