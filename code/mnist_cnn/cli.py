@@ -66,12 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="CNN From Scratch: data, training, evaluation, prediction and benchmarks.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_data_command, _train_commands, _evaluate_command, _predict_command,
+                _export_web_command, _experiment_command, _grade_command, _bench_command):
+        add(sub)
+    return parser
 
+
+def _data_command(sub) -> None:
+    """data: fetch and verify MNIST."""
     p = sub.add_parser("data", help="fetch and verify MNIST, print a summary")
     _add_common_data(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="also print per-digit counts")
 
+
+def _train_commands(sub) -> None:
+    """train-numpy and train-keras: the two training commands."""
     for command, what, out in [
             ("train-numpy", "the from-scratch NumPy CNN (with the speed layer)",
              "models/numpy_cnn.npz"),
@@ -87,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help=f"output file (default: {out})")
         _add_common_data(p)
 
+
+def _evaluate_command(sub) -> None:
+    """evaluate: a model's test figures."""
     p = sub.add_parser("evaluate",
                        help="test accuracy, per-class accuracy and confusion matrix of a model")
     p.add_argument("--model", default=None,
@@ -94,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_common_data(p)
 
+
+def _predict_command(sub) -> None:
+    """predict: the digit in image files."""
     p = sub.add_parser("predict", help="predict the digit in image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -105,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the numpy engine only (and never imports TensorFlow): "
                         "--engine keras with a .npz is an error")
 
+
+def _export_web_command(sub) -> None:
+    """export-web: the model for the book's in-page canvas."""
     p = sub.add_parser("export-web",
                        help="export the model for the in-page canvas (weights.js + manifest)")
     p.add_argument("--model", default=None, help=f"{_BOTH}; {_DEFAULT_MODEL}")
@@ -112,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: book/_static/digit_widget)")
     _add_common_data(p)
 
+
+def _experiment_command(sub) -> None:
+    """experiment: the book's training experiments."""
     p = sub.add_parser("experiment",
                        help="run a training experiment the book reports, over several seeds, "
                             "and write its results (models/experiments/NAME.json)")
@@ -126,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (default: models/experiments/NAME.json)")
     _add_common_data(p)
 
+
+def _grade_command(sub) -> None:
+    """grade: otter-grader on handed-in notebooks."""
     p = sub.add_parser("grade", help="grade handed-in assignment notebooks (otter-grader; "
                                      "`make assignments` writes the autograders first)")
     p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
@@ -141,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="notebooks graded at once (each in its own process; default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="scores only, no feedback")
 
+
+def _bench_command(sub) -> None:
+    """bench: the benchmarks."""
     p = sub.add_parser("bench", help="benchmarks that print measured figures")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")
     for name, (_, help_text) in _BENCHES.items():
@@ -155,7 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--batch-size", type=int, default=None)
         b.add_argument("--json", action="store_true", help="also print the figures as JSON")
         _add_common_data(b)
-    return parser
 
 
 def _resolve(target: str):
