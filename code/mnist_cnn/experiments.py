@@ -8,12 +8,14 @@ computes every figure it quotes from it. The generalisation chapter also reruns
 the first epoch of one seed of each overfitting recipe, and of one optimiser, to
 show the files are what this code produces (the Keras experiment is not rerun in
 the build: an epoch of it costs more than a page should, and Keras on another CPU
-is not bit-for-bit the same).
+is not bit-for-bit the same). The normalisation chapter likewise reruns the first
+epoch of one of its runs, probe included.
 
     python -m mnist_cnn experiment overfitting
     python -m mnist_cnn experiment batchnorm          # Keras
     python -m mnist_cnn experiment optimisers
     python -m mnist_cnn experiment architectures
+    python -m mnist_cnn experiment normalisation
 
 (each takes minutes; the record keeps its own wall time).
 
@@ -57,6 +59,22 @@ digit comes from its design) on the first 8,000 training images for 8 epochs,
 three seeds. It records the validation accuracy on all 5,000 validation digits
 after every epoch, the training time, and after training the accuracy on those
 digits moved by 0-4 pixels (:func:`shifted_accuracy`).
+
+``normalisation``: the course network (dropout off) in four variants, with nothing,
+batch normalisation or layer normalisation after each convolution, before its ReLU,
+or batch normalisation after the hidden dense layer as well (:func:`normalised_model`;
+from one seed all four start from the same weights), trained by plain SGD (no
+momentum) on 3,000 training images, 3 epochs, batch 50, at learning rates about half
+a decade apart from 0.03 to 10, three seeds. After every epoch it records the
+training loss (``null`` where not finite) and the validation accuracy on the 2,000
+digits of ``overfitting``, and after training the norm of the second convolution's
+kernel. At one learning rate where every variant trains
+(:data:`NORM_PROBE_LR`) the runs also carry a probe: ten times during training
+(:data:`PROBE_AT`, most of them early) and after it, the mean, standard deviation
+and 15th, 50th and 85th percentiles of the second convolution's output and of the
+input of the ReLU after it, on 500 fixed validation digits (:func:`probe_inputs`),
+the distribution whose shifts batch normalisation was introduced to remove (Ioffe
+and Szegedy, 2015).
 """
 
 from __future__ import annotations
@@ -222,6 +240,8 @@ def _check_runs(record: dict, spec: dict) -> None:
             for key in spec.get("per_run", ()):
                 if not isinstance(run[key], float):
                     raise ValueError(f"{label!r}, seed {run['seed']}: no {key!r}")
+    if "check" in spec:
+        spec["check"](record)
     if not isinstance(record["wall_seconds"], (int, float)):
         raise ValueError("no wall time")
 
@@ -507,6 +527,291 @@ def _diverged_summary(record: dict, label: str) -> str:
     return f"diverged {int(diverged(record, label).sum())}/{len(record['seeds'])}"
 
 
+NORM_N_TRAIN = 3000
+NORM_EPOCHS = 3
+NORM_BATCH_SIZE = 50
+NORM_SEEDS = (0, 1, 2)
+# Plain SGD's learning rates, about half a decade apart, up to where the network
+# without normalisation diverges (the optimiser lab: at 1 already) and beyond.
+NORM_LRS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+# variant -> the normalising layer and the layers of build_model it follows, each
+# before its ReLU: both convolutions, or those and the hidden dense layer (as in the
+# production Keras model), whose output feeds the logits
+NORMALISERS = {
+    "none": {"layer": None, "after": ()},
+    "batch norm": {"layer": "BatchNormalization", "after": ("conv2d", "conv2d_1")},
+    "layer norm": {"layer": "LayerNormalization", "after": ("conv2d", "conv2d_1")},
+    "batch norm + dense": {"layer": "BatchNormalization",
+                           "after": ("conv2d", "conv2d_1", "dense")},
+}
+# Keras' 0.99 remembers about 100 steps, longer than an epoch here (60 steps), and
+# the running averages are what the validation accuracy is measured with.
+NORM_BN_MOMENTUM = 0.9
+# The probe: at this learning rate, where every variant trains, before the steps
+# PROBE_AT (most change comes early) and after the last, the distribution of the
+# second convolution's output and of the input of the ReLU after it, on
+# PROBE_IMAGES fixed validation digits; its figures kept to PROBE_DIGITS
+# significant digits (they are plotted, and the record stays small).
+NORM_PROBE_LR = 0.1
+PROBE_AT = (0, 2, 5, 10, 20, 40, 60, 90, 120, 150)
+PROBE_DIGITS = 6
+PROBE_IMAGES = 500
+PROBE_LAYER = "conv2d_1"
+PROBE_PERCENTILES = (15, 50, 85)     # the percentiles Ioffe and Szegedy (2015) plot
+PROBE_STATS = ("mean", "sd", *(f"p{q}" for q in PROBE_PERCENTILES))
+PROBE_SITES = ("conv", "relu")
+
+
+def _norm_labels() -> dict:
+    """label -> (variant, learning rate), e.g. "batch norm, lr 0.3"."""
+    return {f"{variant}, lr {lr:g}": (variant, lr) for variant in NORMALISERS
+            for lr in NORM_LRS}
+
+
+NORM_RUNS = _norm_labels()
+NORM_SETTINGS = {"n_train": NORM_N_TRAIN, "n_val": N_VAL,
+                 "validation_split": VALIDATION_SIZE, "epochs": NORM_EPOCHS,
+                 "batch_size": NORM_BATCH_SIZE, "optimizer": "SGD", "momentum": 0.0,
+                 "lrs": NORM_LRS, "dropout": 0.0, "normalisers": NORMALISERS,
+                 "placement": "after the layers named, before their ReLU",
+                 "initial_weights": "build_model(seed, dropout=0)'s, in every variant",
+                 "bn_momentum": NORM_BN_MOMENTUM,
+                 "probe": {"lr": NORM_PROBE_LR, "at": PROBE_AT, "digits": PROBE_DIGITS,
+                           "images": PROBE_IMAGES, "layer": PROBE_LAYER,
+                           "sites": PROBE_SITES, "stats": PROBE_STATS},
+                 "engine": "FastEngine", "shards": 1}
+
+
+def norm_label(variant: str, lr: float) -> str:
+    """The label of the run of ``variant`` (a key of :data:`NORMALISERS`) at ``lr``."""
+    return f"{variant}, lr {lr:g}"
+
+
+def normalised_model(variant: str, seed: int):
+    """The course network without dropout, with the normalising layer of
+    :data:`NORMALISERS` [``variant``] after each of the layers it names (before their
+    ReLU), called ``norm_<layer>``. Every convolution and dense layer starts from
+    the weights ``build_model(seed, dropout=0)`` draws, so from one seed the
+    variants differ only by their normalisers (gamma 1, beta 0)."""
+    from mnist_cnn.scratch import layers as L
+    from mnist_cnn.scratch.network import Sequential
+    from mnist_cnn.scratch.train import build_model
+
+    plain = build_model(seed=seed, dropout=0.0)
+    spec = NORMALISERS[variant]
+    if spec["layer"] is None:
+        return plain
+    start = {layer.name: layer.get_weights() for layer in plain.layers}
+    stack = []
+    for layer in plain.layers:
+        stack.append(layer)
+        if layer.name in spec["after"]:
+            norm = getattr(L, spec["layer"])
+            kwargs = {"momentum": NORM_BN_MOMENTUM} if norm is L.BatchNormalization else {}
+            stack.append(norm(name=f"norm_{layer.name}", **kwargs))
+    net = Sequential(stack, input_shape=plain.input_shape, seed=seed)  # rebuilt, then:
+    for layer in net.layers:
+        if layer.name in start:
+            layer.set_weights(start[layer.name])
+    return net
+
+
+def probe_inputs(net, x) -> dict:
+    """What the layers after :data:`PROBE_LAYER` see for the images ``x``: ``conv``,
+    that convolution's output, and ``relu``, the input of the ReLU after it (the
+    normaliser's output; without one, the same array). Computed layer by layer in
+    training mode, as during a training step (batch norm uses ``x``'s own
+    statistics), and leaving batch norm's running averages as they were."""
+    from mnist_cnn.scratch.layers import BatchNormalization, ReLU
+
+    names = [layer.name for layer in net.layers]
+    start = names.index(PROBE_LAYER)
+    relu = next(i for i in range(start, len(names)) if isinstance(net.layers[i], ReLU))
+    kept = [(layer, dict(layer.state)) for layer in net.layers[:relu]
+            if isinstance(layer, BatchNormalization)]
+    out = {}
+    for i, layer in enumerate(net.layers[:relu]):
+        x = layer.forward(x, training=True)
+        if i == start:
+            out["conv"] = x
+    out["relu"] = x
+    for layer, state in kept:
+        layer.state = state
+    return out
+
+
+def _figure(value) -> float | None:
+    """``value`` to :data:`PROBE_DIGITS` significant digits; None if not finite."""
+    return float(f"{value:.{PROBE_DIGITS}g}") if np.isfinite(value) else None
+
+
+def probe_statistics(values) -> dict:
+    """The mean, standard deviation and :data:`PROBE_PERCENTILES` of all of
+    ``values`` (every image, position and channel), computed in float64 and kept to
+    :data:`PROBE_DIGITS` significant digits; None where not finite."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    with np.errstate(all="ignore"):
+        stats = [v.mean(), v.std(), *np.percentile(v, PROBE_PERCENTILES)]
+    return {k: _figure(s) for k, s in zip(PROBE_STATS, stats, strict=True)}
+
+
+def kernel_norm(net) -> float | None:
+    """The L2 norm of :data:`PROBE_LAYER`'s kernel, to :data:`PROBE_DIGITS`
+    significant digits (None if not finite)."""
+    w = next(layer for layer in net.layers if layer.name == PROBE_LAYER).params["W"]
+    with np.errstate(all="ignore"):
+        return _figure(np.sqrt((w.astype(np.float64) ** 2).sum()))
+
+
+def probe_steps(n_train: int = NORM_N_TRAIN, epochs: int = NORM_EPOCHS,
+                batch_size: int = NORM_BATCH_SIZE) -> list[int]:
+    """The numbers of training steps taken when the probe looks: those of
+    :data:`PROBE_AT` the run reaches (0: the initial weights), and after the last."""
+    total = -(-n_train // batch_size) * epochs
+    return [step for step in PROBE_AT if step < total] + [total]
+
+
+class _Probing:
+    """``fit``'s engine, with a look at the probe images before each step of
+    :data:`PROBE_AT` (:func:`probe_inputs`: no random numbers drawn, no state
+    changed, so the training is the same with or without it)."""
+
+    def __init__(self, engine, x):
+        self.engine, self.net, self.x = engine, engine.net, x
+        self.steps = 0
+        self.looks: list[tuple[int, dict, float | None]] = []
+
+    def __enter__(self):
+        self.engine.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.engine.__exit__(*exc)
+
+    def look(self) -> None:
+        stats = {site: probe_statistics(v) for site, v in probe_inputs(self.net, self.x).items()}
+        self.looks.append((self.steps, stats, kernel_norm(self.net)))
+
+    def loss_and_backward(self, x, y, training: bool = True):
+        if self.steps in PROBE_AT:
+            self.look()
+        self.steps += 1
+        return self.engine.loss_and_backward(x, y, training)
+
+
+def normalisation_run(label: str, seed: int, x, y, x_val, y_val,
+                      epochs: int = NORM_EPOCHS, probe=None) -> dict:
+    """Train :func:`normalised_model` of ``label``'s variant (a key of
+    :data:`NORM_RUNS`) from ``seed`` by plain SGD at ``label``'s learning rate.
+    Returns per-epoch ``loss`` (the training loss ``fit`` reports; None where not
+    finite) and ``val`` (validation accuracy, inference mode: batch norm uses its
+    running averages), the training ``seconds`` and the final ``kernel_norm``
+    (:func:`kernel_norm`). With ``probe`` (images) also ``probe``: the ``steps``
+    it looked after (:func:`probe_steps`), the :func:`probe_statistics` of each of
+    :data:`PROBE_SITES` at each, and the ``kernel_norm`` at each."""
+    from mnist_cnn.scratch.optim import SGD
+    from mnist_cnn.scratch.train import fit
+
+    variant, lr = NORM_RUNS[label]
+    net = normalised_model(variant, seed)
+    engine = FastEngine(net, shards=1)
+    if probe is not None:
+        engine = _Probing(engine, probe)
+    # a diverging run overflows: that is its result, not something to warn about
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        history = fit(net, x, y, epochs=epochs, batch_size=NORM_BATCH_SIZE,
+                      optimizer=SGD(lr, momentum=0.0), seed=seed,
+                      validation_data=(x_val, y_val), progress=False, engine=engine)
+        if probe is not None:
+            engine.look()                                  # after the last step
+    run = {"loss": [float(v) if np.isfinite(v) else None for v in history["loss"]],
+           "val": [float(v) for v in history["val_accuracy"]],
+           "seconds": float(sum(history["seconds"])), "kernel_norm": kernel_norm(net)}
+    if probe is not None:
+        run["probe"] = {"steps": [step for step, _, _ in engine.looks],
+                        **{site: {stat: [stats[site][stat] for _, stats, _ in engine.looks]
+                                  for stat in PROBE_STATS} for site in PROBE_SITES},
+                        "kernel_norm": [norm for _, _, norm in engine.looks]}
+    return run
+
+
+def normalisation_data(cache_dir=None):
+    """The normalisation experiment's images: ``(x, y), (x_val, y_val), probe``, the
+    first 3,000 training images, the first 2,000 validation digits, and the first
+    :data:`PROBE_IMAGES` of those as the probe."""
+    (x, y), (x_val, y_val) = experiment_data(NORM_N_TRAIN, N_VAL, cache_dir=cache_dir)
+    return (x, y), (x_val, y_val), x_val[:PROBE_IMAGES]
+
+
+def normalisation(seeds=NORM_SEEDS, progress: bool = True, cache_dir=None) -> dict:
+    """Every variant at every learning rate from every seed, the runs at
+    :data:`NORM_PROBE_LR` with the probe; the experiment's record."""
+    from tqdm import tqdm
+
+    (x, y), (x_val, y_val), probe = normalisation_data(cache_dir)
+    runs: dict[str, list] = {label: [] for label in NORM_RUNS}
+    jobs = [(label, seed) for label in NORM_RUNS for seed in seeds]
+    for label, seed in tqdm(jobs, desc="normalisation runs", unit="run",
+                            disable=not progress):
+        looked = NORM_RUNS[label][1] == NORM_PROBE_LR
+        runs[label].append({"seed": int(seed), **normalisation_run(
+            label, seed, x, y, x_val, y_val, probe=probe if looked else None)})
+    return {"experiment": "normalisation", "settings": NORM_SETTINGS,
+            "seeds": [int(s) for s in seeds], "runs": runs}
+
+
+def _check_normalisation(record: dict) -> None:
+    """What load() checks beyond the common keys: a kernel norm per run, and the
+    probe's curves in the runs at the probe's learning rate."""
+    def numbers(values, length):
+        return len(values) == length and all(
+            v is None or (isinstance(v, float) and np.isfinite(v)) for v in values)
+
+    steps = probe_steps()
+    for label, (_, lr) in NORM_RUNS.items():
+        for run in record["runs"][label]:
+            if not numbers([run["kernel_norm"]], 1):
+                raise ValueError(f"{label!r}, seed {run['seed']}: no kernel_norm")
+            if lr != NORM_PROBE_LR:
+                continue
+            probe = run["probe"]
+            if probe["steps"] != steps or not numbers(probe["kernel_norm"], len(steps)) \
+                    or not all(numbers(probe[site][stat], len(steps))
+                               for site in PROBE_SITES for stat in PROBE_STATS):
+                raise ValueError(f"{label!r}, seed {run['seed']}: the probe is not "
+                                 f"{len(steps)} looks at steps {steps}")
+
+
+def largest_stable_lr(record: dict, variant: str) -> float | None:
+    """The largest learning rate of the grid at which no seed of ``variant``
+    diverged (:func:`diverged`), or None if every rate diverged somewhere."""
+    stable = [lr for lr in NORM_LRS
+              if not diverged(record, norm_label(variant, lr)).any()]
+    return max(stable) if stable else None
+
+
+def probe_drift(record: dict, variant: str, site: str) -> np.ndarray:
+    """One value per seed: how far the distribution at ``site`` moved during
+    training, for ``variant`` at :data:`NORM_PROBE_LR`: the largest distance of any
+    of its percentiles (:data:`PROBE_PERCENTILES`), at any look, from where that
+    percentile was at step 0, in units of the standard deviation at step 0."""
+    start = probe_curve(record, variant, site, "sd")[:, 0]
+    moved = [np.abs(curve - curve[:, :1]).max(axis=1)
+             for curve in (probe_curve(record, variant, site, f"p{q}")
+                           for q in PROBE_PERCENTILES)]
+    return np.max(moved, axis=0) / start
+
+
+def probe_curve(record: dict, variant: str, site: str, stat: str) -> np.ndarray:
+    """(seeds, looks) array of the probe's ``stat`` at ``site`` over training, for
+    ``variant`` at :data:`NORM_PROBE_LR` (NaN where it was not finite); ``site``
+    "kernel_norm" gives the kernel's norm (``stat`` is then ignored)."""
+    runs = record["runs"][norm_label(variant, NORM_PROBE_LR)]
+    rows = [r["probe"]["kernel_norm"] if site == "kernel_norm" else r["probe"][site][stat]
+            for r in runs]
+    return np.array(rows, dtype=np.float64)
+
+
 # name -> what load() checks (the settings, the labels, the per-epoch keys every run
 # has, epochs), the function that runs it, its default seeds, and what the command
 # prints.
@@ -536,6 +841,14 @@ EXPERIMENTS = {
                       "curves": {"shifted": len(SHIFTS)}, "epochs": ARCH_EPOCHS,
                       "run": architectures, "seeds": ARCH_SEEDS, "summary": ("val",),
                       "summary_epochs": 1},
+    "normalisation": {"about": "the course network without normalisation, with batch "
+                               "or layer norm; plain SGD over learning rates, 3,000 "
+                               "images, 3 epochs",
+                      "settings": NORM_SETTINGS, "labels": tuple(NORM_RUNS),
+                      "per_epoch": ("val",), "losses": ("loss",), "per_run": ("seconds",),
+                      "epochs": NORM_EPOCHS, "run": normalisation, "seeds": NORM_SEEDS,
+                      "summary": ("val",), "summary_epochs": 1,
+                      "summary_extra": _diverged_summary, "check": _check_normalisation},
 }
 
 
