@@ -1,4 +1,4 @@
-"""The normalisation experiment (mnist_cnn.experiments.normalisation): the three
+"""The normalisation experiment (mnist_cnn.experiments.normalisation): the four
 networks it compares, what a run and its probe record, that a seed repeats, the
 committed record's checks, and the command on a stand-in run."""
 
