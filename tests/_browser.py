@@ -95,17 +95,20 @@ class BookBuild:
 
 def wait_for_file(path: Path, timeout: float, alive=lambda: True) -> str | None:
     """The text of ``path`` once it exists and is not empty (a status another process
-    writes), polled every second; None after ``timeout`` seconds or once ``alive()``
-    turns false with the file still missing."""
+    writes), polled every second; None after ``timeout`` seconds, or once ``alive()``
+    has turned false and the file is still empty (read once more after that: the
+    writer may have written it just before it ended)."""
     import time
+
+    def text():
+        return path.read_text().strip() if path.is_file() else ""
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = path.read_text().strip() if path.is_file() else ""
-        if text:
-            return text
+        if text():
+            return text()
         if not alive():
-            return None
+            return text() or None
         time.sleep(1)
     return None
 
@@ -116,9 +119,7 @@ def site_of(out: Path, timeout: float = 3600, proc=None) -> Path:
     lines. Returns the built html folder."""
     status = wait_for_file(out / STATUS, timeout,
                            alive=lambda: proc is None or proc.poll() is None)
-    assert status is not None or (out / STATUS).is_file(), \
-        f"the book build did not finish in {timeout:.0f} s, or was stopped"
-    status = status or (out / STATUS).read_text().strip()
+    assert status is not None, f"the book build did not finish in {timeout:.0f} s, or was stopped"
     output = (out / LOG).read_text()
     # the warnings themselves scroll far above the build's last lines
     lines = output.splitlines()

@@ -625,12 +625,7 @@ def test_pointing_at_a_unit_shows_its_kernel_and_receptive_field(
     assert page.get_attribute(inspect, "data-layer-inspected") == layer
     assert page.get_attribute(f'{ROOT} [data-layer="input"]',
                               "data-receptive-field") == f"{top},{left},{size}"
-    image, frame = (page.locator(f"{ROOT} {sel}").bounding_box()
-                    for sel in (".dw-preview", ".dw-rf"))
-    pixel = image["width"] / 28
-    for got, want in ((frame["width"], size), (frame["height"], size),
-                      (frame["x"] - image["x"], left), (frame["y"] - image["y"], top)):
-        assert abs(got - want * pixel) < 1, (got, want * pixel)
+    _assert_frames_field(page, f"{ROOT} .dw-preview", f"{ROOT} .dw-rf", (top, left, size))
     # the kernel: the last convolution at or before the layer, its filter c
     index = [e["name"] for e in manifest["layers"]].index(layer)
     conv = next(layer for layer in reversed(net.layers[:index + 1])
@@ -649,22 +644,28 @@ def test_pointing_at_a_unit_shows_its_kernel_and_receptive_field(
     _check_inspector_beside_the_unit(page, layer, (c, y, x), width, (top, left, size))
 
 
+def _assert_frames_field(page, image, frame, field):
+    """The frame (a selector) outlines the receptive field (top, left, size in input
+    pixels) on the 28x28 picture ``image`` (a selector), to within a screen pixel."""
+    top, left, size = field
+    image, frame = (page.locator(sel).bounding_box() for sel in (image, frame))
+    pixel = image["width"] / 28
+    for got, want in ((frame["width"], size), (frame["height"], size),
+                      (frame["x"] - image["x"], left), (frame["y"] - image["y"], top)):
+        assert abs(got - want * pixel) < 1, (got, want * pixel)
+
+
 def _check_inspector_beside_the_unit(page, layer, unit, width, field):
     """The inspector sits in the inspected view, below its picture, with a copy of the
     input framing the receptive field (top, left, size in input pixels); the unit
     (map c, row y, column x of maps `width` wide, side by side 1 pixel apart) is
     outlined on the picture."""
-    (c, y, x), (top, left, size) = unit, field
+    c, y, x = unit
     view = f'{ROOT} [data-layer="{layer}"]'
     assert page.locator(f"{view} .dw-inspect").count() == 1
     maps = page.locator(f"{view} canvas.dw-maps").bounding_box()
     assert page.locator(f"{view} .dw-inspect").bounding_box()["y"] >= maps["y"] + maps["height"]
-    image, frame = (page.locator(f"{view} {sel}").bounding_box()
-                    for sel in (".dw-preview-copy", ".dw-inspect-rf"))
-    pixel = image["width"] / 28
-    for got, want in ((frame["width"], size), (frame["height"], size),
-                      (frame["x"] - image["x"], left), (frame["y"] - image["y"], top)):
-        assert abs(got - want * pixel) < 1, (got, want * pixel)
+    _assert_frames_field(page, f"{view} .dw-preview-copy", f"{view} .dw-inspect-rf", field)
     pixels = page.locator(f"{view} canvas.dw-maps").evaluate("c => c.width")
     scale = maps["width"] / pixels
     mark = page.locator(f"{view} .dw-unit")

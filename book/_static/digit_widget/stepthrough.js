@@ -93,21 +93,21 @@
     draw.setAttribute("role", "img");
     draw.setAttribute("aria-label", "Drawing area: draw a digit from 0 to 9 with the mouse, " +
                       "a pen or a finger");
-    const inputFig = el("figure", "cs-view", row);
-    const inputBox = el("div", "cs-box", inputFig);
-    const input = el("canvas", "cs-image", inputBox);
+    // A picture with a frame over it, and its caption: the input with the window, the
+    // output with the cell the window fills.
+    const view = () => {
+      const fig = el("figure", "cs-view", row);
+      const box = el("div", "cs-box", fig);
+      const canvas = el("canvas", "cs-image", box);
+      canvas.setAttribute("role", "img");
+      return {canvas, frame: el("div", "cs-frame", box), caption: el("figcaption", "", fig)};
+    };
+    const {canvas: input, frame, caption: inputCaption} = view();
     input.width = input.height = SIZE;
-    input.setAttribute("role", "img");
     input.setAttribute("aria-label", "Your digit as the network sees it, 28×28, with the " +
                        "window framed");
-    const frame = el("div", "cs-frame", inputBox);
-    el("figcaption", "", inputFig, "Your digit, 28×28, and the 3×3 window");
-    const outputFig = el("figure", "cs-view", row);
-    const outputBox = el("div", "cs-box", outputFig);
-    const output = el("canvas", "cs-image", outputBox);
-    output.setAttribute("role", "img");
-    const cell = el("div", "cs-frame", outputBox);
-    const outputCaption = el("figcaption", "", outputFig);
+    inputCaption.textContent = "Your digit, 28×28, and the 3×3 window";
+    const {canvas: output, frame: cell, caption: outputCaption} = view();
 
     const controls = el("div", "cs-controls", root);
     const kernelLabel = el("label", "", controls, "Kernel ");
