@@ -4,18 +4,19 @@ Too long to run in the book's build (minutes, not seconds), so a command runs
 them once and writes the results with their card (settings, seeds, command,
 library versions, wall time) to ``models/experiments/<name>.json``; the chapter
 loads the file, which checks it was made with the settings this code states, and
-computes every figure it quotes from it. The generalisation chapter also reruns
-the first epoch of one seed of each overfitting recipe, and of one optimiser, to
-show the files are what this code produces (the Keras experiment is not rerun in
-the build: an epoch of it costs more than a page should, and Keras on another CPU
-is not bit-for-bit the same). The normalisation chapter likewise reruns the first
-epoch of one of its runs, probe included.
+computes every figure it quotes from it. The chapters also rerun the first epoch
+of some runs (:func:`check_rerun`): bit for bit the record where the arithmetic
+is the record's (the record names it, :func:`mnist_cnn.numerics.arithmetic`);
+elsewhere training carries last-bit differences on and no bound holds, so the
+check says how far the rerun landed. The Keras experiment is not rerun in the
+build: an epoch of it costs more than a page should.
 
     python -m mnist_cnn experiment overfitting
     python -m mnist_cnn experiment batchnorm          # Keras
     python -m mnist_cnn experiment optimisers
     python -m mnist_cnn experiment architectures
     python -m mnist_cnn experiment normalisation
+    python -m mnist_cnn experiment search
 
 (each takes minutes; the record keeps its own wall time).
 
@@ -75,6 +76,16 @@ and 15th, 50th and 85th percentiles of the second convolution's output and of th
 input of the ReLU after it, on 500 fixed validation digits (:func:`probe_inputs`),
 the distribution whose shifts batch normalisation was introduced to remove (Ioffe
 and Szegedy, 2015).
+
+``search``: grid search against random search (Bergstra and Bengio, 2012) for
+AdamW's learning rate and weight decay, each over a range on a log scale
+(:data:`SEARCH_BOX`), on a budget of 9 training runs per search
+(:func:`search_points`: a 3 x 3 grid, or 9 points drawn at random from the seed);
+the course network on 3,000 training images, 2 epochs, batch 50, three seeds
+(the seed draws the random points and starts every run of its searches). Each run
+records its training loss and its accuracy on the 2,000 validation digits (what
+a search chooses by) and on the other 3,000 (chosen by nothing) after every epoch
+(:func:`search_best` gives what each search chose).
 """
 
 from __future__ import annotations
@@ -87,6 +98,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn.data import VALIDATION_SIZE
+from mnist_cnn.numerics import arithmetic
 from mnist_cnn.scratch.fast.engine import SHARDS, FastEngine
 from mnist_cnn.scratch.train import DROPOUT
 
@@ -269,6 +281,54 @@ def pm(values, digits: int = 1) -> str:
     """Per-seed fractions as "mean ± sd" in percent (points), e.g. "97.3 ± 0.2"."""
     mean, sd = mean_sd(np.asarray(values, dtype=np.float64) * 100)
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _values(run: dict, key) -> np.ndarray:
+    # key: "val", or a path into the run such as ("probe", "conv", "mean"); a loss
+    # recorded as None (not finite) becomes NaN
+    for part in key if isinstance(key, tuple) else (key,):
+        run = run[part]
+    return np.array([np.nan if v is None else v for v in np.atleast_1d(run)], dtype=np.float64)
+
+
+def check_rerun(record: dict, label: str, rerun: dict, keys) -> str:
+    """Check that ``rerun`` (the first epoch(s) of ``label``'s run from the record's
+    first seed, computed again) is what the record holds, for each of ``keys``.
+
+    Where the arithmetic is the record's (:func:`mnist_cnn.numerics.arithmetic`
+    names the same rounding as the record's ``arithmetic``), a rerun is the record
+    bit for bit, and anything else means the code computes something else: an
+    AssertionError. Elsewhere the sums round differently in their last bits and
+    training carries the difference on, step after step: a digit near a decision
+    boundary changes sides, and after a few dozen steps a run can be as far from
+    the record as a run from another seed. No bound from rounding holds there, so
+    the rerun is only required to be finite where the record is, and the returned
+    text says how far it landed, in standard deviations of the record's seeds.
+    """
+    runs = record["runs"][label]
+    mine = {key: _values(rerun, key) for key in keys}
+    theirs = {key: _values(runs[0], key)[:len(mine[key])] for key in keys}
+    for key in keys:
+        assert np.array_equal(np.isfinite(mine[key]), np.isfinite(theirs[key])), (
+            f"{label}, {key}: the rerun gives {mine[key]}, the record {theirs[key]}")
+    if record.get("arithmetic") == arithmetic():
+        for key in keys:
+            assert np.array_equal(mine[key], theirs[key], equal_nan=True), (
+                f"{label}, {key}: the rerun gives {mine[key]}, the record {theirs[key]}, "
+                f"with the record's arithmetic: not this code's result")
+        return "identical to the record, bit for bit, as the record's arithmetic must give"
+    far = 0.0
+    for key in keys:
+        sd = np.array([_values(run, key)[:len(mine[key])] for run in runs]).std(axis=0, ddof=1)
+        gap = np.abs(mine[key] - theirs[key])[np.isfinite(theirs[key])]
+        sd = sd[np.isfinite(theirs[key])]
+        if gap.size:
+            far = max(far, float(np.max(gap / np.where(sd > 0, sd, np.inf))))
+    why = ("the record does not name the arithmetic that made it" if "arithmetic" not in
+           record else f"this machine's arithmetic is {arithmetic()}, the record's "
+           f"{record['arithmetic']}")
+    return (f"not compared bit for bit ({why}); it is at most {far:.2f} of the seeds' "
+            f"standard deviation from the record")
 
 
 BN_IMAGES = 6000        # the Keras chapter's live run: the first 6,000 training images
@@ -812,6 +872,130 @@ def probe_curve(record: dict, variant: str, site: str, stat: str) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
+SEARCH_N_TRAIN = OPT_N_TRAIN
+SEARCH_EPOCHS = 2         # a search screens settings with short runs
+SEARCH_TRIALS = 9         # the budget: training runs per search
+SEARCH_SEEDS = (0, 1, 2)
+# AdamW's two settings and the range each is searched over, on a log scale
+SEARCH_BOX = {"lr": (1e-4, 1e-1), "weight_decay": (1e-5, 1e-1)}
+SEARCHES = ("grid", "random")
+SEARCH_SETTINGS = {"n_train": SEARCH_N_TRAIN, "n_val": N_VAL, "n_holdout": OPT_N_HOLDOUT,
+                   "validation_split": VALIDATION_SIZE, "epochs": SEARCH_EPOCHS,
+                   "batch_size": OPT_BATCH_SIZE, "dropout": DROPOUT, "optimizer": "AdamW",
+                   "trials": SEARCH_TRIALS, "box": SEARCH_BOX, "engine": "FastEngine",
+                   "shards": SHARDS}
+
+
+def search_points(search: str, seed: int, trials: int = SEARCH_TRIALS,
+                  box: dict = SEARCH_BOX) -> list[dict]:
+    """The settings a search of ``trials`` runs tries, each a dict of ``box``'s keys.
+
+    "grid": k = sqrt(trials) values per setting, the centres of k equal slices of
+    its log range, every combination (the same whatever the seed). "random": each
+    setting drawn log-uniformly from its range, independently, ``trials`` times,
+    from ``np.random.default_rng(seed)``."""
+    names, logs = list(box), np.log10(np.array(list(box.values()), dtype=np.float64))
+    if search == "grid":
+        k = round(trials ** (1 / len(names)))
+        if k ** len(names) != trials:
+            raise ValueError(f"a grid over {len(names)} settings needs a power of "
+                             f"{len(names)} trials, got {trials}")
+        centres = (np.arange(k) + 0.5) / k
+        axes = [lo + centres * (hi - lo) for lo, hi in logs]
+        exponents = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(names))
+    elif search == "random":
+        u = np.random.default_rng(seed).random((trials, len(names)))
+        exponents = logs[:, 0] + u * (logs[:, 1] - logs[:, 0])
+    else:
+        raise ValueError(f"search is 'grid' or 'random', got {search!r}")
+    return [{name: float(10 ** e) for name, e in zip(names, row, strict=True)}
+            for row in exponents]
+
+
+def search_trial(point: dict, seed: int, x, y, x_val, y_val, holdout,
+                 epochs: int = SEARCH_EPOCHS) -> dict:
+    """One run of a search: the course network from ``seed`` trained with AdamW at
+    ``point`` (its ``lr`` and ``weight_decay``), scored on the validation digits
+    (``val``, what a search chooses by) and on ``holdout`` (chosen by nothing) after
+    every epoch. Returns the point with per-epoch ``loss`` (None where not finite),
+    ``val`` and ``holdout``, and the training ``seconds``."""
+    from mnist_cnn.scratch.optim import AdamW
+    from mnist_cnn.scratch.train import build_model, evaluate, fit
+
+    model = build_model(seed=seed)
+    history = fit(model, x, y, epochs=epochs, batch_size=OPT_BATCH_SIZE,
+                  optimizer=AdamW(point["lr"], weight_decay=point["weight_decay"]),
+                  seed=seed, validation_data=(x_val, y_val), progress=False,
+                  engine=FastEngine(model), on_epoch_end=lambda epoch, net: {
+                      "holdout": evaluate(net, *holdout)["accuracy"]})
+    return {**point,
+            "loss": [float(v) if np.isfinite(v) else None for v in history["loss"]],
+            "val": [float(v) for v in history["val_accuracy"]],
+            "holdout": [float(v) for v in history["holdout"]],
+            "seconds": float(sum(history["seconds"]))}
+
+
+def search_run(search: str, seed: int, x, y, x_val, y_val, holdout) -> dict:
+    """One search: :func:`search_trial` at each of :func:`search_points`.
+    Returns {"trials": [...], "seconds": their training time}."""
+    trials = [search_trial(point, seed, x, y, x_val, y_val, holdout)
+              for point in search_points(search, seed)]
+    return {"trials": [{k: v for k, v in t.items() if k != "seconds"} for t in trials],
+            "seconds": sum(t["seconds"] for t in trials)}
+
+
+def search(seeds=SEARCH_SEEDS, progress: bool = True, cache_dir=None) -> dict:
+    """Grid and random search from every seed; the experiment's record."""
+    from tqdm import tqdm
+
+    (x, y), (x_digits, y_digits) = experiment_data(SEARCH_N_TRAIN, VALIDATION_SIZE,
+                                                   cache_dir=cache_dir)
+    x_val, y_val = x_digits[:N_VAL], y_digits[:N_VAL]
+    holdout = x_digits[N_VAL:], y_digits[N_VAL:]
+    runs: dict[str, list] = {name: [] for name in SEARCHES}
+    jobs = [(name, seed) for name in SEARCHES for seed in seeds]
+    for name, seed in tqdm(jobs, desc="searches", unit="search", disable=not progress):
+        runs[name].append({"seed": int(seed),
+                           **search_run(name, seed, x, y, x_val, y_val, holdout)})
+    return {"experiment": "search", "settings": SEARCH_SETTINGS,
+            "seeds": [int(s) for s in seeds], "runs": runs}
+
+
+def _check_search(record: dict) -> None:
+    """What load() checks of a search record: each search tried its own points, and
+    every trial has its scores for every epoch."""
+    for name, runs in record["runs"].items():
+        for run in runs:
+            tried = [[t[k] for k in SEARCH_BOX] for t in run["trials"]]
+            points = [list(p.values()) for p in search_points(name, run["seed"])]
+            # 10 ** x may differ in its last bit between two maths libraries
+            if np.shape(tried) != np.shape(points) or not np.allclose(tried, points,
+                                                                      rtol=1e-12, atol=0):
+                raise ValueError(f"{name} search, seed {run['seed']}: not the points "
+                                 f"search_points gives")
+            for t in run["trials"]:
+                if not all(len(t[key]) == SEARCH_EPOCHS and all(
+                        isinstance(v, float) and 0 <= v <= 1 for v in t[key])
+                        for key in ("val", "holdout")):
+                    raise ValueError(f"{name} search, seed {run['seed']}: a trial without "
+                                     f"{SEARCH_EPOCHS} accuracies")
+
+
+def search_best(record: dict, name: str) -> dict:
+    """Per seed, what search ``name`` chose: the trial with the highest last-epoch
+    validation accuracy (the first of equals). Arrays over the seeds: ``val``,
+    ``holdout`` (its accuracy on digits that chose nothing), ``lr``, ``weight_decay``."""
+    chosen = [max(run["trials"], key=lambda t: t["val"][-1]) for run in record["runs"][name]]
+    return {key: np.array([t[key][-1] if key in ("val", "holdout") else t[key]
+                           for t in chosen]) for key in ("val", "holdout", *SEARCH_BOX)}
+
+
+def _search_summary(record: dict, name: str) -> str:
+    best = search_best(record, name)
+    return (f"chosen: val {pm(best['val'])} %, holdout {pm(best['holdout'])} %, "
+            f"lr {' '.join(f'{v:.1e}' for v in best['lr'])}")
+
+
 # name -> what load() checks (the settings, the labels, the per-epoch keys every run
 # has, epochs), the function that runs it, its default seeds, and what the command
 # prints.
@@ -849,6 +1033,12 @@ EXPERIMENTS = {
                       "epochs": NORM_EPOCHS, "run": normalisation, "seeds": NORM_SEEDS,
                       "summary": ("val",), "summary_epochs": 1,
                       "summary_extra": _diverged_summary, "check": _check_normalisation},
+    "search": {"about": "grid against random search over AdamW's learning rate and weight "
+                        "decay, 9 runs each; 3,000 images, 2 epochs",
+               "settings": SEARCH_SETTINGS, "labels": SEARCHES, "per_epoch": (),
+               "per_run": ("seconds",), "epochs": SEARCH_EPOCHS, "run": search,
+               "seeds": SEARCH_SEEDS, "summary": (), "summary_extra": _search_summary,
+               "check": _check_search},
 }
 
 
@@ -922,6 +1112,7 @@ def cli_experiment(args: argparse.Namespace) -> int:
     record["wall_seconds"] = round(time.perf_counter() - start, 1)
     record["command"] = _command_line(args)
     record["created"] = time.strftime("%Y-%m-%d")
+    record["arithmetic"] = arithmetic()     # the rounding the reruns can be checked under
     record["versions"] = library_versions(*(("tensorflow", "keras")
                                             if args.name == "batchnorm" else ()))
     write_json(out, record)

@@ -42,7 +42,7 @@ import sys
 import numpy as np
 
 __all__ = ["ULPS", "GRADIENT_RTOL", "tolerance", "max_rel_error", "rel_error",
-           "assert_close", "assert_gradient_close", "round_to_tf32"]
+           "assert_close", "assert_gradient_close", "round_to_tf32", "arithmetic"]
 
 #: Units of rounding (machine epsilons) two computations of one value may differ by.
 ULPS = 1000
@@ -162,3 +162,31 @@ def round_to_tf32(a) -> np.ndarray:
     product or convolution: on a CPU this shows what TF32 would do to a result."""
     bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
     return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+
+
+def arithmetic() -> str:
+    """A name for how this machine rounds NumPy's float32 arithmetic: the first 16
+    hex digits of the SHA-256 of the bits of fixed float32 computations of the
+    kinds a training run makes (matrix products of small and large shapes, which
+    BLAS computes with kernels chosen for the CPU; einsum; sums along each axis;
+    exp, log and tanh, which NumPy computes with SIMD code chosen for the CPU).
+
+    Two machines with the same name round these the same way, so a training run of
+    the course's NumPy network (which uses nothing else) gives them the same bits;
+    another name means some of its sums round differently. Computed from NumPy
+    alone, never from the course's own functions, so that a change to those cannot
+    change it.
+    """
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((500, 288), dtype=np.float32)
+    b = rng.standard_normal((288, 64), dtype=np.float32)
+    small = rng.standard_normal((10, 9), dtype=np.float32)
+    parts = [a @ b, a[:50] @ b[:, :10], small @ small.T, np.einsum("ij,jk->ik", a, b),
+             a.sum(axis=0), a.sum(axis=1), np.exp(a), np.log(np.abs(a) + 1), np.tanh(a)]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
