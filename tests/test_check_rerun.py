@@ -66,7 +66,7 @@ def test_other_arithmetic_reports_how_far_the_rerun_landed(record, arith):
     said = experiments.check_rerun(other, LABEL, rerun, ["val", "loss"])
     assert said.startswith("not compared bit for bit")
     assert "at most 2.50 of the seeds' standard deviation" in said
-    assert (arith or "does not name the arithmetic") in said
+    assert (arith or "does not name its arithmetic") in said
 
 
 @pytest.mark.parametrize("arith", ["record's", "other"])
@@ -86,6 +86,58 @@ def test_a_not_finite_loss_in_both_counts_as_identical():
     assert said.startswith("identical to the record")
 
 
-def test_the_arithmetic_is_named_by_numpy_alone_and_is_stable():
-    assert arithmetic() == arithmetic() and len(arithmetic()) == 16
-    int(arithmetic(), 16)
+OTHER = "numpy 0, openblas 0 Elsewhere, 0123456789abcdef"
+
+
+def test_how_far_is_measured_by_the_finite_seeds_and_never_hides_a_gap():
+    # one seed's loss is not finite: the sd is the other seeds' (1.0 and 2.0: 0.707)
+    runs = [{"seed": 0, "loss": [1.0]}, {"seed": 1, "loss": [None]}, {"seed": 2, "loss": [2.0]}]
+    said = experiments.check_rerun({"runs": {"x": runs}, "arithmetic": OTHER}, "x",
+                                   {"loss": [50.0]}, ["loss"])
+    assert f"at most {49 / np.std([1.0, 2.0], ddof=1):.2f} of" in said
+    # two seeds not finite: no sd to measure by
+    runs[2]["loss"] = [None]
+    said = experiments.check_rerun({"runs": {"x": runs}, "arithmetic": OTHER}, "x",
+                                   {"loss": [50.0]}, ["loss"])
+    assert "at most inf of" in said
+    # every seed agrees: any gap at all is infinitely many of their (zero) sds
+    runs = [{"seed": s, "val": [0.9]} for s in range(3)]
+    said = experiments.check_rerun({"runs": {"x": runs}, "arithmetic": OTHER}, "x",
+                                   {"val": [0.5]}, ["val"])
+    assert "inf" in said
+    said = experiments.check_rerun({"runs": {"x": runs}, "arithmetic": OTHER}, "x",
+                                   {"val": [0.9]}, ["val"])
+    assert "at most 0.00 of" in said
+
+
+def test_an_empty_rerun_is_refused(record):
+    with pytest.raises(AssertionError, match="no values"):
+        experiments.check_rerun(record, LABEL, {"loss": []}, ["loss"])
+
+
+def test_the_arithmetic_says_what_it_is_named_from():
+    name = arithmetic()
+    assert name == arithmetic() and name.startswith(f"numpy {np.__version__}, ")
+    int(name.rsplit(", ", 1)[1], 16)
+
+
+def _openblas_on_x86() -> bool:
+    import platform
+
+    from threadpoolctl import threadpool_info
+    return platform.machine() in ("x86_64", "AMD64") and any(
+        i.get("internal_api") == "openblas" for i in threadpool_info())
+
+
+@pytest.mark.skipif(not _openblas_on_x86(), reason="OPENBLAS_CORETYPE picks OpenBLAS's x86 "
+                                                   "kernels")
+def test_other_kernels_are_another_arithmetic():
+    import os
+    import subprocess
+    import sys
+
+    code = "from mnist_cnn.numerics import arithmetic; print(arithmetic())"
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env={**os.environ, "OPENBLAS_CORETYPE": kind}
+                            ).stdout.strip() for kind in ("Prescott", "Haswell")}
+    assert len(names) == 2 and arithmetic() not in {n for n in names if "Prescott" in n}

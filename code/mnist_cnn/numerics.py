@@ -165,28 +165,46 @@ def round_to_tf32(a) -> np.ndarray:
 
 
 def arithmetic() -> str:
-    """A name for how this machine rounds NumPy's float32 arithmetic: the first 16
-    hex digits of the SHA-256 of the bits of fixed float32 computations of the
-    kinds a training run makes (matrix products of small and large shapes, which
-    BLAS computes with kernels chosen for the CPU; einsum; sums along each axis;
-    exp, log and tanh, which NumPy computes with SIMD code chosen for the CPU).
+    """A name for how this machine rounds NumPy's float32 arithmetic, e.g.
+    "numpy 2.4.6, openblas 0.3.31 SkylakeX, 1b966fe858e0e41e": NumPy's version, its
+    BLAS and the CPU kernels that BLAS chose, then the first 16 hex digits of the
+    SHA-256 of the bits of fixed float32 computations of the kinds the course's
+    training makes (matrix products at the shapes of the course network's forward
+    and backward passes, batched products, einsum, sums along each axis; exp, log and
+    tanh, which NumPy computes with SIMD code chosen for the CPU).
 
-    Two machines with the same name round these the same way, so a training run of
-    the course's NumPy network (which uses nothing else) gives them the same bits;
-    another name means some of its sums round differently. Computed from NumPy
-    alone, never from the course's own functions, so that a change to those cannot
-    change it.
+    Computed from NumPy alone, never from the course's own functions, so a change to
+    those cannot change it. Two machines with the same name round those operations
+    the same way; a training run that gives the same bits under two names is
+    possible, but one that gives other bits under the same name points at the code.
     """
     import hashlib
 
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas = [f"{i.get('internal_api', '?')} {i.get('version') or '?'} "
+            f"{i.get('architecture') or '?'}" for i in threadpool_info()
+            if i.get("user_api") == "blas"]
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((500, 288), dtype=np.float32)
-    b = rng.standard_normal((288, 64), dtype=np.float32)
-    small = rng.standard_normal((10, 9), dtype=np.float32)
-    parts = [a @ b, a[:50] @ b[:, :10], small @ small.T, np.einsum("ij,jk->ik", a, b),
-             a.sum(axis=0), a.sum(axis=1), np.exp(a), np.log(np.abs(a) + 1), np.tanh(a)]
+
+    def normal(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    cols, kernel = normal(50 * 26 * 26, 9), normal(9, 32)            # conv1 as im2col
+    cols2, kernel2 = normal(50 * 11 * 11, 288), normal(288, 64)      # conv2
+    dz2, flat, dense = normal(50 * 11 * 11, 64), normal(50, 1600), normal(1600, 128)
+    ones, grad = np.ones((1, 50), np.float32), normal(50, 128)
+    batched = normal(4, 30, 9), normal(4, 9, 16)
+    # one BLAS thread: a product split over threads may round otherwise, and the name
+    # is of the kernels, not of how many cores ran them
+    with threadpool_limits(limits=1, user_api="blas"):
+        parts = [cols @ kernel, cols2 @ kernel2, cols2.T @ dz2, dz2 @ kernel2.T,
+                 flat @ dense, flat.T @ grad, ones @ flat, np.matmul(*batched),
+                 np.einsum("ij,jk->ik", cols2[:500], kernel2),
+                 cols2.sum(axis=0), cols2.sum(axis=1), cols2.sum(),
+                 np.exp(cols2[:500]), np.log(np.abs(cols2[:500]) + 1), np.tanh(cols2[:500])]
     digest = hashlib.sha256()
     for part in parts:
         digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
-    return digest.hexdigest()[:16]
-
+    return (f"numpy {np.__version__}, {', '.join(blas) or 'no BLAS found'}, "
+            f"{digest.hexdigest()[:16]}")
