@@ -3,7 +3,8 @@
     python app/screenshot.py [--out book/_static/app_screenshot.png] [--model PATH]
 
 Starts the app on a free loopback port, draws a digit with the mouse in
-headless Chromium (the same driver as the browser tests) and saves the app's
+headless Chromium (``app/browser_driver.py``, the driver of the browser tests and
+benchmarks too) and saves the app's
 main area (canvas, prediction, the image the model sees, the probabilities)
 without the sidebar: narrow enough to show in the book's column at close to
 its own size, so its text stays legible.
@@ -16,11 +17,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the browser driver lives in benchmarks/, beside app/
+sys.path.insert(0, str(REPO))  # run as a script: import its folder as the package `app`
 
-from benchmarks.browser import (  # noqa: E402
+from mnist_cnn.canvas import stroke_points  # noqa: E402
+
+from app.browser_driver import (  # noqa: E402
     AppServer,
-    draw_digit,
+    draw_strokes,
     launch_browser,
     open_app,
     wait_for_full_result,
@@ -46,7 +49,7 @@ def main(argv=None) -> int:
             with AppServer(model=args.model) as server:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 box = open_app(page, server.url)
-                draw_digit(page, box, args.digit, 60, 50, 170)
+                draw_strokes(page, box, stroke_points(args.digit, 60, 50, 170))
                 wait_for_full_result(page)
                 main = page.locator(MAIN_AREA)
                 # the block's own padding is blank: keep the content and a 16-px margin

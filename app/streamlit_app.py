@@ -21,11 +21,14 @@ Why the page answers at once and never shows a stale answer as current:
   :func:`_keep_keras_state_between_runs`), and so is its full garbage collection
   (``runner.postScriptGC`` in ``.streamlit/config.toml``).
 - The answer sits right under the canvas (on a phone too, where the columns stack).
-- Between a stroke and its answer the old answer is dimmed and labelled
-  "Updating…": a small script (:data:`PAGE_SCRIPT`) marks the page pending when the
-  pen touches the canvas or its toolbar and clears the mark only when an answer for
-  the drawing now on screen is shown (the answer carries its drawing's stroke
-  count); Streamlit's own stale marks (``data-stale``) are dimmed at once too.
+- Between a change of the drawing and its answer the old answer is dimmed and
+  labelled "Updating…": the page's script (``app/page.js``, its rule at the top)
+  marks the page pending from the moment the pen touches the canvas, or Undo, Redo or
+  Reset is pressed, until the server's answer for the drawing now on screen is shown,
+  however long that takes. Every answer starts with a hidden mark naming the run that
+  rendered it and the stroke count of the drawing it read (:func:`answer_mark_ui`).
+  Streamlit's own stale marks (``data-stale``) are dimmed at once too
+  (``app/page.css``).
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ import hashlib
 import html
 import io
 import logging
+import os
+import secrets
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import page_assets  # app/page_assets.py: the page's style, script and DOM contract
 import streamlit as st
 from mnist_cnn import paths
 from mnist_cnn.predict import INFERENCE_ENGINES, Predictor, top_k
@@ -53,7 +60,10 @@ DEFAULT_STROKE = 18
 EMPTY_PROMPT = "Draw a digit (0–9) on the canvas: the prediction appears as you release the mouse."
 UPLOAD_PROMPT = "Upload a PNG or JPEG photo or scan of one handwritten digit."
 BLANK_UPLOAD = "No digit found in this image: it looks blank. Try another one."
-PHONE_MAX_WIDTH = 640  # Streamlit stacks columns below this width
+# Test hook, unset in production: while the file this names exists, every run of the
+# workspace stops after the answer, before the details - a server as slow as a test
+# wants, still busy with one drawing when the next comes (tests/test_browser_pending.py).
+HOLD_ENV = "MNIST_CNN_APP_TEST_HOLD"
 GET_A_MODEL = ("Get one with `python -m mnist_cnn train-keras`, or use the committed "
                "`models/cnn_model.keras` from the repository; or set `MNIST_CNN_MODEL` "
                "to a Keras MNIST classifier.")
@@ -83,103 +93,6 @@ def _site_urls() -> tuple[str, str, str]:
 
 
 BOOK_URL, APP_URL, REPO_URL = _site_urls()
-
-# Dim what may be out of date: the answer while the page is pending (see PAGE_SCRIPT),
-# and anything Streamlit has marked stale, at once (its own dimming waits ~1 s).
-# On a phone the header shrinks so that canvas and answer fit on one screen.
-PAGE_CSS = f"""<style>
-.st-key-page_script, .st-key-answer [data-testid="stElementContainer"]:has([data-digit-strokes])
-{{ display: none; }}
-html[data-digit-pending] .st-key-answer, html[data-digit-pending] .st-key-results,
-.st-key-answer [data-stale="true"], .st-key-results [data-stale="true"] {{
-  opacity: 0.25 !important; transition: none !important; }}
-.st-key-answer {{ position: relative; min-height: 5.5rem; }}
-.digit-probs {{ display: grid; gap: 2px; max-width: 28rem; font-variant-numeric: tabular-nums; }}
-.digit-prob {{ display: grid; grid-template-columns: 1.2rem 1fr 3.6rem; gap: 0.5rem;
-  align-items: center; font-size: 0.85rem; }}
-.digit-prob .bar {{ height: 0.8rem; background: rgba(128, 128, 128, 0.15); border-radius: 2px; }}
-.digit-prob .bar span {{ display: block; height: 100%; background: #83c9ff; border-radius: 2px; }}
-.digit-prob.best .bar span {{ background: #0068c9; }}
-.digit-prob.best {{ font-weight: 600; }}
-html[data-digit-pending] .st-key-answer::before {{
-  content: "Updating…"; position: absolute; top: 0; right: 0; z-index: 1;
-  font-size: 0.85rem; padding: 0.1rem 0.5rem; border-radius: 0.5rem;
-  background: #ffbd45; color: #31333f; }}
-@media (max-width: {PHONE_MAX_WIDTH}px) {{
-  .stMainBlockContainer {{ padding-top: 3rem; padding-bottom: 2rem; }}
-  .stMainBlockContainer h1 {{ font-size: 1.6rem; padding: 0; }}
-  .st-key-intro p {{ font-size: 0.85rem; margin-bottom: 0; }}
-}}
-</style>"""
-
-# Marks the page pending (<html data-digit-pending>) from the moment the pen touches
-# the canvas, or a canvas toolbar button is pressed, until the answer area shows, from
-# a new run, an answer for the drawing on screen: the answer area starts with the
-# stroke count of the drawing it read (data-digit-strokes), and the script counts
-# strokes too. When the count is unknown (after undo, redo or
-# reset) a completed rerun that started after the interaction is enough. Installed
-# once per page; it only marks the page, it never changes what the server computes.
-PAGE_SCRIPT = """<script>
-(() => {
-  if (window.__digitPending) return;
-  const root = document.documentElement;
-  const st = window.__digitPending = {armed: false, drawing: false, expected: null,
-                                       runSeen: false, since: 0};
-  const pending = () => root.hasAttribute("data-digit-pending");
-  const path = (e) => e.composedPath();
-  const onCanvas = (e) => path(e).some((n) => n.matches && n.matches("canvas.upper-canvas"));
-  const onTool = (e) => path(e).some((n) => n.tagName === "BUTTON" &&
-                                            n.getRootNode() instanceof ShadowRoot);
-  const mark = () => { root.setAttribute("data-digit-pending", ""); st.since = Date.now(); };
-  const stale = (el) => !!(el && el.closest('[data-stale="true"]'));
-  // The answer area holds the stroke mark, then the answer (a metric) or a message.
-  const shown = () => {
-    const area = document.querySelector(".st-key-answer");
-    if (!area) return {fresh: true, busy: false, strokes: null};
-    const m = area.querySelector("[data-digit-strokes]");
-    const lead = area.querySelector('[data-testid="stMetric"], [data-testid="stAlert"]');
-    const busy = !!area.querySelector('[data-stale="true"]');
-    return {fresh: m ? !stale(m) && !stale(lead) : !busy, busy,
-            strokes: m ? Number(m.dataset.digitStrokes) : null};
-  };
-  const check = () => {
-    const s = shown();
-    if (!pending()) {
-      if (s.fresh && s.strokes !== null) st.expected = s.strokes;
-      return;
-    }
-    if (!st.armed) return;
-    if (s.busy) st.runSeen = true;
-    if (!s.fresh) return;
-    // Fallbacks: a stroke that added nothing to the drawing (the count never matches),
-    // an interaction that started no rerun at all.
-    const age = Date.now() - st.since;
-    if ((st.expected !== null && s.strokes === st.expected) ||
-        (st.runSeen && (st.expected === null || age > 3000)) || age > 10000) {
-      root.removeAttribute("data-digit-pending");
-      st.armed = false;
-      if (s.strokes !== null) st.expected = s.strokes;
-    }
-  };
-  document.addEventListener("pointerdown", (e) => {
-    if (onCanvas(e)) { mark(); st.drawing = true; st.armed = false; }
-    else if (onTool(e)) { mark(); st.expected = null; st.armed = true; st.runSeen = false; }
-  }, true);
-  const up = () => {
-    if (!st.drawing) return;
-    st.drawing = false; st.armed = true; st.runSeen = false; st.since = Date.now();
-    if (st.expected !== null) st.expected += 1;
-    check();
-  };
-  document.addEventListener("pointerup", up, true);
-  document.addEventListener("pointercancel", up, true);
-  new MutationObserver(check).observe(document.body, {subtree: true, childList: true,
-                                                      attributes: true,
-                                                      attributeFilter: ["data-stale"]});
-  setInterval(check, 500);  // the fallbacks above need time to pass, not a mutation
-})();
-</script>"""
-
 
 # --------------------------------------------------------------------------- model
 
@@ -244,10 +157,11 @@ def get_predictor() -> tuple[Predictor | None, Path, str | None]:
 
 
 def page_assets_ui() -> None:
-    """The page's CSS and its pending-answer script (see PAGE_CSS, PAGE_SCRIPT)."""
-    st.html(PAGE_CSS)
-    with st.container(key="page_script"):  # hidden: the script needs an element
-        st.html(PAGE_SCRIPT, unsafe_allow_javascript=True)
+    """The page's style sheet and its pending-answer script (app/page.css, app/page.js;
+    read once per process)."""
+    st.html(page_assets.style())
+    with st.container(key=page_assets.SCRIPT_KEY):  # hidden: the script needs an element
+        st.html(page_assets.script(), unsafe_allow_javascript=True)
 
 
 def header_ui() -> None:
@@ -290,6 +204,25 @@ def canvas_ui(stroke: int):
         return_image_data=True, key=CANVAS_KEY)
     strokes = len((result.json_data or {}).get("objects") or [])
     return result.image_bytes, strokes
+
+
+def _hold_for_tests() -> None:
+    """The test hook (:data:`HOLD_ENV`): wait while its file exists. Does nothing when
+    the variable is unset, as everywhere but in the browser tests that hold a run."""
+    hold = os.environ.get(HOLD_ENV)
+    while hold and os.path.exists(hold):
+        time.sleep(0.02)
+
+
+def _read_canvas(data: bytes | None):
+    """(model input or None, error message or None) for the canvas PNG (None: nothing
+    drawn yet)."""
+    if data is None:
+        return None, None
+    try:
+        return _read_drawing(data), None
+    except ValueError as exc:
+        return None, f"Could not read the drawing: {exc}."
 
 
 def _read_drawing(data: bytes):
@@ -348,9 +281,12 @@ def model_input_ui(x: np.ndarray) -> None:
               "the 28 by 28 pixel image given to the model")
 
 
-def _stroke_mark(strokes: int) -> str:
-    """A mark naming the drawing an answer belongs to (see PAGE_SCRIPT)."""
-    return f'<span data-digit-strokes="{strokes}"></span>'
+def answer_mark_ui(strokes: int | None) -> None:
+    """The hidden mark that starts every answer: a token new in every run, and for a
+    drawing its stroke count. The page script waits for it (app/page.js): an answer is
+    the answer for the drawing on screen when it was rendered after the drawing's last
+    change and counts its strokes."""
+    st.html(page_assets.answer_mark(secrets.token_hex(4), strokes))
 
 
 def prediction_ui(predictor: Predictor, x: np.ndarray, engine: str) -> np.ndarray:
@@ -366,7 +302,7 @@ def prediction_ui(predictor: Predictor, x: np.ndarray, engine: str) -> np.ndarra
 
 def probabilities_ui(probs: np.ndarray) -> None:
     """A bar per digit, in plain HTML: a chart library costs the server and the browser
-    more than the answer itself on every stroke (see PAGE_CSS for the bars' style)."""
+    more than the answer itself on every stroke (app/page.css styles the bars)."""
     st.subheader("Probabilities")
     best = int(probs.argmax())
     rows = "".join(
@@ -425,11 +361,8 @@ def feature_maps_ui(predictor: Predictor, x: np.ndarray, engine: str) -> None:
 
 
 def answer_ui(predictor: Predictor, x: np.ndarray | None, engine: str, prompt: str,
-              strokes: int | None, error: str | None) -> np.ndarray | None:
-    """The prediction, right under the input; or the prompt when there is nothing to read.
-    A drawing's answer starts with its stroke count (hidden; see PAGE_SCRIPT)."""
-    if strokes is not None:
-        st.html(_stroke_mark(strokes))
+              error: str | None) -> np.ndarray | None:
+    """The prediction, right under the input; or the prompt when there is nothing to read."""
     if error:
         st.error(error)
     if x is None:
@@ -462,26 +395,27 @@ def workspace_ui(stroke: int, engine: str, predictor: Predictor) -> None:
 def _workspace(stroke: int, engine: str, predictor: Predictor) -> None:
     with st.container(key="workspace"):
         left, right = st.columns([1, 1], gap="large")
-        x = strokes = None
-        read_error = None
         with left:
             source = st.radio("Input", ["Draw", "Upload"], key="source", horizontal=True,
                               label_visibility="collapsed")
-            if source == "Draw":
+            drawing = source == "Draw"
+            if drawing:
                 data, strokes = canvas_ui(stroke)
-                prompt = EMPTY_PROMPT
-                if data is not None:
-                    try:
-                        x = _read_drawing(data)
-                    except ValueError as exc:
-                        read_error = f"Could not read the drawing: {exc}."
             else:
-                img, read_error = upload_ui()
-                x = None if img is None else to_mnist(img)
-                prompt = UPLOAD_PROMPT if img is None else BLANK_UPLOAD
-            with st.container(key="answer"):
-                probs = answer_ui(predictor, x, engine, prompt, strokes, read_error)
-        with right, st.container(key="results"):
+                img, error = upload_ui()
+            with st.container(key=page_assets.ANSWER_KEY):
+                # The mark first: whatever follows (or fails), the page knows this run's
+                # answer and the drawing it read.
+                answer_mark_ui(strokes if drawing else None)
+                if drawing:
+                    x, error = _read_canvas(data)
+                    prompt = EMPTY_PROMPT
+                else:
+                    x = None if img is None else to_mnist(img)
+                    prompt = UPLOAD_PROMPT if img is None else BLANK_UPLOAD
+                probs = answer_ui(predictor, x, engine, prompt, error)
+        _hold_for_tests()
+        with right, st.container(key=page_assets.RESULTS_KEY):
             if probs is not None:
                 details_ui(predictor, x, probs, engine)
 

@@ -1,11 +1,10 @@
-"""Drive the canvas app in a real browser: latency benchmark and helpers.
+"""The canvas app's latency benchmark, in a real browser.
 
 ``python -m benchmarks.browser [--repeats 10] [--model PATH] [--app SCRIPT] [--json]``
 (from the repository root; run it on an otherwise idle machine: it measures time)
 
 Starts the app (``streamlit run``) on a free loopback port, opens it in
-headless Chromium (Debian's ``/usr/bin/chromium`` through Playwright, never a
-browser downloaded by ``playwright install``) and measures
+headless Chromium and measures
 
 - cold start: process start -> the canvas is on screen and accepts strokes;
 - for digits drawn quickly with 1, 2, 4 and 6 strokes (the canvas is reset between
@@ -14,182 +13,39 @@ browser downloaded by ``playwright install``) and measures
   (median, p95), and how many answers for an unfinished drawing were shown unmarked
   (not dimmed as "Updating…"), after the last stroke and while drawing.
 
-The same helpers (:class:`AppServer`, :func:`open_app`, :func:`draw_digit`,
-:func:`reset_canvas`, :func:`wait_for_prediction`, the answer log) drive the
-browser tests and the screenshot script.
+The browser, the app server and the page helpers live in :mod:`app.browser_driver`
+(shared with the browser tests and the screenshot script); this adds the answer log
+(:func:`draw_and_watch`, :func:`analyse_answer_log`), which the tests use too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from mnist_cnn.bench.stats import summary
 from mnist_cnn.canvas import stroke_points
 
-CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps trying to reach
-# Google services, which a closed network refuses, noisily.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-REPO = Path(__file__).resolve().parents[1]
-APP_SCRIPT = REPO / "app" / "streamlit_app.py"
-CANVAS = "canvas.upper-canvas"
-CANVAS_PX = 280  # the app's canvas size in its own pixels
-METRIC_VALUE = '[data-testid="stMetricValue"]'
-RESET_BUTTON = 'button[title="Reset canvas & history"]'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AppServer:
-    """``streamlit run app/streamlit_app.py`` on 127.0.0.1:<free port>, as a context manager.
-
-    Inputs:
-    - model: model file for ``$MNIST_CNN_MODEL`` (None: the default).
-    - log_path: where the server's output goes (None: discarded).
-    - script: the app script (another version of the app, to compare).
-    """
-
-    def __init__(self, model=None, log_path=None, port=None, env=None, script=APP_SCRIPT):
-        self.script = script
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.model = model
-        self.log_path = log_path
-        self.env = env or {}
-        self.proc = None
-        self.started = None
-
-    def __enter__(self) -> AppServer:
-        env = dict(os.environ, **self.env)
-        if self.model is not None:
-            env["MNIST_CNN_MODEL"] = str(self.model)
-        cmd = [sys.executable, "-m", "streamlit", "run", str(self.script),
-               "--server.headless", "true", "--server.address", "127.0.0.1",
-               "--server.port", str(self.port), "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
-        out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
-        self.wait_healthy()
-        return self
-
-    def wait_healthy(self, timeout: float = 60.0) -> None:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited with status {self.proc.returncode}"
-                                   + (f"; see {self.log_path}" if self.log_path else ""))
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(f"the app did not answer on {self.url} within {timeout:.0f} s")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def launch_browser(playwright):
-    if not Path(CHROMIUM).is_file():
-        raise FileNotFoundError(f"{CHROMIUM} is missing (install Debian chromium: "
-                                "`make chromium`)")
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                      headless=True)
-
-
-def open_app(page, url: str, timeout_ms: int = 60_000) -> dict:
-    """Load the app and wait until the canvas is drawable; returns its bounding box."""
-    page.goto(url, timeout=timeout_ms)
-    canvas = page.locator(CANVAS)
-    canvas.wait_for(state="visible", timeout=timeout_ms)
-    return canvas.bounding_box()
-
-
-def draw_digit(page, box: dict, digit: int, left: float, top: float, size: float) -> None:
-    """Draw ``digit`` with the mouse inside the canvas square (left, top, size) in
-    canvas pixels; the mouse is released at the end of each stroke."""
-    for pts in stroke_points(digit, left, top, size):
-        x0, y0 = pts[0]
-        page.mouse.move(box["x"] + x0, box["y"] + y0)
-        page.mouse.down()
-        for x, y in pts[1:]:
-            page.mouse.move(box["x"] + x, box["y"] + y)
-        page.mouse.up()
-
-
-def reset_canvas(page, timeout_ms: int = 20_000) -> None:
-    """Press the toolbar's "Reset canvas & history" and wait for the prediction to go."""
-    page.locator(RESET_BUTTON).click()
-    page.locator(METRIC_VALUE).wait_for(state="detached", timeout=timeout_ms)
-
-
-# What the page presents as the answer: the Prediction metric's text (None: none shown),
-# whether it is marked as out of date - the page is pending (the app's script set
-# <html data-digit-pending> since the pen touched the canvas) or Streamlit has marked
-# the metric stale (a rerun is under way); the app dims both at once - and how many
-# strokes the drawing it read had, as the server saw them (the app's data-digit-strokes
-# beside the answer; null for an app without it).
-ANSWER_STATE_JS = """() => {
-  const m = document.querySelector('[data-testid="stMetricValue"]');
-  const pending = document.documentElement.hasAttribute("data-digit-pending");
-  if (!m) return {value: null, marked: pending, strokes: null, opacity: null};
-  const c = m.closest('[data-testid="stVerticalBlock"]');
-  const n = c && c.querySelector("[data-digit-strokes]");
-  let opacity = 1;  // as drawn: the product of the opacities up the tree
-  for (let e = m; e && e.nodeType === 1; e = e.parentElement) {
-    opacity *= Number(getComputedStyle(e).opacity);
-  }
-  return {value: m.innerText.trim(), marked: pending || !!m.closest('[data-stale="true"]'),
-          strokes: n ? Number(n.dataset.digitStrokes) : null,
-          opacity: Math.round(opacity * 100) / 100};
-}"""
-
-# True once an unmarked answer is shown, no rerun is under way (nothing stale in the
-# app's main area) and the answer has stayed the same for `ms` milliseconds.
-_SETTLED_JS = """(ms) => {
-  const s = (STATE)();
-  const busy = !!document.querySelector('.stMain [data-stale="true"]');
-  const key = JSON.stringify(s) + busy;
-  const w = window.__settle || (window.__settle = {key: null, since: 0});
-  if (key !== w.key) { w.key = key; w.since = performance.now(); }
-  return s.value !== null && !s.marked && !busy && performance.now() - w.since >= ms;
-}""".replace("STATE", ANSWER_STATE_JS)
-
-
-def wait_for_prediction(page, timeout_ms: int = 30_000, steady_ms: int = 300) -> str:
-    """Wait until the page shows an answer as current (not marked as updating) that
-    stays put for ``steady_ms``, and return it."""
-    page.wait_for_function(_SETTLED_JS, arg=steady_ms, timeout=timeout_ms, polling=50)
-    return page.evaluate(ANSWER_STATE_JS)["value"]
-
+from app.browser_driver import (
+    ANSWER_STATE_JS,
+    APP_SCRIPT,
+    CHROMIUM,
+    METRIC_VALUE,
+    AppServer,
+    draw_strokes,
+    launch_browser,
+    open_app,
+    reset_canvas,
+    wait_for_prediction,
+)
+from app.page_assets import fill
 
 # Records what the page presents as the answer, every 50 ms and on every change, with
 # the times of pointer downs and ups, on the page's own clock (performance.now()).
-ANSWER_LOG_JS = """() => {
+ANSWER_LOG_JS = fill("""() => {
   if (window.__answerLog) { window.__answerLog.length = 0; return; }
   const log = window.__answerLog = [];
   const state = STATE;
@@ -202,11 +58,11 @@ ANSWER_LOG_JS = """() => {
   const watch = (el, opts) => new MutationObserver(() => sample("change")).observe(el, opts);
   watch(document.body, {subtree: true, childList: true, characterData: true,
                         attributes: true, attributeFilter: ["data-stale"]});
-  watch(document.documentElement, {attributes: true, attributeFilter: ["data-digit-pending"]});
+  watch(document.documentElement, {attributes: true, attributeFilter: ["$pending"]});
   for (const ev of ["pointerdown", "pointerup"]) {
     document.addEventListener(ev, () => log.push({t: performance.now(), why: ev}), true);
   }
-}""".replace("STATE", ANSWER_STATE_JS)
+}""").replace("STATE", ANSWER_STATE_JS)
 
 
 def start_answer_log(page) -> None:
@@ -260,15 +116,6 @@ def analyse_answer_log(log: list[dict], final: str, strokes: int | None = None) 
             "samples_after_last_up": samples_after}
 
 
-def wait_for_full_result(page, timeout_ms: int = 30_000) -> None:
-    """Wait until the whole result (prediction, probabilities chart) is drawn and the
-    app has finished its run - for screenshots."""
-    wait_for_prediction(page, timeout_ms)
-    page.locator(".digit-probs").first.wait_for(state="visible", timeout=timeout_ms)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached",
-                                                            timeout=timeout_ms)
-
-
 # Digits drawn with 1, 2, 4 and 6 strokes: (digit, left, top, size) in canvas pixels.
 # A digit of k strokes is its path cut into k pieces, the pen lifted between them: the
 # drawings before the last stroke are unfinished digits, often read as another digit.
@@ -284,53 +131,16 @@ def split_strokes(digit: int, left: float, top: float, size: float, k: int):
     return [pts[a:b + 1] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
-def draw_strokes(page, box: dict, strokes) -> None:
-    """Draw the strokes with the mouse, as fast as the browser takes the events."""
-    for pts in strokes:
-        page.mouse.move(box["x"] + pts[0][0], box["y"] + pts[0][1])
-        page.mouse.down()
-        for x, y in pts[1:]:
-            page.mouse.move(box["x"] + x, box["y"] + y)
-        page.mouse.up()
-
-
-def touch_strokes(cdp, box: dict, strokes) -> None:
-    """Draw the strokes with a finger: touch events through a CDP session
-    (``context.new_cdp_session(page)`` of a ``has_touch``/``is_mobile`` context).
-    Stroke points are in canvas pixels, scaled to the canvas as displayed."""
-    sx, sy = box["width"] / CANVAS_PX, box["height"] / CANVAS_PX
-
-    def touch(kind, points):
-        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
-            {"x": box["x"] + x * sx, "y": box["y"] + y * sy} for x, y in points]})
-
-    for pts in strokes:
-        touch("touchStart", pts[:1])
-        for p in pts[1:]:
-            touch("touchMove", [p])
-        touch("touchEnd", [])
-
-
-def draw_and_watch(page, box: dict, strokes, timeout_ms: int = 60_000, draw=None) -> dict:
-    """Draw a digit (several strokes; ``draw(strokes)`` if given, else the mouse) while
+def draw_and_watch(page, box: dict, strokes, timeout_ms: int = 60_000,
+                   touch: bool = False) -> dict:
+    """Draw a digit (several strokes; with the mouse, or a finger: ``touch``) while
     recording what the page shows as the answer; returns :func:`analyse_answer_log`'s
     figures plus ``final`` (the settled answer) and ``log`` (the records)."""
     start_answer_log(page)
-    if draw is None:
-        draw_strokes(page, box, strokes)
-    else:
-        draw(strokes)
+    draw_strokes(page, box, strokes, touch=touch)
     final = wait_for_prediction(page, timeout_ms, steady_ms=1000)
     log = answer_log(page)
     return {"final": final, **analyse_answer_log(log, final, len(strokes)), "log": log}
-
-
-def clear_canvas(page, timeout_ms: int = 30_000) -> None:
-    """Reset the canvas and wait until the page has no answer and no pending mark."""
-    page.locator(RESET_BUTTON).click()
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stMetricValue\"]') && "
-        "!document.documentElement.hasAttribute('data-digit-pending')", timeout=timeout_ms)
 
 
 def measure(model=None, repeats: int = 5, log_path=None, script=APP_SCRIPT,
@@ -357,7 +167,7 @@ def measure(model=None, repeats: int = 5, log_path=None, script=APP_SCRIPT,
                     runs = []
                     for _ in range(repeats):
                         if page.locator(METRIC_VALUE).count():
-                            clear_canvas(page)
+                            reset_canvas(page)
                         runs.append(draw_and_watch(page, box,
                                                    split_strokes(digit, left, top, size, k)))
                     lat = [r["latency_s"] for r in runs if r["latency_s"] is not None]

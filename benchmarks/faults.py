@@ -133,13 +133,14 @@ def _report(rows: list[dict], name: str, ok: bool, what: str, **figures) -> None
 
 def app_model_faults(model: Path, work: Path, rows: list[dict]) -> None:
     """Scenario 1: corrupt / delete / restore the model under a running app (browser)."""
+    from mnist_cnn.canvas import stroke_points
     from playwright.sync_api import sync_playwright
 
-    from benchmarks.browser import (
+    from app.browser_driver import (
         CANVAS,
         METRIC_VALUE,
         AppServer,
-        draw_digit,
+        draw_strokes,
         launch_browser,
         open_app,
     )
@@ -150,7 +151,7 @@ def app_model_faults(model: Path, work: Path, rows: list[dict]) -> None:
 
     def predict(page, digit=7) -> str:
         box = open_app(page, server.url)
-        draw_digit(page, box, digit, 50, 40, 170)
+        draw_strokes(page, box, stroke_points(digit, 50, 40, 170))
         metric = page.locator(METRIC_VALUE)
         metric.wait_for(state="visible", timeout=60_000)
         return metric.inner_text().strip()
@@ -196,7 +197,7 @@ def app_model_faults(model: Path, work: Path, rows: list[dict]) -> None:
                 page.get_by_role("button", name="Try again").click()
                 canvas = page.locator(CANVAS)
                 canvas.wait_for(state="visible", timeout=60_000)
-                draw_digit(page, canvas.bounding_box(), 3, 50, 40, 170)
+                draw_strokes(page, canvas.bounding_box(), stroke_points(3, 50, 40, 170))
                 metric = page.locator(METRIC_VALUE)
                 metric.wait_for(state="visible", timeout=60_000)
                 shown = metric.inner_text().strip()

@@ -51,8 +51,8 @@ through a small bootstrap that wraps ``Predictor.from_file`` to print one line
 per load before handing over to Streamlit's own command line, so the app's
 code is untouched. The model must be loaded once per process, whatever N is.
 
-The browser flags and the system Chromium are those of
-:mod:`benchmarks.browser` (never ``playwright install``).
+The browser flags, the system Chromium (never ``playwright install``) and the strokes'
+input events are those of :mod:`app.browser_driver`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from pathlib import Path
 from mnist_cnn.bench.stats import summary
 from mnist_cnn.canvas import stroke_points
 
-from benchmarks.browser import (
+from app.browser_driver import (
     APP_SCRIPT,
     CANVAS,
     CHROMIUM,
@@ -80,6 +80,7 @@ from benchmarks.browser import (
     REPO,
     RESET_BUTTON,
     AppServer,
+    pen_events,
 )
 
 LOAD_MARKER = "MNIST_CNN_BENCH_MODEL_LOAD"
@@ -233,12 +234,10 @@ async def _session(k: int, page, url: str, results: dict) -> None:
             if await metric.count():
                 await page.locator(RESET_BUTTON).click(timeout=TIMEOUT_MS)
                 await metric.wait_for(state="detached", timeout=TIMEOUT_MS)
-            [pts] = stroke_points(digit, left, top, size)
-            await page.mouse.move(box["x"] + pts[0][0], box["y"] + pts[0][1])
             t_draw = time.perf_counter()
-            await page.mouse.down()
-            for x, y in pts[1:]:
-                await page.mouse.move(box["x"] + x, box["y"] + y)
+            for method, args in pen_events(box, stroke_points(digit, left, top, size),
+                                           hold=True):
+                await getattr(page.mouse, method)(*args)
             t0 = time.perf_counter()
             await page.mouse.up()
             await metric.wait_for(state="visible", timeout=TIMEOUT_MS)

@@ -20,7 +20,8 @@ weights that ``python -m mnist_cnn export-web`` wrote there, and measures
   round trips).
 
 The page helpers (:func:`make_page`, :func:`open_page`, :func:`draw_mouse`,
-:func:`draw_touch`, :func:`wait_state`, :func:`widget_result`) drive the tests too.
+:func:`draw_touch`, :func:`wait_state`, :func:`widget_result`) drive the tests too; the
+strokes are drawn by :func:`app.browser_driver.draw_strokes`, as on the app's canvas.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from mnist_cnn.bench.stats import summary
 from mnist_cnn.canvas import DIGIT_STROKES, stroke_points
 from mnist_cnn.web import WEIGHTS_JS, default_out_dir
 
-from benchmarks.browser import launch_browser
+from app.browser_driver import draw_strokes, launch_browser
 
 WIDGET_DIR = Path(__file__).resolve().parents[1] / "book" / "_static" / "digit_widget"
 SCRIPTS = ("widget.js", "pad.js", "forward.js", "preprocess.js", "widget.css")
@@ -96,33 +97,18 @@ def widget_result(page, root: str = ROOT):
     return (None if digit is None else int(digit)), (None if probs is None else json.loads(probs))
 
 
-def _canvas_box(page, root: str):
-    box = page.locator(f"{root} canvas").first.bounding_box()
-    return box, box["width"] / 280, box["height"] / 280
+def _canvas_box(page, root: str) -> dict:
+    return page.locator(f"{root} canvas").first.bounding_box()
 
 
 def draw_mouse(page, strokes, root: str = ROOT) -> None:
     """Draw ``strokes`` (lists of (x, y) in 280x280 canvas pixels) with the mouse."""
-    box, sx, sy = _canvas_box(page, root)
-    for stroke in strokes:
-        page.mouse.move(box["x"] + stroke[0][0] * sx, box["y"] + stroke[0][1] * sy)
-        page.mouse.down()
-        for x, y in stroke[1:]:
-            page.mouse.move(box["x"] + x * sx, box["y"] + y * sy)
-        page.mouse.up()
+    draw_strokes(page, _canvas_box(page, root), strokes)
 
 
 def draw_touch(page, strokes, root: str = ROOT) -> None:
     """Draw ``strokes`` with a finger: CDP touch events (the context needs has_touch)."""
-    box, sx, sy = _canvas_box(page, root)
-    cdp = page.context.new_cdp_session(page)
-    for stroke in strokes:
-        pts = [{"x": box["x"] + x * sx, "y": box["y"] + y * sy} for x, y in stroke]
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [pts[0]]})
-        for p in pts[1:]:
-            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [p]})
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
-    cdp.detach()
+    draw_strokes(page, _canvas_box(page, root), strokes, touch=True)
 
 
 def widget_bytes(export_dir: Path) -> dict:
@@ -164,14 +150,9 @@ def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) ->
             left, top = rng.uniform(5, 275 - size), rng.uniform(5, 275 - size)
             page.get_by_role("button", name="Clear").click()
             wait_state(page, "ready")
-            strokes = stroke_points(digit, left, top, size)
-            draw_mouse(page, strokes[:-1])
-            box, sx, sy = _canvas_box(page, ROOT)
-            last = [(box["x"] + x * sx, box["y"] + y * sy) for x, y in strokes[-1]]
-            page.mouse.move(*last[0])
-            page.mouse.down()
-            for p in last[1:]:
-                page.mouse.move(*p)
+            # every stroke, the pen still down at the end of the last one
+            draw_strokes(page, _canvas_box(page, ROOT), stroke_points(digit, left, top, size),
+                         hold=True)
             page.eval_on_selector(ROOT, "el => { delete el.dataset.shownMs; }")
             start = time.perf_counter()
             page.mouse.up()                      # the end of the last stroke

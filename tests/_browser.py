@@ -1,6 +1,6 @@
 """Headless Debian Chromium through Playwright, for the app and site checks.
 
-The browser, its flags and the launch live in :mod:`benchmarks.browser`
+The browser, its flags and the launch live in :mod:`app.browser_driver`
 (shared with the benchmarks); this adds what a test does when the browser is
 missing: fail in CI (`make test` installs Debian chromium), skip elsewhere.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.browser import CHROMIUM, launch_browser
+from app.browser_driver import CHROMIUM, launch_browser
 
 
 def require_chromium() -> str:

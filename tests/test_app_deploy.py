@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,18 @@ def test_streamlit_config():
 def test_app_entry_point_exists():
     assert (REPO / "app" / "streamlit_app.py").is_file()
     assert (REPO / "models" / "cnn_model.keras").is_file(), "the deployed app needs the model"
+
+
+def test_the_files_the_app_reads_at_start_up_ship_with_it():
+    """The page's style and script are read from the app's own folder (app/page_assets.py,
+    which the app imports from beside it): the host's checkout must have them."""
+    files = [f"app/{name}" for name in ("page_assets.py", "page.css", "page.js")]
+    for name in files:
+        assert (REPO / name).is_file(), name
+    if shutil.which("git") and (REPO / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", *files], cwd=REPO,
+                                 capture_output=True, text=True)
+        assert ignored.stdout == "", f"git ignores {ignored.stdout}"
 
 
 @pytest.mark.slow

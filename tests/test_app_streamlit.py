@@ -2,6 +2,7 @@
 
 import base64
 import io
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from mnist_cnn.numerics import assert_close
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from app.page_assets import RUN, STROKES
 from tests._helpers_app import APP, TIMEOUT, render_digit
 
 # The `app` and `model_path` fixtures are in conftest.py.
@@ -55,6 +57,34 @@ def test_drawn_digit_is_predicted_with_probabilities(app, digit, left, top, size
     [bars] = [h for h in at.get("html") if 'class="digit-probs"' in h.proto.body]
     assert bars.proto.body.count('class="bar"') == 10  # one bar per digit
     assert len(at.info) == 0
+
+
+def _mark(at) -> tuple[str, int | None]:
+    """The hidden mark that starts the answer: (run token, stroke count or None)."""
+    [body] = [h.proto.body for h in at.get("html") if h.proto.body.startswith(f"<span {RUN}")]
+    run = re.search(rf'{RUN}="(\w+)"', body).group(1)
+    strokes = re.search(rf'{STROKES}="(\d+)"', body)
+    return run, None if strokes is None else int(strokes.group(1))
+
+
+def test_every_answer_starts_with_a_mark_naming_its_run_and_drawing(app):
+    """What the page script waits for (app/page.js): in every state the answer carries
+    a run token new in every run and, for the canvas, the strokes it read."""
+    runs = [_mark(app)[0]]
+    assert _mark(app)[1] == 0 and "Draw a digit" in _texts(app.info)    # empty canvas
+    at = _draw(app, render_digit(7, 50, 50, 150))
+    runs.append(_mark(at)[0])
+    assert _mark(at)[1] == 1 and at.metric[0].value == "7"               # a drawing
+    at.toggle(key="feature_maps").set_value(True).run()                   # another widget
+    runs.append(_mark(at)[0])
+    assert _mark(at)[1] == 1
+    at = _draw(at, np.zeros((1200, 1200, 4), np.uint8))
+    runs.append(_mark(at)[0])
+    assert _mark(at)[1] == 1 and "too large" in _texts(at.error)         # unreadable
+    at = _upload(at, "notes.png", b"not an image")
+    runs.append(_mark(at)[0])
+    assert _mark(at)[1] is None and "not a supported image" in _texts(at.error)  # upload
+    assert len(set(runs)) == len(runs)
 
 
 def test_reset_canvas_brings_back_the_prompt(app):

@@ -10,17 +10,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.browser import (
+from app.browser_driver import (
     METRIC_VALUE,
     AppServer,
-    draw_digit,
+    draw_strokes,
     open_app,
     reset_canvas,
     wait_for_full_result,
     wait_for_prediction,
 )
 from tests._browser import require_chromium
-from tests._helpers_app import committed_or_small_model, render_digit, trained_small_model
+from tests._helpers_app import (
+    committed_or_small_model,
+    render_digit,
+    stroke_points,
+    trained_small_model,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -62,7 +67,7 @@ def test_draw_digits_with_the_mouse_then_reset(server, page):
     for k, (digit, left, top, size) in enumerate(DRAWINGS):
         if k:
             reset_canvas(page)
-        draw_digit(page, box, digit, left, top, size)
+        draw_strokes(page, box, stroke_points(digit, left, top, size))
         shown = wait_for_prediction(page)
         page.get_by_text("What the model sees").wait_for()
         assert shown == str(digit), f"drew {digit} at ({left}, {top}) size {size}"
@@ -105,7 +110,7 @@ def test_model_from_environment_variable(browser, tmp_path_factory):
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         box = open_app(page, srv.url)
         assert page.get_by_text("other_model.keras").is_visible()
-        draw_digit(page, box, 7, 40, 30, 180)
+        draw_strokes(page, box, stroke_points(7, 40, 30, 180))
         assert wait_for_prediction(page) == "7"
         page.close()
 

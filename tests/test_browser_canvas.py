@@ -11,17 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.browser import (
-    CANVAS,
-    METRIC_VALUE,
-    MULTI_STROKE,
-    AppServer,
-    clear_canvas,
-    draw_and_watch,
-    open_app,
-    split_strokes,
-    touch_strokes,
-)
+from app.browser_driver import CANVAS, METRIC_VALUE, AppServer, open_app, reset_canvas
+from benchmarks.browser import MULTI_STROKE, draw_and_watch, split_strokes
 from tests._browser import require_chromium
 from tests._helpers_app import committed_or_small_model
 
@@ -66,7 +57,7 @@ def test_multi_stroke_digit_drawn_quickly_never_shows_a_stale_answer(server, bro
         digit, left, top, size = MULTI_STROKE[strokes]
         for _ in range(2):  # a fresh canvas, then one that had an answer before
             if page.locator(METRIC_VALUE).count():
-                clear_canvas(page)
+                reset_canvas(page)
             res = draw_and_watch(page, box, split_strokes(digit, left, top, size, strokes))
             _check_no_stale_answer(res, strokes)
             assert res["final"] == str(digit)
@@ -85,11 +76,8 @@ def test_phone_canvas_fits_a_finger_draws_and_the_answer_is_in_view(server, brow
         assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"]
         page.evaluate("() => { window.__scrolled = 0; "
                       "addEventListener('scroll', () => window.__scrolled++); }")
-        cdp = context.new_cdp_session(page)
         digit, left, top, size = MULTI_STROKE[4]
-        strokes = split_strokes(digit, left, top, size, 4)
-        res = draw_and_watch(page, box, strokes,
-                             draw=lambda s: touch_strokes(cdp, box, s))
+        res = draw_and_watch(page, box, split_strokes(digit, left, top, size, 4), touch=True)
         # The finger drew (the app read all its strokes), the page did not move.
         _check_no_stale_answer(res, 4)
         assert res["final"] == str(digit)

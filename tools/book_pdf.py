@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from benchmarks.browser import CHROMIUM, launch_browser
+    from app.browser_driver import CHROMIUM, launch_browser
 
     if not Path(CHROMIUM).is_file():          # before a build of several minutes
         print(f"error: {CHROMIUM} is missing; `make chromium` installs it", file=sys.stderr)
