@@ -201,21 +201,42 @@ def from_keras(model_or_path, seed=0):
     - ValueError naming the layer and its class for a layer the bridge cannot convert.
     """
     S = _scratch()
+    model = _keras_model(model_or_path)
+    in_shape = _image_input_shape(model)
+    built = _convert_layers(model, in_shape, S)
+    net = S.Sequential([layer for layer, _ in built], input_shape=in_shape, seed=seed)
+    for layer, weights in built:
+        if weights is not None:
+            layer.set_weights(weights)
+    return net
 
+
+def _keras_model(model_or_path):
+    """A Keras model given as itself or as a path to a ``.keras`` file."""
     if isinstance(model_or_path, (str, Path)):
         from mnist_cnn.model_files import load_model
 
-        model = load_model(model_or_path)
-    else:
-        model = model_or_path
+        return load_model(model_or_path)
+    return model_or_path
 
+
+def _image_input_shape(model) -> tuple:
+    """The shape of one input image, (H, W, C) (a (H, W) input gets C = 1), or
+    ValueError for a model whose inputs are not images."""
     in_shape = tuple(model.input_shape[1:])
     if len(in_shape) == 2:
         in_shape = in_shape + (1,)
     if len(in_shape) != 3:
         raise ValueError(f"The bridge needs image inputs (H, W) or (H, W, C); the model takes "
                          f"{model.input_shape}.")
+    return in_shape
 
+
+def _convert_layers(model, in_shape, S) -> list:
+    """The scratch layers computing what the Keras layers compute, in order, each
+    with its weights (or None): inference no-ops skipped, each BatchNormalization
+    folded into the Conv2D or Dense just before it, the others converted by
+    ``_CONVERTERS``. ValueError names a layer that cannot be converted."""
     built, pending = [], None          # (scratch layer, weights or None); a _Pending
     for layer in _flat_layers(model):
         cls = type(layer).__name__
@@ -239,12 +260,7 @@ def from_keras(model_or_path, seed=0):
             built.extend(out)
     if pending is not None:
         built.extend(pending.to_scratch(S))
-
-    net = S.Sequential([layer for layer, _ in built], input_shape=in_shape, seed=seed)
-    for layer, weights in built:
-        if weights is not None:
-            layer.set_weights(weights)
-    return net
+    return built
 
 
 def _keras_twin_layer(layer, keras):

@@ -102,6 +102,15 @@ def _as_float(image) -> tuple[np.ndarray, np.ndarray | None]:
       min..max, whichever contains the finite values. Non-finite pixels
       (NaN, inf) are treated as transparent, i.e. background.
     """
+    arr = _image_array(image)
+    x = arr.astype(np.float64)
+    finite = np.isfinite(x)
+    return _gray_and_alpha(_to_unit_range(x, arr.dtype, finite), finite)
+
+
+def _image_array(image) -> np.ndarray:
+    """``image`` as an array of numbers of shape (H, W) or (H, W, 1..4), or
+    ValueError saying why it is not an image."""
     if isinstance(image, Image.Image):
         arr = _pil_to_array(image)
     elif isinstance(image, (str, bytes, os.PathLike)) or image is None:
@@ -119,49 +128,52 @@ def _as_float(image) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"not an image: array of dtype {arr.dtype}; expected numbers")
     if np.iscomplexobj(arr):
         raise ValueError("not an image: complex-valued array")
-    if arr.ndim == 3 and arr.shape[2] in (1, 2, 3, 4):
-        pass
-    elif arr.ndim != 2:
+    if arr.ndim != 2 and not (arr.ndim == 3 and arr.shape[2] in (1, 2, 3, 4)):
         raise ValueError(
             f"not an image: shape {arr.shape}; expected (H, W) or (H, W, C) with C in 1..4 "
             "(one image at a time, channels last)")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"not an image: zero-size array of shape {arr.shape}")
+    return arr
 
-    x = arr.astype(np.float64)
-    finite = np.isfinite(x)
-    if arr.dtype == np.bool_:
-        pass
-    elif arr.dtype == np.uint8:
-        x /= 255.0
-    elif arr.dtype == np.uint16:
-        x /= 65535.0
-    else:
-        vals = x[finite]
-        lo, hi = (vals.min(), vals.max()) if vals.size else (0.0, 1.0)
-        is_int = np.issubdtype(arr.dtype, np.integer)
-        if lo >= 0 and hi <= (255 if is_int else 1.0):
-            if is_int:
-                x /= 255.0
-        elif lo >= 0 and hi <= 255:
-            x /= 255.0
-        elif is_int and lo >= 0 and hi <= 65535:
-            x /= 65535.0
-        else:
-            # Unusual range (negative values, huge floats): stretch min..max to 0..1.
-            # Halves first: hi - lo can overflow float64 (e.g. -1e308..1e308).
-            span = hi / 2 - lo / 2
-            x = (x / 2 - lo / 2) / span if span > 0 else np.zeros_like(x)
+
+def _to_unit_range(x: np.ndarray, dtype: np.dtype, finite: np.ndarray) -> np.ndarray:
+    """The pixel values ``x`` (float64, read from an array of ``dtype``) scaled to
+    0..1 as :func:`_as_float` says: by the dtype's range for bool, uint8 and uint16,
+    otherwise by the range that contains the ``finite`` values."""
+    if dtype == np.bool_:
+        return x
+    if dtype == np.uint8:
+        return x / 255.0
+    if dtype == np.uint16:
+        return x / 65535.0
+    vals = x[finite]
+    lo, hi = (vals.min(), vals.max()) if vals.size else (0.0, 1.0)
+    is_int = np.issubdtype(dtype, np.integer)
+    if not is_int and lo >= 0 and hi <= 1.0:      # floats already in 0..1
+        return x
+    if lo >= 0 and hi <= 255:                     # 8-bit values, as integers or floats
+        return x / 255.0
+    if is_int and lo >= 0 and hi <= 65535:        # 16-bit integers
+        return x / 65535.0
+    # Unusual range (negative values, huge floats): stretch min..max to 0..1.
+    # Halves first: hi - lo can overflow float64 (e.g. -1e308..1e308).
+    span = hi / 2 - lo / 2
+    return (x / 2 - lo / 2) / span if span > 0 else np.zeros_like(x)
+
+
+def _gray_and_alpha(x: np.ndarray, finite: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(gray, alpha or None) of an image in 0..1 of shape (H, W) or (H, W, C): RGB
+    becomes its luma, the last channel of 2 or 4 is the alpha, and the pixels
+    where ``finite`` is False are transparent (alpha 0)."""
     bad = ~finite
     if x.ndim == 2:
         x = x[..., None]
         bad = bad[..., None]
     nonfinite = bad.any(axis=2)
     x = np.where(bad, 0.0, np.clip(x, 0.0, 1.0))
-
-    c = x.shape[2]
     alpha = None
-    if c in (2, 4):
+    if x.shape[2] in (2, 4):
         alpha = x[..., -1]
         x = x[..., :-1]
     if x.shape[2] == 3:
@@ -390,26 +402,7 @@ def load_image(file_or_bytes, max_bytes: int = MAX_BYTES,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            w, h = img.size
-            if w == 0 or h == 0:
-                raise ValueError(f"the image has zero size ({w}x{h})")
-            if w * h > max_pixels:
-                raise ValueError(
-                    f"the image is too large: {w}x{h} pixels (limit {max_pixels:,} pixels)")
-            if getattr(img, "is_animated", False) or getattr(img, "n_frames", 1) > 1:
-                raise ValueError("animated images are not supported; upload a single frame "
-                                 "(PNG or JPEG)")
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            # A digit needs 20 px; shrinking big photos right away bounds the memory
-            # and time of everything after (a 25-megapixel RGBA image would take
-            # gigabytes as float arrays). BOX = area averaging, i.e. anti-aliased.
-            if max(img.size) > MAX_SIDE:
-                if img.mode not in ("L", "LA", "RGB", "RGBA", "F", "I"):
-                    img = img.convert("RGBA" if "A" in img.getbands()
-                                      or "transparency" in img.info else "RGB")
-                img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
+            return _decode(data, max_pixels)
     except ValueError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -421,6 +414,44 @@ def load_image(file_or_bytes, max_bytes: int = MAX_BYTES,
         raise ValueError(f"could not read the image (truncated or corrupt file: {exc})") from None
     except MemoryError:
         raise ValueError("the image is too large to decode") from None
+
+
+def _decode(data: bytes, max_pixels: int) -> Image.Image:
+    """The image in ``data``: its header checked (:func:`_check_header`), then
+    decoded, turned upright per EXIF and shrunk (:func:`_shrink`). Pillow's errors
+    pass through; :func:`load_image` turns them into ValueErrors."""
+    img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    _check_header(img, max_pixels)
+    img.load()
+    return _shrink(ImageOps.exif_transpose(img))
+
+
+def _check_header(img: Image.Image, max_pixels: int) -> None:
+    """Refuse, from the header alone (nothing decoded yet), an image of zero size,
+    of more than ``max_pixels`` pixels, or of more than one frame."""
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise ValueError(f"the image has zero size ({w}x{h})")
+    if w * h > max_pixels:
+        raise ValueError(
+            f"the image is too large: {w}x{h} pixels (limit {max_pixels:,} pixels)")
+    if getattr(img, "is_animated", False) or getattr(img, "n_frames", 1) > 1:
+        raise ValueError("animated images are not supported; upload a single frame "
+                         "(PNG or JPEG)")
+
+
+def _shrink(img: Image.Image) -> Image.Image:
+    """``img`` shrunk so its longer side is at most ``MAX_SIDE`` pixels.
+
+    A digit needs 20 px; shrinking big photos right away bounds the memory and
+    time of everything after (a 25-megapixel RGBA image would take gigabytes as
+    float arrays). BOX = area averaging, i.e. anti-aliased.
+    """
+    if max(img.size) > MAX_SIDE:
+        if img.mode not in ("L", "LA", "RGB", "RGBA", "F", "I"):
+            img = img.convert("RGBA" if "A" in img.getbands()
+                              or "transparency" in img.info else "RGB")
+        img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
     return img
 
 

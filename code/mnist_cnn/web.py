@@ -164,17 +164,28 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
     Raises ValueError for a model the bridge or the page cannot run,
     FileNotFoundError for a missing model file.
     """
-    from mnist_cnn.data import load_mnist, prepare_images, split_validation
-
     model_path = Path(model) if model is not None else paths.default_keras_model()
     if not model_path.is_file():
         raise FileNotFoundError(f"no model file at {model_path}")
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
     t0 = time.perf_counter()
     net = _web_network(model_path)
+    dtype, shipped, figures = _choose_dtype(net, cache_dir, progress)
+    data = _weight_bytes(shipped)
+    manifest = _manifest(model_path, net, shipped, dtype, data, figures)
+    _write_export(out_dir, model_path.name, manifest, data)
+    manifest["seconds"] = round(time.perf_counter() - t0, 1)
+    return manifest
+
+
+def _choose_dtype(net, cache_dir, progress: bool) -> tuple[str, list, dict]:
+    """(dtype, weights, figures): the dtype the page gets, chosen on the validation
+    split, the weights in that dtype, and the figures as the manifest names them
+    (the validation accuracies, and the test accuracy of exactly those weights)."""
+    from mnist_cnn.data import load_mnist, prepare_images, split_validation
+
     weights32 = [np.asarray(w, np.float32) for w in net.get_weights()]
     weights16 = [w.astype(np.float16) for w in weights32]
-
     (x_train, y_train), (x_test, y_test) = load_mnist(cache_dir, progress=progress)
     # The dtype is a choice, so it is made on the validation split (the last 5,000
     # training images, the split the trainers choose their epoch on), never on the
@@ -188,34 +199,7 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
     shipped = weights16 if dtype == "float16" else weights32
     # The test set, once, for the final figure: exactly what ships.
     test_acc = _accuracy(_with_weights(net, shipped), prepare_images(x_test), y_test)
-
-    layers, offset, i = [], 0, 0
-    for layer in net.layers:
-        entry = layer.get_config()       # the layer's own description, plus its weights
-        keys = layer.weight_names()
-        if keys:
-            entry["weights"] = []
-            for key in keys:
-                w = shipped[i]
-                entry["weights"].append({"name": key, "shape": list(w.shape),
-                                         "offset": offset, "length": int(w.size)})
-                offset += int(w.size)
-                i += 1
-        layers.append(entry)
-    data = b"".join(np.ascontiguousarray(w).astype(w.dtype.newbyteorder("<")).tobytes()
-                    for w in shipped)
-    manifest = {
-        "format": FORMAT,
-        "model": model_path.name,
-        "model_sha256": sha256_file(model_path),
-        "input_shape": list(INPUT_SHAPE),
-        "classes": CLASSES,
-        "layers": layers,
-        "parameters": offset,
-        "dtype": dtype,
-        "byte_order": "little",
-        "weights_bytes": len(data),
-        "weights_sha256": sha256_bytes(data),
+    return dtype, shipped, {
         "validation_images": int(len(y_val)),
         "validation_accuracy_float32": val32,
         "validation_accuracy_float16": val16,
@@ -223,11 +207,64 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
         "max_loss_points": MAX_LOSS_POINTS,
         "test_images": int(len(y_test)),
         "test_accuracy": test_acc,
+    }
+
+
+def _weight_bytes(weights) -> bytes:
+    """The weight arrays one after another, each in C order and little-endian."""
+    return b"".join(np.ascontiguousarray(w).astype(w.dtype.newbyteorder("<")).tobytes()
+                    for w in weights)
+
+
+def _layer_entries(net, weights) -> tuple[list[dict], int]:
+    """The manifest's layer list - each layer's own config, plus the name, shape,
+    offset and length of each of its weights in ``weights`` (in the order of
+    ``net.get_weights()``) - and the number of parameters."""
+    layers, offset, i = [], 0, 0
+    for layer in net.layers:
+        entry = layer.get_config()       # the layer's own description, plus its weights
+        keys = layer.weight_names()
+        if keys:
+            entry["weights"] = []
+            for key in keys:
+                w = weights[i]
+                entry["weights"].append({"name": key, "shape": list(w.shape),
+                                         "offset": offset, "length": int(w.size)})
+                offset += int(w.size)
+                i += 1
+        layers.append(entry)
+    return layers, offset
+
+
+def _manifest(model_path: Path, net, shipped, dtype: str, data: bytes,
+              figures: dict) -> dict:
+    """What the export holds: the model it came from, the layers and where their
+    weights are in ``data``, the dtype, and ``figures``: the validation accuracies
+    it was chosen on and the test accuracy of what ships."""
+    layers, parameters = _layer_entries(net, shipped)
+    return {
+        "format": FORMAT,
+        "model": model_path.name,
+        "model_sha256": sha256_file(model_path),
+        "input_shape": list(INPUT_SHAPE),
+        "classes": CLASSES,
+        "layers": layers,
+        "parameters": parameters,
+        "dtype": dtype,
+        "byte_order": "little",
+        "weights_bytes": len(data),
+        "weights_sha256": sha256_bytes(data),
+        **figures,
         "command": "python -m mnist_cnn export-web",
         "versions": library_versions(),
     }
+
+
+def _write_export(out_dir: Path, model_name: str, manifest: dict, data: bytes) -> None:
+    """Write ``weights.js`` (the manifest and the base64 weights, as one JavaScript
+    global) and ``manifest.json`` to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    script = (f"/* Generated by `python -m mnist_cnn export-web` from {model_path.name}; "
+    script = (f"/* Generated by `python -m mnist_cnn export-web` from {model_name}; "
               f"do not edit. */\nwindow.{GLOBAL} = "
               + json.dumps({"manifest": manifest, "data": base64.b64encode(data).decode()},
                            separators=(",", ":")) + ";\n")
@@ -236,8 +273,6 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
     with atomic_pair(out_dir / WEIGHTS_JS, out_dir / MANIFEST) as (tmp_js, tmp_manifest):
         tmp_js.write_text(script)
         tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    manifest["seconds"] = round(time.perf_counter() - t0, 1)
-    return manifest
 
 
 def read_weights_js(path) -> tuple[dict, bytes]:

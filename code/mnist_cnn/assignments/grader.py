@@ -107,41 +107,76 @@ def _graded_assignment(zip_path: Path) -> str | None:
         return None
 
 
+class _NotGraded(Exception):
+    """Why otter gave no results for a notebook (the report's error)."""
+
+
 def grade_notebook(path, autograder=None, timeout: float = NOTEBOOK_SECONDS,
                    autograders: Path = DEFAULT_AUTOGRADERS) -> Report:
-    """Grade one notebook; never raises for a bad submission (see ``Report.error``)."""
+    """Grade one notebook; never raises for a bad submission (see ``Report.error``).
+
+    The steps: read the notebook and the assignment it is for, find that
+    assignment's autograder, note any cell that touches the grader, have otter
+    run a copy of the notebook, and score each part from otter's results.
+    """
     path = Path(path)
     report = Report(str(path))
-    graded = _graded_assignment(Path(autograder)) if autograder else None
     try:
-        nb = _read(path)
-        try:
-            report.assignment = assignment_of(path)
-        except ValueError:
-            if graded is None:
-                raise
-            report.assignment = graded        # metadata lost: the teacher named it
+        nb, report.assignment = _submission(path, autograder)
+        zip_path = _autograder_zip(report.assignment, autograder, autograders)
     except ValueError as e:
         report.error = str(e)
-        return report
-    zip_path = Path(autograder) if autograder else autograders / f"{report.assignment}.zip"
-    if not zip_path.is_file():
-        report.error = (f"no autograder at {zip_path}: run `make assignments` first "
-                        "(from the repository's root) or pass --autograder")
-        return report
-    graded = _graded_assignment(zip_path)
-    if graded != report.assignment:
-        report.error = (f"the notebook is for {report.assignment!r} but {zip_path} grades "
-                        f"{graded!r}")
         return report
     touched = tampering(nb)
     if touched:
         report.warning = ("this notebook touches the grader's code (" + "; ".join(touched)
                           + "): read it before trusting the score")
+    try:
+        results = _run_otter(nb, path.name, report.assignment, zip_path, timeout)
+    except _NotGraded as e:
+        report.error = str(e)
+        return report
+    _score(report, results)
+    return report
+
+
+def _submission(path: Path, autograder) -> tuple[dict, str]:
+    """(notebook, assignment): the assignment named in the notebook's metadata or,
+    if that is lost, the one ``autograder`` grades (the teacher named it).
+    ValueError says why the notebook cannot be graded."""
+    graded = _graded_assignment(Path(autograder)) if autograder else None
+    nb = _read(path)
+    try:
+        return nb, assignment_of(path)
+    except ValueError:
+        if graded is None:
+            raise
+        return nb, graded                 # metadata lost: the teacher named it
+
+
+def _autograder_zip(assignment: str, autograder, autograders: Path) -> Path:
+    """The autograder to grade ``assignment`` with: ``autograder`` if given, else
+    the one ``make assignments`` wrote to ``autograders``. ValueError if it is
+    missing or grades another assignment."""
+    zip_path = Path(autograder) if autograder else autograders / f"{assignment}.zip"
+    if not zip_path.is_file():
+        raise ValueError(f"no autograder at {zip_path}: run `make assignments` first "
+                         "(from the repository's root) or pass --autograder")
+    graded = _graded_assignment(zip_path)
+    if graded != assignment:
+        raise ValueError(f"the notebook is for {assignment!r} but {zip_path} grades "
+                         f"{graded!r}")
+    return zip_path
+
+
+def _run_otter(nb: dict, name: str, assignment: str, zip_path: Path, timeout: float) -> dict:
+    """otter's results (its ``results.json``) for the notebook ``nb``, run in its own
+    process in a temporary folder; _NotGraded if it took longer than ``timeout``
+    seconds or wrote no results."""
     with tempfile.TemporaryDirectory() as out:
         # otter reads the assignment's name from the notebook: give a copy that has it.
-        nb.setdefault("metadata", {})["otter"] = {"assignment_name": report.assignment}
-        submission = Path(out) / "submission" / path.name
+        nb.setdefault("metadata", {})["otter"] = {"assignment_name": assignment}
+        submission = Path(out) / "submission" / name
         submission.parent.mkdir()
         submission.write_text(json.dumps(nb))
         cmd = [sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(zip_path.resolve()),
@@ -150,16 +185,20 @@ def grade_notebook(path, autograder=None, timeout: float = NOTEBOOK_SECONDS,
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                   cwd=out)
         except subprocess.TimeoutExpired:
-            report.error = f"grading did not finish within {timeout:g} s"
-            return report
+            raise _NotGraded(f"grading did not finish within {timeout:g} s") from None
         results = Path(out) / "results.json"
         if not results.is_file():
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-            report.error = "the grader could not run this notebook: " + " | ".join(tail)
-            return report
-        data = json.loads(results.read_text())
+            raise _NotGraded("the grader could not run this notebook: " + " | ".join(tail))
+        return json.loads(results.read_text())
+
+
+def _score(report: Report, results: dict) -> None:
+    """Each part of the report's assignment scored from otter's ``results``, in the
+    catalogue's order: points, points possible, and the feedback of a part not
+    fully earned (a part otter did not report scores 0)."""
     parts = {p.name: p for p in ASSIGNMENTS[report.assignment].parts}
-    tests = {t.get("name"): t for t in data.get("tests", [])}
+    tests = {t.get("name"): t for t in results.get("tests", [])}
     for name, part in parts.items():          # the catalogue's order; a missing part: 0
         test = tests.get(name, {})
         report.scores[name] = float(test.get("score") or 0)
@@ -167,7 +206,6 @@ def grade_notebook(path, autograder=None, timeout: float = NOTEBOOK_SECONDS,
         if report.scores[name] < report.possible[name]:
             report.feedback[name] = _clean(test.get("output", "").strip()) or (
                 "not graded: the grader found no result for this part")
-    return report
 
 
 def _clean(output: str) -> str:

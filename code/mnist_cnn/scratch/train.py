@@ -153,62 +153,121 @@ def fit(model: Sequential, x, y, epochs: int = EPOCHS, batch_size: int = BATCH_S
     are running means over the epoch's batches, with dropout active; best_epoch
     counts from 1).
     """
+    x, y = _training_arrays(x, y, epochs, batch_size)
+    optimizer = Adam(LR) if optimizer is None else optimizer
+    engine = _checked_engine(model, engine)
+    rng = np.random.default_rng(seed)
+    history: dict[str, list] = {"loss": [], "accuracy": [], "lr": [], "seconds": []}
+    if validation_data is not None:
+        history["val_loss"], history["val_accuracy"] = [], []
+    steps = -(-len(x) // batch_size)
+    best = _BestEpoch(model.parameters(), keep_weights=keep_best)
+    for epoch in range(epochs):
+        if schedule is not None:
+            optimizer.lr = float(schedule(epoch))
+        t0 = time.perf_counter()
+        bar, report = _progress_bar(steps, f"{desc} epoch {epoch + 1}/{epochs}", progress)
+        with engine if hasattr(engine, "__enter__") else nullcontext():
+            loss, acc = train_epoch(model, optimizer, x, y, batch_size, rng, shift=shift,
+                                    step=engine.loss_and_backward, progress=report)
+        bar.close()
+        _record(history, {"loss": loss, "accuracy": acc, "lr": optimizer.lr,
+                          "seconds": time.perf_counter() - t0})
+        if validation_data is not None:
+            _validate(model, validation_data, epoch, history, best, progress)
+        if on_epoch_end is not None:
+            _record_extras(history, on_epoch_end(epoch, model))
+    best.restore()
+    return history
+
+
+# ------------------------------------------------------------------ fit's steps
+def _training_arrays(x, y, epochs: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` as an array and ``y`` as integer labels, or ValueError if they cannot be
+    trained on (empty, of different lengths, no epochs or an empty batch)."""
     x = np.asarray(x)
     y = np.asarray(y).astype(np.intp)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)}, {len(y)}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
-    optimizer = Adam(LR) if optimizer is None else optimizer
+    return x, y
+
+
+def _checked_engine(model: Sequential, engine):
+    """What computes ``model``'s steps: ``engine``, or the model itself if None.
+    An engine built for another network is refused (ValueError): its gradients
+    would not be the ones the optimiser applies to ``model``."""
     engine = model if engine is None else engine
     if engine is not model and getattr(engine, "net", None) is not model:
         raise ValueError("the engine computes the gradients of another network: "
                          "build it from the model fit trains, e.g. FastEngine(model)")
-    rng = np.random.default_rng(seed)
-    history: dict[str, list] = {"loss": [], "accuracy": [], "lr": [], "seconds": []}
-    if validation_data is not None:
-        history["val_loss"], history["val_accuracy"] = [], []
-    steps = -(-len(x) // batch_size)
-    params = model.parameters()
-    best = (-1.0, None)          # (validation accuracy, weights) of the best epoch so far
-    for epoch in range(epochs):
-        if schedule is not None:
-            optimizer.lr = float(schedule(epoch))
-        t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not progress, leave=True, mininterval=0.5)
+    return engine
 
-        def report(loss, acc, bar=bar):
-            bar.update()
-            if bar.n % 20 == 1 or bar.n == steps:
-                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}")
-        with engine if hasattr(engine, "__enter__") else nullcontext():
-            loss, acc = train_epoch(model, optimizer, x, y, batch_size, rng, shift=shift,
-                                    step=engine.loss_and_backward, progress=report)
-        bar.close()
-        history["seconds"].append(time.perf_counter() - t0)
-        history["loss"].append(loss)
-        history["accuracy"].append(acc)
-        history["lr"].append(optimizer.lr)
-        if validation_data is not None:
-            ev = evaluate(model, *validation_data)
-            history["val_loss"].append(ev["loss"])
-            history["val_accuracy"].append(ev["accuracy"])
-            if ev["accuracy"] >= best[0]:    # weights copied only when they will be kept
-                best = (ev["accuracy"], [p.copy() for p in params] if keep_best else None)
-                history["best_epoch"] = epoch + 1
-            if progress:
-                tqdm.write(f"  epoch {epoch + 1}: val_loss {ev['loss']:.4f} "
-                           f"val_acc {ev['accuracy']:.4f}")
-        if on_epoch_end is not None:
-            extra = on_epoch_end(epoch, model) or {}
-            taken = set(extra) & (_HISTORY_KEYS | {"best_epoch"})
-            if taken:
-                raise ValueError(f"on_epoch_end returned {sorted(taken)}, which fit records "
-                                 "itself; use other names")
-            for key, value in extra.items():
-                history.setdefault(key, []).append(value)
-    if keep_best and best[1] is not None:
-        for p, saved in zip(params, best[1], strict=True):
-            p[...] = saved
-    return history
+
+def _progress_bar(steps: int, label: str, enabled: bool):
+    """A progress bar over one epoch's ``steps`` batches, and the callback that
+    :func:`train_epoch` calls after each batch: it moves the bar on and shows the
+    running loss and accuracy (every 20 batches and after the last)."""
+    bar = tqdm(total=steps, desc=label, unit="batch", disable=not enabled, leave=True,
+               mininterval=0.5)
+
+    def report(loss, acc):
+        bar.update()
+        if bar.n % 20 == 1 or bar.n == steps:
+            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}")
+    return bar, report
+
+
+def _record(history: dict, figures: dict) -> None:
+    """Append each figure to the history's list under its name (a new list for a new name)."""
+    for key, value in figures.items():
+        history.setdefault(key, []).append(value)
+
+
+class _BestEpoch:
+    """The best validation accuracy so far (a later epoch wins a tie) and, if the
+    weights are to be kept, a copy of that epoch's ``params``."""
+
+    def __init__(self, params: list[np.ndarray], keep_weights: bool):
+        self.params, self.keep_weights = params, keep_weights
+        self.accuracy, self.weights = -1.0, None
+
+    def update(self, accuracy: float) -> bool:
+        """Whether the epoch just validated, with ``accuracy``, is the best so far."""
+        if accuracy >= self.accuracy:     # the weights are copied only when they will be kept
+            self.accuracy = accuracy
+            self.weights = [p.copy() for p in self.params] if self.keep_weights else None
+            return True
+        return False
+
+    def restore(self) -> None:
+        """Put the best epoch's weights back into ``params`` (if they were kept)."""
+        if self.weights is not None:
+            for p, saved in zip(self.params, self.weights, strict=True):
+                p[...] = saved
+
+
+def _validate(model: Sequential, validation_data, epoch: int, history: dict,
+              best: _BestEpoch, progress: bool) -> None:
+    """After an epoch: record the validation loss and accuracy, note the epoch
+    (counted from 1) as ``best_epoch`` if it is the best so far, and print both
+    figures if ``progress``."""
+    ev = evaluate(model, *validation_data)
+    _record(history, {"val_loss": ev["loss"], "val_accuracy": ev["accuracy"]})
+    if best.update(ev["accuracy"]):
+        history["best_epoch"] = epoch + 1
+    if progress:
+        tqdm.write(f"  epoch {epoch + 1}: val_loss {ev['loss']:.4f} "
+                   f"val_acc {ev['accuracy']:.4f}")
+
+
+def _record_extras(history: dict, extra: dict | None) -> None:
+    """Append what ``on_epoch_end`` returned to the history; ValueError if it
+    names a figure fit records itself."""
+    extra = extra or {}
+    taken = set(extra) & (_HISTORY_KEYS | {"best_epoch"})
+    if taken:
+        raise ValueError(f"on_epoch_end returned {sorted(taken)}, which fit records "
+                         "itself; use other names")
+    _record(history, extra)

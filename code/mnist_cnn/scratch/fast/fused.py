@@ -157,19 +157,42 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
 
     Inputs: dout (N, PH, PW, C_out); the cache; need_dx as in ``conv2d_backward``.
     Returns (dx (N, H, W, C_in) or None, dw (KH, KW, C_in, C_out), db (C_out,)).
+
+    Three stages: the ReLU's mask on the pooled gradient (whose sum is db); that
+    gradient routed to each window's first maximum, one slab per offset, and dw
+    from the slabs; and, if dx is needed, the slabs put back on the
+    convolution's grid and through the kernel onto the input.
     """
-    w, cols, arg, out = cache["w"], cache["cols"], cache["arg"], cache["out"]
-    kh, kw, c_in, c_out = w.shape
-    groups, m, _ = cols.shape
-    rows = cache["rows"]
-    # ReLU backward, on the pooled size (written row-major whatever dout's layout)
+    g = _relu_backward(dout, cache["out"])
+    db = np.ones(len(g), g.dtype) @ g                # sum over the batch and positions
+    dz, dw = _route_to_offsets(g, cache, keep_whole=need_dx)
+    dw = dw.reshape(cache["w"].shape)
+    if not need_dx:
+        return None, dw, db
+    return _input_gradient(_on_conv_grid(dz, cache), cache), dw, db
+
+
+def _relu_backward(dout, out):
+    """The pooled gradient ``dout`` through the ReLU, whose mask is read from the
+    block's output ``out`` (M, C_out): (M, C_out), written row-major whatever
+    dout's layout."""
     dout = np.asarray(dout)
     g = np.multiply(dout, (out > 0).reshape(dout.shape), out=np.empty(dout.shape, dout.dtype))
-    g = g.reshape(m, c_out)
-    db = np.ones(m, g.dtype) @ g                     # sum over the batch and positions
-    # dz: the pooled gradient routed to each window's first maximum, one slab
-    # per offset; kept whole if dx needs it, else one chunk at a time.
-    whole = need_dx or rows >= m
+    return g.reshape(out.shape)
+
+
+def _route_to_offsets(g, cache, keep_whole: bool):
+    """(dz, dw): the pooled gradient ``g`` routed to each window's first maximum,
+    one slab per offset, dz (P*P, M, C_out), and dw (KH*KW*C_in, C_out).
+
+    dz is kept whole if ``keep_whole`` (dx needs it) or one chunk holds every row,
+    and dw is then one matrix multiply over all offsets; otherwise dz holds one
+    chunk at a time (the forward pass's chunks) and dw adds up chunk by chunk.
+    """
+    cols, arg, rows = cache["cols"], cache["arg"], cache["rows"]
+    kh, kw, c_in, c_out = cache["w"].shape
+    groups, m, _ = cols.shape
+    whole = keep_whole or rows >= m
     dz = np.empty((groups, m if whole else rows, c_out), g.dtype)
     hit = np.empty((min(rows, m), c_out), bool)
     dw = np.zeros((kh * kw * c_in, c_out), g.dtype)
@@ -183,25 +206,20 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
                 dw += cols[k, r0:r1].T @ d[k]
     if whole:                                        # one matrix multiply over all offsets
         dw = cols.reshape(groups * m, -1).T @ dz.reshape(-1, c_out)
-    dw = dw.reshape(w.shape)
-    if not need_dx:
-        return None, dw, db
+    return dz, dw
 
-    # Put the routed gradient back on the convolution's grid (the positions the
-    # windows read; overlapping windows add up), then each receptive field got
-    # dz @ W^T: one slab per kernel tap (i, j), each added onto the input with
-    # one shifted (and, for strided convolutions, strided) addition. Both are
-    # laid out (row, column, image, channel), so that a shifted slab is
-    # contiguous over images and channels: NumPy adds 100 runs of N*C_in
-    # values per tap instead of N*10 runs of 10*C_in (measured 3x faster on
-    # the course network's second layer). dx is returned as an (N, H, W, C_in)
-    # view of that layout; the values do not depend on it.
-    n, h, wd, _ = cache["x_shape"]
-    s, pads, pool, ps = cache["stride"], cache["pads"], cache["pool"], cache["pool_stride"]
+
+def _on_conv_grid(dz, cache):
+    """The routed gradient ``dz`` (one slab per offset) put back on the grid of
+    convolution positions the pool windows read (overlapping windows add up):
+    (GH, GW, N, C_out), laid out for :func:`_input_gradient`."""
+    n = cache["x_shape"][0]
+    pool, ps = cache["pool"], cache["pool_stride"]
     ph, pw = cache["pooled_shape"]
+    c_out = dz.shape[-1]
     gh, gw = ps * (ph - 1) + pool, ps * (pw - 1) + pool       # the grid pooling reads
     # windows that tile the grid write every position of it
-    grid = (np.empty if ps == pool else np.zeros)((gh, gw, n, c_out), g.dtype)
+    grid = (np.empty if ps == pool else np.zeros)((gh, gw, n, c_out), dz.dtype)
     for a in range(pool):
         for b in range(pool):
             view = grid[_grid(a, ph, ps), _grid(b, pw, ps)]
@@ -210,16 +228,35 @@ def conv2d_relu_maxpool_backward(dout, cache, need_dx: bool = True):
                 view[...] = slab
             else:
                 view += slab
+    return grid
+
+
+def _input_gradient(grid, cache):
+    """dx (N, H, W, C_in) from the gradient on the convolution's ``grid``.
+
+    Each receptive field got dz @ W^T: one slab per kernel tap (i, j), each added
+    onto the (padded) input with one shifted (and, for strided convolutions,
+    strided) addition. The grid and the input are both laid out (row, column,
+    image, channel), so that a shifted slab is contiguous over images and
+    channels: NumPy adds 100 runs of N*C_in values per tap instead of N*10 runs
+    of 10*C_in (measured 3x faster on the course network's second layer). dx is
+    returned as an (N, H, W, C_in) view of that layout; the values do not depend
+    on it.
+    """
+    w = cache["w"]
+    kh, kw, c_in, c_out = w.shape
+    gh, gw, n, _ = grid.shape
+    h, wd = cache["x_shape"][1:3]
+    s, pads = cache["stride"], cache["pads"]
     taps = np.matmul(grid.reshape(-1, c_out),
                      w.reshape(kh * kw, c_in, c_out).transpose(0, 2, 1))
     taps = taps.reshape(kh, kw, gh, gw, n, c_in)
-    dxp = np.zeros((h + sum(pads[0]), wd + sum(pads[1]), n, c_in), g.dtype)
+    dxp = np.zeros((h + sum(pads[0]), wd + sum(pads[1]), n, c_in), grid.dtype)
     for i in range(kh):
         for j in range(kw):
             view = dxp[_grid(i, gh, s), _grid(j, gw, s)]
             np.add(view, taps[i, j], out=view)
-    dx = dxp[pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd].transpose(2, 0, 1, 3)
-    return dx, dw, db
+    return dxp[pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd].transpose(2, 0, 1, 3)
 
 
 class ConvReluPool:

@@ -297,31 +297,20 @@ def run_shards(net, fuse, x, y, parts, seeds, training, workers, local):
     ((loss, logits), grads)), the others in worker process i % workers.
 
     Returns [((loss, logits), grads)] in shard order, grads in the order of
-    :func:`_param_keys` (arrays from workers are views of shared memory, valid
-    until the next call), or None if no worker could take its shards before any
-    work started; the caller then runs them all on threads.
+    :func:`~mnist_cnn.scratch.fast.path.param_keys` (arrays from workers are views
+    of shared memory, valid until the next call), or None if no worker could take
+    its shards before any work started; the caller then runs them all on threads.
     """
     from mnist_cnn.scratch.fast.tuning import cpus
 
     blas_limit = max(1, cpus() // workers)
     mine = {p: [i for i in range(len(parts)) if i % workers == p] for p in range(1, workers)}
-    params = [net.layers[j].params[k] for j, k in param_keys(net.layers)]
-    busy: list[tuple[_Worker, list]] = []
+    busy: list[tuple[_Worker, list]] = []       # (worker, its jobs) until it has answered
     try:
         try:
-            pool = _workers(workers - 1, blas_limit)
-            for p, worker in enumerate(pool, start=1):
-                shared, _, xs, ys, _ = worker.prepare(
-                    net, fuse, sum(parts[i].stop - parts[i].start for i in mine[p]), x.dtype,
-                    len(mine[p]))
-                for dst, src in zip(shared, params, strict=True):
-                    np.copyto(dst, src)
-                jobs, r0 = [], 0
-                for slot, i in enumerate(mine[p]):
-                    r1 = r0 + parts[i].stop - parts[i].start
-                    xs[r0:r1], ys[r0:r1] = x[parts[i]], y[parts[i]]
-                    jobs.append((slot, r0, r1, seeds[i]))
-                    r0 = r1
+            for p, worker in enumerate(_workers(workers - 1, blas_limit), start=1):
+                jobs = _stage(worker, net, fuse, x, y, [parts[i] for i in mine[p]],
+                              [seeds[i] for i in mine[p]])
                 busy.append((worker, jobs))
                 worker._request(("step", jobs, training))
         except WorkerLost as exc:
@@ -334,21 +323,7 @@ def run_shards(net, fuse, x, y, parts, seeds, training, workers, local):
         results: list = [None] * len(parts)
         for i in range(0, len(parts), workers):
             results[i] = local(i)
-        for p, (worker, jobs) in enumerate(list(busy), start=1):
-            try:
-                replies = worker._reply()
-            except WorkerLost as exc:
-                warnings.warn(f"{exc}; running its shards on threads instead", RuntimeWarning,
-                              stacklevel=3)
-                busy.remove((worker, jobs))
-                _discard(worker)
-                for i in mine[p]:
-                    results[i] = local(i)
-                continue
-            _, grads, _, _, logits = worker.views
-            for (slot, r0, r1, _), i, (loss, dtype) in zip(jobs, mine[p], replies, strict=True):
-                results[i] = ((loss, logits[r0:r1].astype(np.dtype(dtype))), grads[slot])
-            busy = [b for b in busy if b[0] is not worker]
+        _gather(busy, mine, results, local)
         return results
     except BaseException:
         # Interrupted (Ctrl-C) or failed while workers may still be busy: their
@@ -356,6 +331,47 @@ def run_shards(net, fuse, x, y, parts, seeds, training, workers, local):
         for worker, _ in busy:
             _discard(worker)
         raise
+
+
+def _stage(worker, net, fuse, x, y, parts, seeds) -> list:
+    """Put in ``worker``'s shared memory what its shards need: ``net``'s current
+    weights, and the images and labels of the shards ``parts`` (slices of x, y)
+    one after another. Returns the worker's jobs: (slot, first row, last row,
+    dropout seeds) per shard."""
+    rows = sum(part.stop - part.start for part in parts)
+    shared, _, xs, ys, _ = worker.prepare(net, fuse, rows, x.dtype, len(parts))
+    params = [net.layers[j].params[k] for j, k in param_keys(net.layers)]
+    for dst, src in zip(shared, params, strict=True):
+        np.copyto(dst, src)
+    jobs, r0 = [], 0
+    for slot, (part, shard_seeds) in enumerate(zip(parts, seeds, strict=True)):
+        r1 = r0 + part.stop - part.start
+        xs[r0:r1], ys[r0:r1] = x[part], y[part]
+        jobs.append((slot, r0, r1, shard_seeds))
+        r0 = r1
+    return jobs
+
+
+def _gather(busy, mine, results, local) -> None:
+    """Wait for each busy worker's answer and put its shards' ((loss, logits),
+    grads) into ``results``; a worker found lost is discarded, with a warning, and
+    its shards are run here (``local``). Each worker leaves ``busy`` once it has
+    answered or is lost."""
+    for p, (worker, jobs) in enumerate(list(busy), start=1):
+        try:
+            replies = worker._reply()
+        except WorkerLost as exc:
+            warnings.warn(f"{exc}; running its shards on threads instead", RuntimeWarning,
+                          stacklevel=4)
+            busy.remove((worker, jobs))
+            _discard(worker)
+            for i in mine[p]:
+                results[i] = local(i)
+            continue
+        _, grads, _, _, logits = worker.views
+        for (slot, r0, r1, _), i, (loss, dtype) in zip(jobs, mine[p], replies, strict=True):
+            results[i] = ((loss, logits[r0:r1].astype(np.dtype(dtype))), grads[slot])
+        busy.remove((worker, jobs))
 
 
 def _discard_dead() -> None:

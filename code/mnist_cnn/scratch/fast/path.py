@@ -1,10 +1,11 @@
 """A network's layers as the speed layer runs them.
 
-:class:`FusedPath` is a :class:`~mnist_cnn.scratch.Sequential` whose steps are
-the network's layers with every Conv2D -> ReLU -> MaxPooling2D run replaced by
-one fused step (:mod:`.fused`). It shares the network's weights (the same
-``params`` dicts) and runs Sequential's own ``forward``, ``backward`` and
-``loss_and_backward``: the plain chain, over fused steps.
+:class:`FusedPath` holds a network's layers as steps to run, with every
+Conv2D -> ReLU -> MaxPooling2D run replaced by one fused step (:mod:`.fused`).
+It shares the network's weights (the same ``params`` dicts) and runs them with
+:class:`~mnist_cnn.scratch.Sequential`'s own ``forward``, ``backward`` and
+``loss_and_backward``: the plain chain, over fused steps. It is not a network
+itself (it builds nothing, holds no weights of its own, and saves nothing).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def dropout_seeds(net: Sequential) -> list[int]:
             if isinstance(layer, Dropout)]
 
 
-class FusedPath(Sequential):
+class FusedPath:
     """``net``'s layers as steps to run, sharing its weights.
 
     - ``seeds=None``: the steps are ``net``'s own layer objects, so gradients
@@ -59,11 +60,16 @@ class FusedPath(Sequential):
       A shard of a batch runs on such a replica.
     - ``fuse=False``: the layers one by one (the plain steps, for comparison).
 
-    Only the passes are meant to be used (not ``parameters``, ``save``, ...).
+    The passes are the plain engine's, the very functions: they read only the
+    steps (``layers``) and ``input_shape``.
     """
 
+    forward = Sequential.forward
+    backward = Sequential.backward
+    loss_and_backward = Sequential.loss_and_backward
+    _check_input = Sequential._check_input
+
     def __init__(self, net: Sequential, seeds=None, fuse: bool = True):
-        # Nothing to build: the weights are net's. Sequential.__init__ is not called.
         if seeds is None:
             layers = net.layers
         else:
@@ -72,10 +78,10 @@ class FusedPath(Sequential):
             for twin in walk(layers):
                 if isinstance(twin, Dropout):
                     twin._rng = np.random.default_rng(next(seeds))
+        self.net = net
         self.source = layers
         self.layers = fuse_steps(layers) if fuse else list(layers)
         self.input_shape, self.output_shape = net.input_shape, net.output_shape
-        self.seed = net.seed
 
     def __repr__(self) -> str:
         return f"FusedPath({', '.join(getattr(s, 'name', '?') for s in self.layers)})"
