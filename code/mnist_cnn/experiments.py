@@ -175,20 +175,28 @@ def overfitting_run(recipe: dict, seed: int, x, y, x_val, y_val,
             "weight_norm": norm}
 
 
+def _every_seed(name: str, settings: dict, labels, seeds, run, progress: bool,
+                unit: str = "run") -> dict:
+    """Call ``run(label, seed)`` for every label from every seed, label by label, with
+    a progress bar over the runs; returns the experiment's record: its name,
+    settings, seeds and, per label, one run per seed (each with its seed)."""
+    from tqdm import tqdm
+
+    runs: dict[str, list] = {label: [] for label in labels}
+    jobs = [(label, seed) for label in labels for seed in seeds]
+    for label, seed in tqdm(jobs, desc=f"{name} {unit}s", unit=unit, disable=not progress):
+        runs[label].append({"seed": int(seed), **run(label, seed)})
+    return {"experiment": name, "settings": settings, "seeds": [int(s) for s in seeds],
+            "runs": runs}
+
+
 def overfitting(seeds=SEEDS, progress: bool = True, cache_dir=None) -> dict:
     """Every recipe of :data:`RECIPES` from every seed. Returns the experiment's record
     (what ``experiment overfitting`` writes): settings, seeds and, per recipe, one
     run (:func:`overfitting_run`) per seed."""
-    from tqdm import tqdm
-
     (x, y), (x_val, y_val) = overfitting_data(cache_dir)
-    runs: dict[str, list] = {label: [] for label in RECIPES}
-    jobs = [(label, seed) for label in RECIPES for seed in seeds]
-    for label, seed in tqdm(jobs, desc="overfitting runs", unit="run", disable=not progress):
-        runs[label].append({"seed": int(seed),
-                            **overfitting_run(RECIPES[label], seed, x, y, x_val, y_val)})
-    return {"experiment": "overfitting", "settings": SETTINGS, "seeds": [int(s) for s in seeds],
-            "runs": runs}
+    return _every_seed("overfitting", SETTINGS, RECIPES, seeds, lambda label, seed:
+                       overfitting_run(RECIPES[label], seed, x, y, x_val, y_val), progress)
 
 
 def load(name: str = "overfitting", path=None) -> dict:
@@ -407,18 +415,12 @@ def batchnorm_run(batch_norm: bool, seed: int, x, y) -> dict:
 
 def batchnorm(seeds=SEEDS, progress: bool = True, cache_dir=None) -> dict:
     """Both networks of :data:`BN_MODELS` from every seed; the experiment's record."""
-    from tqdm import tqdm
-
     from mnist_cnn.data import load_mnist, prepare_images
 
     (x_u8, y), _ = load_mnist(cache_dir, progress=False)
     x, y = prepare_images(x_u8[:BN_IMAGES]), y[:BN_IMAGES].astype(np.intp)
-    runs: dict[str, list] = {label: [] for label in BN_MODELS}
-    jobs = [(label, seed) for label in BN_MODELS for seed in seeds]
-    for label, seed in tqdm(jobs, desc="batchnorm runs", unit="run", disable=not progress):
-        runs[label].append({"seed": int(seed), **batchnorm_run(BN_MODELS[label], seed, x, y)})
-    return {"experiment": "batchnorm", "settings": BN_SETTINGS,
-            "seeds": [int(s) for s in seeds], "runs": runs}
+    return _every_seed("batchnorm", BN_SETTINGS, BN_MODELS, seeds, lambda label, seed:
+                       batchnorm_run(BN_MODELS[label], seed, x, y), progress)
 
 
 OPT_N_TRAIN = 3000      # enough images for the optimisers to differ in 4 epochs
@@ -499,18 +501,12 @@ def optimisers_run(label: str, seed: int, x, y, x_val, y_val,
 
 def optimisers(seeds=OPT_SEEDS, progress: bool = True, cache_dir=None) -> dict:
     """Every optimiser of :data:`OPTIMISERS` from every seed; the experiment's record."""
-    from tqdm import tqdm
-
     (x, y), (x_all, y_all) = experiment_data(OPT_N_TRAIN, N_VAL + OPT_N_HOLDOUT,
                                              cache_dir=cache_dir)
     (x_val, y_val), holdout = (x_all[:N_VAL], y_all[:N_VAL]), (x_all[N_VAL:], y_all[N_VAL:])
-    runs: dict[str, list] = {label: [] for label in OPTIMISERS}
-    jobs = [(label, seed) for label in OPTIMISERS for seed in seeds]
-    for label, seed in tqdm(jobs, desc="optimiser runs", unit="run", disable=not progress):
-        runs[label].append({"seed": int(seed), **optimisers_run(
-            label, seed, x, y, x_val, y_val, holdout=holdout)})
-    return {"experiment": "optimisers", "settings": OPT_SETTINGS,
-            "seeds": [int(s) for s in seeds], "runs": runs}
+    return _every_seed("optimisers", OPT_SETTINGS, OPTIMISERS, seeds, lambda label, seed:
+                       optimisers_run(label, seed, x, y, x_val, y_val, holdout=holdout),
+                       progress)
 
 
 ARCH_N_TRAIN = 8000     # enough for the architectures to separate in a few epochs
@@ -572,17 +568,10 @@ def architectures_run(label: str, seed: int, x, y, x_val, y_val,
 def architectures(seeds=ARCH_SEEDS, progress: bool = True, cache_dir=None) -> dict:
     """Every network of :data:`mnist_cnn.architectures.ARCHITECTURES` from every
     seed; the experiment's record."""
-    from tqdm import tqdm
-
     (x, y), (x_val, y_val) = experiment_data(ARCH_N_TRAIN, ARCH_N_VAL, cache_dir=cache_dir)
-    labels = _arch_labels()
-    runs: dict[str, list] = {label: [] for label in labels}
-    jobs = [(label, seed) for label in labels for seed in seeds]
-    for label, seed in tqdm(jobs, desc="architecture runs", unit="run", disable=not progress):
-        runs[label].append({"seed": int(seed),
-                            **architectures_run(label, seed, x, y, x_val, y_val)})
-    return {"experiment": "architectures", "settings": ARCH_SETTINGS,
-            "seeds": [int(s) for s in seeds], "runs": runs}
+    return _every_seed("architectures", ARCH_SETTINGS, _arch_labels(), seeds,
+                       lambda label, seed: architectures_run(label, seed, x, y, x_val, y_val),
+                       progress)
 
 
 def diverged(record: dict, label: str) -> np.ndarray:
@@ -815,18 +804,14 @@ def normalisation_data(cache_dir=None):
 def normalisation(seeds=NORM_SEEDS, progress: bool = True, cache_dir=None) -> dict:
     """Every variant at every learning rate from every seed, the runs at
     :data:`NORM_PROBE_LR` with the probe; the experiment's record."""
-    from tqdm import tqdm
-
     (x, y), (x_val, y_val), probe = normalisation_data(cache_dir)
-    runs: dict[str, list] = {label: [] for label in NORM_RUNS}
-    jobs = [(label, seed) for label in NORM_RUNS for seed in seeds]
-    for label, seed in tqdm(jobs, desc="normalisation runs", unit="run",
-                            disable=not progress):
+
+    def run(label, seed):
         looked = NORM_RUNS[label][1] == NORM_PROBE_LR
-        runs[label].append({"seed": int(seed), **normalisation_run(
-            label, seed, x, y, x_val, y_val, probe=probe if looked else None)})
-    return {"experiment": "normalisation", "settings": NORM_SETTINGS,
-            "seeds": [int(s) for s in seeds], "runs": runs}
+        return normalisation_run(label, seed, x, y, x_val, y_val,
+                                 probe=probe if looked else None)
+
+    return _every_seed("normalisation", NORM_SETTINGS, NORM_RUNS, seeds, run, progress)
 
 
 def _check_normalisation(record: dict) -> None:
@@ -955,19 +940,13 @@ def search_run(search: str, seed: int, x, y, x_val, y_val, holdout) -> dict:
 
 def search(seeds=SEARCH_SEEDS, progress: bool = True, cache_dir=None) -> dict:
     """Grid and random search from every seed; the experiment's record."""
-    from tqdm import tqdm
-
     (x, y), (x_digits, y_digits) = experiment_data(SEARCH_N_TRAIN, VALIDATION_SIZE,
                                                    cache_dir=cache_dir)
     x_val, y_val = x_digits[:N_VAL], y_digits[:N_VAL]
     holdout = x_digits[N_VAL:], y_digits[N_VAL:]
-    runs: dict[str, list] = {name: [] for name in SEARCHES}
-    jobs = [(name, seed) for name in SEARCHES for seed in seeds]
-    for name, seed in tqdm(jobs, desc="searches", unit="search", disable=not progress):
-        runs[name].append({"seed": int(seed),
-                           **search_run(name, seed, x, y, x_val, y_val, holdout)})
-    return {"experiment": "search", "settings": SEARCH_SETTINGS,
-            "seeds": [int(s) for s in seeds], "runs": runs}
+    return _every_seed("search", SEARCH_SETTINGS, SEARCHES, seeds, lambda name, seed:
+                       search_run(name, seed, x, y, x_val, y_val, holdout), progress,
+                       unit="search")
 
 
 def _check_search(record: dict) -> None:
