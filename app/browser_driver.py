@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mnist_cnn.canvas import CANVAS as CANVAS_PX  # the canvas in its own pixels
+
 from app.page_assets import fill
 
 CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
@@ -36,7 +38,6 @@ APP_DIR = Path(__file__).resolve().parent
 REPO = APP_DIR.parent
 APP_SCRIPT = APP_DIR / "streamlit_app.py"
 CANVAS = "canvas.upper-canvas"
-CANVAS_PX = 280  # the app's canvas (and the book widget's) in its own pixels
 METRIC_VALUE = '[data-testid="stMetricValue"]'
 RESET_BUTTON = 'button[title="Reset canvas & history"]'
 

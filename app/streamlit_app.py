@@ -48,12 +48,12 @@ import numpy as np
 import page_assets  # app/page_assets.py: the page's style, script and DOM contract
 import streamlit as st
 from mnist_cnn import paths
+from mnist_cnn.canvas import CANVAS as CANVAS_SIZE
 from mnist_cnn.predict import INFERENCE_ENGINES, Predictor, top_k
 from mnist_cnn.preprocess import MAX_BYTES, load_image, to_mnist
 
 log = logging.getLogger("mnist_cnn.app")
 
-CANVAS_SIZE = 280
 CANVAS_KEY = "canvas"
 UPLOAD_KEY = "upload"
 DEFAULT_STROKE = 18

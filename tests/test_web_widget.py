@@ -28,6 +28,7 @@ from mnist_cnn.web import (
     read_weights_js,
 )
 
+from app.browser_driver import draw_strokes, pen_events
 from tests._helpers_app import stroke_points
 from tests._helpers_web import (
     ROOT,
@@ -527,15 +528,9 @@ def test_one_view_per_layer_of_the_manifest(request, which):
             assert label.startswith(caption) and "arrow keys" in label
 
 
-def _press_and_move(page, points):
+def _pad_box(page):
     page.locator(f"{ROOT} canvas").first.scroll_into_view_if_needed()
-    box = page.locator(f"{ROOT} canvas").first.bounding_box()
-    xy = [(box["x"] + x * box["width"] / CANVAS, box["y"] + y * box["height"] / CANVAS)
-          for x, y in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for p in xy[1:]:
-        page.mouse.move(*p)
+    return page.locator(f"{ROOT} canvas").first.bounding_box()
 
 
 _ALL_GREW = """([root, before]) => Array.from(document.querySelectorAll(root + " [data-layer]"))
@@ -548,7 +543,8 @@ def test_every_view_updates_while_the_mouse_draws(page):
     page.get_by_role("button", name="Clear").click()
     wait_state(page, "ready")
     before = _views(page)
-    _press_and_move(page, [(140, 30 + 4 * i) for i in range(55)])   # a 1, pen still down
+    draw_strokes(page, _pad_box(page), [[(140, 30 + 4 * i) for i in range(55)]],
+                 hold=True)                                     # a 1, pen still down
     page.wait_for_function(_ALL_GREW, arg=[ROOT, before])
     assert page.eval_on_selector(ROOT, "el => el.dataset.state") == "predicted"
     page.mouse.up()
@@ -564,15 +560,12 @@ def test_every_view_updates_while_a_finger_draws(second_page):
     page.get_by_role("button", name="Clear").click()
     wait_state(page, "ready")
     before = _views(page)
-    page.locator(f"{ROOT} canvas").first.scroll_into_view_if_needed()
-    box = page.locator(f"{ROOT} canvas").first.bounding_box()
-    points = [{"x": box["x"] + box["width"] / 2,
-               "y": box["y"] + box["height"] * (0.1 + i / 70)} for i in range(56)]
+    box = _pad_box(page)
+    points = [(CANVAS / 2, CANVAS * (0.1 + i / 70)) for i in range(56)]
     cdp = page.context.new_cdp_session(page)
     try:
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [points[0]]})
-        for p in points[1:]:
-            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [p]})
+        for method, args in pen_events(box, [points], touch=True, hold=True):
+            getattr(cdp, method)(*args)
         page.wait_for_function(_ALL_GREW, arg=[ROOT, before])      # finger still down
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     finally:

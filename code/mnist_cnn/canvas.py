@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["CANVAS", "HEIGHT_RANGE", "THICKEN_RANGE", "DIGIT_STROKES", "stroke_points",
            "render_digit", "simulate_canvas"]
 
-CANVAS = 280
+CANVAS = 280     # the drawing surface of the app and the book widget, in canvas pixels
 HEIGHT_RANGE = (0.30, 0.90)   # digit height as a fraction of the canvas
 THICKEN_RANGE = (0, 8)        # extra stroke width in canvas pixels (MaxFilter size - 1)
 
