@@ -35,6 +35,7 @@ reads them to print the worst error per comparison under other CPU kernels.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -164,6 +165,7 @@ def round_to_tf32(a) -> np.ndarray:
     return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
 
 
+@functools.cache
 def arithmetic() -> str:
     """A name for how this machine rounds NumPy's float32 arithmetic, e.g.
     "numpy 2.4.6, openblas 0.3.31 SkylakeX, 1b966fe858e0e41e": NumPy's version, its
@@ -174,9 +176,11 @@ def arithmetic() -> str:
     tanh, which NumPy computes with SIMD code chosen for the CPU).
 
     Computed from NumPy alone, never from the course's own functions, so a change to
-    those cannot change it. Two machines with the same name round those operations
-    the same way; a training run that gives the same bits under two names is
-    possible, but one that gives other bits under the same name points at the code.
+    those cannot change it; once per process (the kernels are chosen when BLAS loads,
+    and the products run on one thread whatever the process's limits). Two machines
+    with the same name round those operations the same way; a training run that gives
+    the same bits under two names is possible, but one that gives other bits under the
+    same name points at the code.
     """
     import hashlib
 
