@@ -4,6 +4,7 @@ interrupt."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,23 +16,22 @@ import numpy as np
 import pytest
 from mnist_cnn.scratch.fast import FastEngine, FusedPath, parallel
 from mnist_cnn.scratch.fast.path import dropout_seeds
-from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
-from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.optim import Adam
 from mnist_cnn.scratch.train import fit
+from mnist_cnn.shapes import NUM_CLASSES
+
+from tests._helpers_scratch import small_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _net(seed=0):
-    return Sequential([Conv2D(4, 3), ReLU(), MaxPooling2D(2), Conv2D(6, 3), ReLU(),
-                       MaxPooling2D(2), Flatten(), Dense(16), ReLU(), Dropout(0.3), Dense(10)],
-                      input_shape=(14, 14, 1), seed=seed)
+# Dropout on: its streams, one per shard, must advance alike in threads and processes.
+_net = functools.partial(small_cnn, dropout=0.3)
 
 
 def _data(n=30, seed=1, dtype=np.float32):
     rng = np.random.default_rng(seed)
-    return rng.random((n, 14, 14, 1)).astype(dtype), rng.integers(0, 10, n)
+    return rng.random((n, 14, 14, 1)).astype(dtype), rng.integers(0, NUM_CLASSES, n)
 
 
 def _step(net, x, y, shards=1, workers=None, processes=False):
@@ -117,7 +117,7 @@ def test_an_error_in_a_worker_is_raised_with_its_traceback():
     x, y = _data(8)
     net = _net()
     y = y.copy()
-    y[-1] = 10                      # out of range, in the second shard only
+    y[-1] = NUM_CLASSES             # out of range, in the second shard only
     with pytest.raises(RuntimeError, match="worker process failed") as info:
         FastEngine(net, shards=2, processes=True).loss_and_backward(x, y)
     assert "Traceback" in str(info.value)

@@ -28,6 +28,7 @@ the same numbers; a new worker is started next time.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import signal
@@ -65,9 +66,38 @@ def _offsets(specs):
     return offsets, max(pos, 1)
 
 
-def _views(buf, specs, offsets, base=0):
-    return [np.ndarray(shape, dtype, buffer=buf, offset=base + off)
-            for (shape, dtype), off in zip(specs, offsets, strict=True)]
+class _Segment(shared_memory.SharedMemory):
+    """A block of shared memory that stays mapped while arrays view it.
+
+    An array made on ``SharedMemory.buf`` holds no buffer export (NumPy keeps a
+    reference to the mapping, not a lock on it), so ``SharedMemory.close()`` would
+    unmap memory the array still points into and a later read would crash. The
+    arrays made here view a ctypes array that does hold an export: while any of
+    them is alive, the mapping stays, and it is freed with the last of them.
+    """
+
+    def arrays(self, specs, offsets, base=0):
+        """Arrays of the given (shape, dtype) at byte ``base + offset`` each."""
+        if self.buf is None:
+            raise ValueError(f"shared memory {self.name} is closed")
+        held = (ctypes.c_byte * len(self.buf)).from_buffer(self.buf)
+        return [np.ndarray(shape, dtype, buffer=held, offset=base + off)
+                for (shape, dtype), off in zip(specs, offsets, strict=True)]
+
+    def close(self):
+        """Close the block: at once if no array views it; otherwise the arrays keep
+        the mapping (through their export) and it is freed with the last of them,
+        while the block's file descriptor is closed now."""
+        try:
+            super().close()
+        except BufferError:
+            # SharedMemory.close stopped at the mapping, before its descriptor: hand
+            # the mapping to the arrays and close the descriptor (an open one keeps an
+            # unlinked block's memory allocated until the process ends).
+            self._mmap = None
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def _io_specs(rows, input_shape, x_dtype, output_shape):
@@ -126,19 +156,18 @@ class _WorkerState:
 
         self.net = Sequential.from_config(json.loads(config_json))
         self.fuse = fuse
-        self.shms = [shared_memory.SharedMemory(name=n) for n in names]
+        self.shms = [_Segment(name=n) for n in names]
         params_shm, grads_shm, io_shm = self.shms
         keys = param_keys(self.net.layers)
         self.specs = [(tuple(shape), np.dtype(dtype)) for shape, dtype in specs]
         offsets, nbytes = _offsets(self.specs)
-        for (j, k), view in zip(keys, _views(params_shm.buf, self.specs, offsets),
-                                strict=True):
+        for (j, k), view in zip(keys, params_shm.arrays(self.specs, offsets), strict=True):
             self.net.layers[j].params[k] = view
         self.keys = keys
-        self.grads = [_views(grads_shm.buf, self.specs, offsets, base=slot * nbytes)
+        self.grads = [grads_shm.arrays(self.specs, offsets, base=slot * nbytes)
                       for slot in range(slots)]
         io = _io_specs(rows, self.net.input_shape, x_dtype, self.net.output_shape)
-        self.x, self.y, self.logits = _views(io_shm.buf, io, _offsets(io)[0])
+        self.x, self.y, self.logits = io_shm.arrays(io, _offsets(io)[0])
 
     def step(self, jobs, training):
         """Run each (slot, first row, last row, dropout seeds) job; returns
@@ -158,10 +187,7 @@ class _WorkerState:
     def close(self):
         self.net = self.x = self.y = self.logits = self.grads = None
         for shm in self.shms:
-            try:
-                shm.close()
-            except BufferError:    # a view is still alive somewhere; the OS frees it at exit
-                pass
+            shm.close()
 
 
 # ---------------------------------------------------------------- the parent's side
@@ -190,7 +216,7 @@ class _Worker:
             theirs.close()
         self.conn = Connection(ours.detach())
         self.key = None
-        self.shms: list[shared_memory.SharedMemory] = []
+        self.shms: list[_Segment] = []
 
     def _request(self, msg):
         try:
@@ -223,25 +249,22 @@ class _Worker:
             offsets, nbytes = _offsets(specs)
             io = _io_specs(rows, net.input_shape, x_dtype, net.output_shape)
             io_offsets, io_bytes = _offsets(io)
-            self.shms = [shared_memory.SharedMemory(create=True, size=size)
+            self.shms = [_Segment(create=True, size=size)
                          for size in (nbytes, nbytes * slots, io_bytes)]
             self._request(("attach", config, fuse, [(s, d.str) for s, d in specs],
                            [s.name for s in self.shms], rows, np.dtype(x_dtype).str, slots))
             self._reply()
             self.key = (*key, rows, slots)
-            self.views = (_views(self.shms[0].buf, specs, offsets),
-                          [_views(self.shms[1].buf, specs, offsets, base=s * nbytes)
+            self.views = (self.shms[0].arrays(specs, offsets),
+                          [self.shms[1].arrays(specs, offsets, base=s * nbytes)
                            for s in range(slots)],
-                          *_views(self.shms[2].buf, io, io_offsets))
+                          *self.shms[2].arrays(io, io_offsets))
         return self.views
 
     def _release(self):
         self.views = None
         for shm in self.shms:
-            try:
-                shm.close()
-            except BufferError:    # a view is still alive; the memory goes with the process
-                pass
+            shm.close()            # or, while arrays still view it, when the last one goes
             try:
                 shm.unlink()       # the name, in any case
             except FileNotFoundError:
@@ -298,7 +321,7 @@ def run_shards(net, fuse, x, y, parts, seeds, training, workers, local):
 
     Returns [((loss, logits), grads)] in shard order, grads in the order of
     :func:`~mnist_cnn.scratch.fast.path.param_keys` (arrays from workers are views
-    of shared memory, valid until the next call), or None if no worker could take
+    of shared memory that the next call overwrites), or None if no worker could take
     its shards before any work started; the caller then runs them all on threads.
     """
     from mnist_cnn.scratch.fast.tuning import cpus
