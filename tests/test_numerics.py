@@ -17,6 +17,7 @@ from mnist_cnn.backend import is_startup_noise
 from mnist_cnn.numerics import (
     assert_close,
     assert_gradient_close,
+    assert_within,
     max_rel_error,
     round_to_tf32,
     tolerance,
@@ -94,6 +95,32 @@ def test_every_check_is_logged_when_asked(tmp_path, monkeypatch):
     assert rows[0]["what"].startswith("test_numerics.py:")        # where it was called
     assert rows[0]["error"] == 0 and rows[0]["tolerance"] == pytest.approx(tolerance(np.float32(1)))
     assert rows[1]["what"] == "g"
+
+
+def test_a_known_difference_is_held_to_its_bound_and_logged_as_one(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("MNIST_CNN_NUMERICS_LOG", str(log))
+    eta, eps, g = 0.2, 1e-7, np.array([4.0, -0.5])
+    step = eta * np.abs(g) / (np.abs(g) + eps)           # Adam's first step, exactly
+    err = assert_within(step, [eta, eta], eps / 0.5, "Adam's first step")
+    assert 0 < err <= eps / 0.5
+    with pytest.raises(AssertionError, match="exceeds the bound"):
+        assert_within(step, [eta, eta], eps / 10, "too tight a bound")
+    row = json.loads(log.read_text().splitlines()[0])
+    assert row == {"what": "Adam's first step", "kind": "bound", "error": err,
+                   "tolerance": eps / 0.5}
+
+
+def test_the_report_asks_headroom_of_rounding_and_only_the_bound_of_a_bound():
+    records = [
+        {"what": "rounding", "kind": "equal", "error": 5e-5, "tolerance": 1e-4, "variant": "v"},
+        {"what": "effect", "kind": "bound", "error": 1.9e-7, "tolerance": 2e-7, "variant": "v"},
+        {"what": "broken", "kind": "bound", "error": 3e-7, "tolerance": 2e-7, "variant": "v"},
+    ]
+    rows = {r["what"]: r for r in runner.summarise(records)}
+    assert [rows[w]["ok"] for w in ("rounding", "effect", "broken")] == [False, True, False]
+    text = runner.format_table(list(rows.values()))
+    assert "under 10x" in text and "(a bound)" in text and "outside its bound" in text
 
 
 def test_the_report_flags_small_headroom():

@@ -28,8 +28,12 @@ A gradient check is a different comparison: the numerical gradient carries a
 truncation error of O(h^2) and a round-off error of O(eps / h) in float64, so
 it is held to :data:`GRADIENT_RTOL` in the norm-wise :func:`rel_error`.
 
+A known difference is a third kind: where two quantities differ by an effect worked
+out on paper (Adam's first step is eta * |g| / (|g| + eps), not quite eta * sign(g)),
+:func:`assert_within` holds the difference to that bound.
+
 Every check can be recorded: with ``MNIST_CNN_NUMERICS_LOG=<file>`` set, each
-call appends one JSON line (name, error, tolerance); ``make test-numerics``
+call appends one JSON line (name, kind, error, tolerance); ``make test-numerics``
 reads them to print the worst error per comparison under other CPU kernels.
 """
 
@@ -43,7 +47,8 @@ import sys
 import numpy as np
 
 __all__ = ["ULPS", "GRADIENT_RTOL", "tolerance", "max_rel_error", "rel_error",
-           "assert_close", "assert_gradient_close", "round_to_tf32", "arithmetic"]
+           "assert_close", "assert_within", "assert_gradient_close", "round_to_tf32",
+           "arithmetic"]
 
 #: Units of rounding (machine epsilons) two computations of one value may differ by.
 ULPS = 1000
@@ -142,6 +147,24 @@ def assert_close(actual, expected, what: str | None = None, *, rtol: float | Non
         raise AssertionError(
             f"{what}: relative error {err:.3g} > tolerance {tol:.3g} "
             f"(worst at index {tuple(int(i) for i in at)}: {a[at]!r} against {b[at]!r})")
+    return err
+
+
+def assert_within(actual, expected, bound: float, what: str | None = None) -> float:
+    """Assert that ``actual`` differs from ``expected`` by at most ``bound`` (in
+    :func:`max_rel_error`) where the difference is the effect itself, worked out on
+    paper (Adam's first step is eta |g| / (|g| + eps), not quite eta), not rounding;
+    return the error. The bound has to cover the rounding on top of the effect.
+
+    Unlike :func:`assert_close` the error may come close to the bound: it is the
+    modelled effect, so ``make test-numerics`` checks that the bound holds under
+    every arithmetic, not that it leaves headroom.
+    """
+    what = what or _caller_name(1)
+    err = max_rel_error(actual, expected)
+    _record(what, "bound", err, float(bound))
+    if not err <= bound:
+        raise AssertionError(f"{what}: relative error {err:.3g} exceeds the bound {bound:.3g}")
     return err
 
 
