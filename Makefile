@@ -65,7 +65,12 @@ notebooks: setup ## rewrite the chapters' Colab notebooks (book/*.ipynb) from th
 # whenever the model, or the exporter, is newer than the export.
 WEB_MODEL := models/cnn_model.keras
 WEB_EXPORT := book/_static/digit_widget/weights.js
-$(WEB_EXPORT): $(WEB_MODEL) code/mnist_cnn/web.py code/mnist_cnn/bridge.py code/mnist_cnn/scratch/layers.py | data
+# Its prerequisites: the model and every module of the package the export reads (web.py's
+# imports and theirs, run or not: the Keras bridge and the NumPy model loader), but the
+# command line's dispatch (cli.py) and the package's __init__.py, which shape nothing in it.
+$(WEB_EXPORT): $(WEB_MODEL) $(addprefix code/mnist_cnn/,web.py canvas.py data.py shapes.py paths.py \
+		_io.py bridge.py backend.py model_files.py scratch/__init__.py scratch/layers.py \
+		scratch/network.py scratch/functional.py) | data
 	$(PY) -m mnist_cnn export-web --model $(WEB_MODEL) --out $(@D)
 
 web-export: $(WEB_EXPORT) ## export the model for the book's in-page canvas (if stale)
@@ -116,7 +121,7 @@ test-fast: data tools ## the suite without slow and browser tests
 # Other machines' float arithmetic, here: the comparisons (tests marked numerics and the
 # chapters' assert_close cells) under other OpenBLAS kernels and TensorFlow with oneDNN
 # on and off; prints each comparison's worst error against its tolerance.
-test-numerics: data ## the comparisons under other CPU kernels (>= 10x headroom each)
+test-numerics: data ## the comparisons under other CPU kernels (>= 10x headroom, bounds held)
 	$(PY) tools/numerics.py
 
 lint: setup ## ruff on code, tests, app, tools and benchmarks

@@ -194,10 +194,31 @@ _SETTLED_JS = """(ms) => {
 }""".replace("STATE", ANSWER_STATE_JS)
 
 
-def wait_for_prediction(page, timeout_ms: int = 30_000, steady_ms: int = 300) -> str:
+# What the page looked like when no settled answer came: the answer, the page script's
+# own state (app/page.js) and the answer area's mark, and what Streamlit holds as stale.
+_DIAGNOSIS_JS = fill("""() => {
+  const d = window.__digitPage || {};
+  const area = document.querySelector(".st-key-$answer_key");
+  const mark = area && area.querySelector("[$run]");
+  return {answer: (STATE)(),
+          script: {count: d.count, waiting: d.waiting, before: d.before, pen: d.pen},
+          mark: mark && {run: mark.getAttribute("$run"), strokes: mark.getAttribute("$strokes")},
+          stale: [...document.querySelectorAll('.stMain [data-stale="true"]')]
+            .map((e) => e.getAttribute("data-testid") || e.className).slice(0, 10)};
+}""".replace("STATE", ANSWER_STATE_JS))
+
+
+def wait_for_prediction(page, timeout_ms: int = 60_000, steady_ms: int = 300) -> str:
     """Wait until the page shows an answer as current (not marked as updating) that
-    stays put for ``steady_ms``, and return it."""
-    page.wait_for_function(_SETTLED_JS, arg=steady_ms, timeout=timeout_ms, polling=50)
+    stays put for ``steady_ms``, and return it. If none comes within ``timeout_ms``,
+    AssertionError says what the page showed instead."""
+    try:
+        page.wait_for_function(_SETTLED_JS, arg=steady_ms, timeout=timeout_ms, polling=50)
+    except Exception as exc:  # Playwright's TimeoutError (the driver imports no Playwright)
+        if type(exc).__name__ != "TimeoutError":
+            raise
+        raise AssertionError(f"no settled answer within {timeout_ms / 1000:.0f} s; the page: "
+                             f"{page.evaluate(_DIAGNOSIS_JS)}") from exc
     return page.evaluate(ANSWER_STATE_JS)["value"]
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import page_assets  # app/page_assets.py: the page's style, script and DOM contract
 import streamlit as st
 from mnist_cnn import paths
+from mnist_cnn.canvas import BRUSH as DEFAULT_STROKE
 from mnist_cnn.canvas import CANVAS as CANVAS_SIZE
 from mnist_cnn.predict import INFERENCE_ENGINES, Predictor, top_k
 from mnist_cnn.preprocess import MAX_BYTES, load_image, to_mnist
@@ -56,7 +57,6 @@ log = logging.getLogger("mnist_cnn.app")
 
 CANVAS_KEY = "canvas"
 UPLOAD_KEY = "upload"
-DEFAULT_STROKE = 18
 EMPTY_PROMPT = "Draw a digit (0–9) on the canvas: the prediction appears as you release the mouse."
 UPLOAD_PROMPT = "Upload a PNG or JPEG photo or scan of one handwritten digit."
 BLANK_UPLOAD = "No digit found in this image: it looks blank. Try another one."

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from mnist_cnn import paths
 from mnist_cnn._io import sha256_file
+from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 
 # Root ignores directory permissions through these capabilities; a child started
 # without them in its bounding set is held to the permission bits like anyone.
@@ -290,8 +291,8 @@ def unsafe_files(work: Path, rows: list[dict]) -> None:
         return t
 
     path = work / "lambda.keras"
-    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(evil),
-                      keras.layers.Flatten(), keras.layers.Dense(10)]).save(path)
+    keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.Lambda(evil),
+                      keras.layers.Flatten(), keras.layers.Dense(NUM_CLASSES)]).save(path)
     marker.unlink(missing_ok=True)  # building it here ran it once, on purpose
     try:
         load_model(path)

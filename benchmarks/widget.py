@@ -27,7 +27,6 @@ strokes are drawn by :func:`app.browser_driver.draw_strokes`, as on the app's ca
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import shutil
 import tempfile
@@ -37,12 +36,11 @@ from pathlib import Path
 import numpy as np
 from mnist_cnn.bench.stats import summary
 from mnist_cnn.canvas import DIGIT_STROKES, stroke_points
-from mnist_cnn.web import WEIGHTS_JS, default_out_dir
+from mnist_cnn.web import WEIGHTS_JS, WIDGET_FILES, default_out_dir, widget_bytes
 
 from app.browser_driver import draw_strokes, launch_browser
 
 WIDGET_DIR = Path(__file__).resolve().parents[1] / "book" / "_static" / "digit_widget"
-SCRIPTS = ("widget.js", "pad.js", "forward.js", "preprocess.js", "widget.css")
 ROOT = '[data-testid="digit-widget"]'
 TIMEOUT_MS = 30_000
 TARGET_MS, TARGET_BYTES = 50, 1_200_000
@@ -60,7 +58,7 @@ def make_page(folder: Path, weights: Path | None = None, weights_text: str | Non
     ``weights``: a weights.js to copy; ``weights_text``: its content instead;
     neither: the page has no weights."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in SCRIPTS:
+    for name in WIDGET_FILES:
         shutil.copy(WIDGET_DIR / name, folder / name)
     if weights_text is not None:
         (folder / WEIGHTS_JS).write_text(weights_text)
@@ -109,14 +107,6 @@ def draw_mouse(page, strokes, root: str = ROOT) -> None:
 def draw_touch(page, strokes, root: str = ROOT) -> None:
     """Draw ``strokes`` with a finger: CDP touch events (the context needs has_touch)."""
     draw_strokes(page, _canvas_box(page, root), strokes, touch=True)
-
-
-def widget_bytes(export_dir: Path) -> dict:
-    """Bytes the widget adds to a page: scripts and weights, raw and gzipped."""
-    files = [WIDGET_DIR / name for name in SCRIPTS] + [export_dir / WEIGHTS_JS]
-    raw = {f.name: f.stat().st_size for f in files}
-    gz = sum(len(gzip.compress(f.read_bytes(), 9)) for f in files)
-    return {"files": raw, "total": sum(raw.values()), "gzip": gz}
 
 
 def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) -> dict:
@@ -170,7 +160,7 @@ def measure(export_dir: Path | None = None, repeats: int = 30, seed: int = 0) ->
             "latency_ms": summary(latency, 2), "shown_ms": summary(shown, 2),
             "wall_ms": summary(wall, 2),
             "read_correctly": correct, "console_errors": errors,
-            "bytes": widget_bytes(export_dir)}
+            "bytes": widget_bytes(export_dir, WIDGET_DIR)}
 
 
 def main(argv: list[str] | None = None) -> int:

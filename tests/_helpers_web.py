@@ -21,7 +21,8 @@ from benchmarks.widget import (  # noqa: F401
 
 def fresh_export(model_path: Path, tmp_dir: Path) -> Path:
     """A folder holding the web export of ``model_path``: the book's own export when
-    it was made from this very model file and verifies, else a new one in ``tmp_dir``."""
+    it was made from this very model file and verifies (this format, with its drawing
+    surface, and its SHA-256: :func:`read_weights_js`), else a new one in ``tmp_dir``."""
     book = default_out_dir()
     try:
         manifest, _ = read_weights_js(book / WEIGHTS_JS)

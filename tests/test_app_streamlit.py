@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from mnist_cnn.numerics import assert_close
+from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -51,11 +52,11 @@ def test_drawn_digit_is_predicted_with_probabilities(app, digit, left, top, size
     assert metric.label == "Prediction"
     assert metric.value == str(digit)
     probs = np.array(at.session_state["probabilities"])
-    assert probs.shape == (10,)
+    assert probs.shape == (NUM_CLASSES,)
     assert_close(np.float32(probs.sum()), np.float32(1), "app: probabilities sum to 1")
     assert int(probs.argmax()) == digit
     [bars] = [h for h in at.get("html") if 'class="digit-probs"' in h.proto.body]
-    assert bars.proto.body.count('class="bar"') == 10  # one bar per digit
+    assert bars.proto.body.count('class="bar"') == NUM_CLASSES  # one bar per digit
     assert len(at.info) == 0
 
 
@@ -180,9 +181,9 @@ def test_numpy_engine_unavailable_falls_back_to_keras(tmp_path, monkeypatch):
     keras = import_keras()
 
     # tanh is not an activation the bridge maps onto the scratch network.
-    model = keras.Sequential([keras.Input((28, 28, 1)),
+    model = keras.Sequential([keras.Input(INPUT_SHAPE),
                               keras.layers.Conv2D(4, 3, activation="tanh", name="conv1"),
-                              keras.layers.Flatten(), keras.layers.Dense(10),
+                              keras.layers.Flatten(), keras.layers.Dense(NUM_CLASSES),
                               keras.layers.Softmax()])
     path = tmp_path / "tanh.keras"
     model.save(path)

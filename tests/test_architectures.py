@@ -25,6 +25,7 @@ from mnist_cnn.scratch.layers import (
     Tanh,
 )
 from mnist_cnn.scratch.network import Sequential
+from mnist_cnn.shapes import IMAGE_SHAPE, INPUT_SHAPE, NUM_CLASSES
 
 pytestmark = pytest.mark.numerics
 
@@ -119,8 +120,8 @@ def test_every_architecture_equals_its_keras_twin(name):
     if name in PARAMS:
         assert net.count_params() == PARAMS[name]
     rng = np.random.default_rng(5)
-    x = rng.random((6, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, 6)
+    x = rng.random((6, *INPUT_SHAPE)).astype(np.float32)
+    y = rng.integers(0, NUM_CLASSES, 6)
     loss, logits = net.loss_and_backward(x, y, training=False)
     with tf.GradientTape() as tape:
         t_logits = model(x, training=False)
@@ -161,9 +162,10 @@ def test_receptive_fields_follow_the_recursion_and_are_what_moves_a_unit():
     net = A.lenet5(seed=0)
     c3 = dict((name, f) for name, f, _ in A.receptive_fields(net))[net.layers[3].name]
     assert c3 == 6 + (5 - 1) * 2                # C1 5, S2 6 with a jump of 2, C3 14
-    base = np.zeros((1, 28, 28, 1), np.float32)
-    probes = np.repeat(base, 28 * 28, axis=0)
-    probes[np.arange(784), np.arange(784) // 28, np.arange(784) % 28, 0] = 1.0
+    h, w = IMAGE_SHAPE
+    base = np.zeros((1, *INPUT_SHAPE), np.float32)
+    probes = np.repeat(base, h * w, axis=0)                 # one lit pixel each
+    probes[np.arange(h * w), np.arange(h * w) // w, np.arange(h * w) % w, 0] = 1.0
 
     def unit(images):
         out = images
@@ -171,7 +173,7 @@ def test_receptive_fields_follow_the_recursion_and_are_what_moves_a_unit():
             out = layer.forward(out)
         return out[:, 3, 3, 0]
 
-    moved = (np.abs(unit(probes) - unit(base)) > 0).reshape(28, 28)
+    moved = (np.abs(unit(probes) - unit(base)) > 0).reshape(IMAGE_SHAPE)
     rows_hit, cols_hit = np.flatnonzero(moved.any(1)), np.flatnonzero(moved.any(0))
     assert rows_hit[-1] - rows_hit[0] + 1 == c3 and cols_hit[-1] - cols_hit[0] + 1 == c3
     # and exactly where receptive_box says ("same" padding in C1 shifts it by 2)
@@ -182,7 +184,7 @@ def test_receptive_fields_follow_the_recursion_and_are_what_moves_a_unit():
     # clipped at the border; the course network's unit of architecture.md; a dense unit
     assert A.receptive_box(net, net.layers[3].name, 0, 0) == (0, 0, 12, 12)   # -2 to 12
     assert A.receptive_box(A.build("course CNN"), "max_pooling2d_1", 2, 2) == (8, 8, 18, 18)
-    assert A.receptive_box(net, net.layers[-1].name, 0, 0) == (0, 0, 28, 28)
+    assert A.receptive_box(net, net.layers[-1].name, 0, 0) == (0, 0, h, w)
     with pytest.raises(ValueError, match="no layer named"):
         A.receptive_box(net, "nope", 0, 0)
 
@@ -223,15 +225,15 @@ def test_with_input_shape_keeps_the_weights_and_only_a_gap_head_allows_it():
     for a, b in zip(big.get_weights(), net.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
         assert a is not b
-    x = np.random.default_rng(6).random((3, 28, 28, 1)).astype(np.float32)
+    x = np.random.default_rng(6).random((3, *INPUT_SHAPE)).astype(np.float32)
     padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
     small_maps = dict(net.activations(x))[net.layers[5].name]
     big_maps = dict(big.activations(padded))[big.layers[5].name]
     assert small_maps.shape[1:3] == (5, 5) and big_maps.shape[1:3] == (7, 7)
     # equal by the course's rule: BLAS may sum a larger matrix product in another order
     assert_close(big_maps[:, 1:6, 1:6], small_maps, "GAP network at 36 x 36, inner maps")
-    assert big.forward(padded).shape == (3, 10)
-    np.testing.assert_array_equal(A.with_input_shape(net, (28, 28, 1)).forward(x),
+    assert big.forward(padded).shape == (3, NUM_CLASSES)
+    np.testing.assert_array_equal(A.with_input_shape(net, INPUT_SHAPE).forward(x),
                                   net.forward(x))
     with pytest.raises(ValueError, match="must have shape"):
         A.with_input_shape(A.build("course CNN"), (36, 36, 1))

@@ -11,6 +11,7 @@ from mnist_cnn.data import load_mnist, prepare_images
 from mnist_cnn.evaluate import evaluate_file
 from mnist_cnn.model_files import load_model
 from mnist_cnn.numerics import assert_close
+from mnist_cnn.shapes import IMAGE_SHAPE, INPUT_SHAPE, NUM_CLASSES
 
 pytestmark = pytest.mark.numerics
 keras = import_keras()
@@ -30,7 +31,7 @@ def _randomise_batchnorm(model, seed=1):
 
 
 def _images(n=64, seed=0):
-    return np.random.default_rng(seed).random((n, 28, 28, 1)).astype(np.float32)
+    return np.random.default_rng(seed).random((n, *INPUT_SHAPE)).astype(np.float32)
 
 
 def _assert_same(model, net, x):
@@ -61,8 +62,8 @@ def test_production_architecture_with_folded_batchnorm():
 def test_fused_activations_2d_input_and_inference_noops():
     keras.utils.set_random_seed(1)
     model = keras.Sequential([
-        keras.Input((28, 28)),
-        L.Reshape((28, 28, 1)),
+        keras.Input(IMAGE_SHAPE),
+        L.Reshape(INPUT_SHAPE),
         L.RandomRotation(0.1),  # identity at inference: dropped
         L.Conv2D(6, 5, strides=2, padding="same", activation="relu"),
         L.Conv2D(6, 3, padding="same"),
@@ -71,11 +72,11 @@ def test_fused_activations_2d_input_and_inference_noops():
         L.MaxPooling2D(2),
         L.Flatten(),
         L.Dropout(0.5),
-        L.Dense(10, activation="softmax"),
+        L.Dense(NUM_CLASSES, activation="softmax"),
     ])
     _randomise_batchnorm(model, seed=2)
     net = bridge.from_keras(model)
-    assert net.input_shape == (28, 28, 1)
+    assert net.input_shape == INPUT_SHAPE
     x = _images(32, seed=3)
     pk = np.asarray(model(x[..., 0], training=False))
     assert_close(net.predict_proba(x), pk)   # (N, 28, 28, 1) in
@@ -83,8 +84,8 @@ def test_fused_activations_2d_input_and_inference_noops():
 
 def test_logits_model_without_softmax():
     keras.utils.set_random_seed(2)
-    model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(3, 3, activation="relu"),
-                              L.Flatten(), L.Dense(10)])
+    model = keras.Sequential([keras.Input(INPUT_SHAPE), L.Conv2D(3, 3, activation="relu"),
+                              L.Flatten(), L.Dense(NUM_CLASSES)])
     net = bridge.from_keras(model)
     logits = np.asarray(model(_images(8), training=False))
     assert_close(net.forward(_images(8)), logits)
@@ -107,16 +108,16 @@ def test_from_path(tmp_path):
     (L.Rescaling(1 / 255, name="scale"), "Rescaling"),
 ])
 def test_unsupported_layer_is_named(layer, cls):
-    model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(2, 3), layer, L.Flatten(),
-                              L.Dense(10)])
+    model = keras.Sequential([keras.Input(INPUT_SHAPE), L.Conv2D(2, 3), layer, L.Flatten(),
+                              L.Dense(NUM_CLASSES)])
     with pytest.raises(ValueError, match=rf"'{layer.name}' \({cls}\)"):
         bridge.from_keras(model)
 
 
 def test_batchnorm_that_cannot_be_folded():
-    model = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(2, 3, activation="relu"),
+    model = keras.Sequential([keras.Input(INPUT_SHAPE), L.Conv2D(2, 3, activation="relu"),
                               L.BatchNormalization(name="bn_after_relu"), L.Flatten(),
-                              L.Dense(10)])
+                              L.Dense(NUM_CLASSES)])
     with pytest.raises(ValueError, match="bn_after_relu"):
         bridge.from_keras(model)
 

@@ -132,3 +132,11 @@ def test_screenshot_is_a_real_image():
     img = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("L"))
     assert img.shape[0] > 500 and img.shape[1] > 800
     assert img.std() > 10
+
+
+def test_the_driver_says_what_the_page_showed_when_no_answer_comes(server, page):
+    open_app(page, server.url)              # nothing drawn: the prompt, never a prediction
+    with pytest.raises(AssertionError, match="no settled answer within 1 s") as failed:
+        wait_for_prediction(page, timeout_ms=1_000)
+    shown = str(failed.value)
+    assert "'value': None" in shown and "'script'" in shown and "'mark'" in shown

@@ -126,19 +126,19 @@ def test_every_solution_runs_in_the_build(path):
 # and glued ({glue:text}), unless it is one of these, each with the reason it is not
 # a measurement of this build. Shapes such as 28×28 or 3×3 are not matched at all.
 NOT_MEASURED = {
-    ("training", "72 %"): "the figure the earlier project reported (a citation)",
-    ("training", "9 %"): "asserted by the solution's cell (0.05 < accuracy < 0.15)",
-    ("deployment", "2 %"): "the width of preprocess' border frame, a constant",
-    ("deployment", "30 %"): "canvas simulation: the smallest digit height, a constant",
-    ("deployment", "90 %"): "canvas simulation: the largest digit height, a constant",
-    ("app", "10 MB"): "the upload limit, a constant",
-    ("app", "1 MB"): "a bound on the model file, asserted by test_keras_model",
-    ("deployment", "99.5 %"): "the widget's agreement threshold, asserted by its tests",
-    ("app", "3.2 GB"): "20,000 x 20,000 x 8 bytes, printed by the cell beside it",
-    ("app", "50 ms"): "how often the browser test samples the page, a test setting",
-    ("fast", "4 KiB"): "the size of a memory page",
-    ("keras", "10 %"): "the zoom of the augmentation, a recipe constant",
-    ("index", "99 %"): "both committed models score at least 99.2 % (test_cards asserts it)",
+    "training": {"72 %": "the figure the earlier project reported (a citation)",
+                 "9 %": "asserted by the solution's cell (0.05 < accuracy < 0.15)"},
+    "deployment": {"2 %": "the width of preprocess' border frame, a constant",
+                   "30 %": "canvas simulation: the smallest digit height, a constant",
+                   "90 %": "canvas simulation: the largest digit height, a constant",
+                   "99.5 %": "the widget's agreement threshold, asserted by its tests"},
+    "app": {"10 MB": "the upload limit, a constant",
+            "1 MB": "a bound on the model file, asserted by test_keras_model",
+            "3.2 GB": "20,000 x 20,000 x 8 bytes, printed by the cell beside it",
+            "50 ms": "how often the browser test samples the page, a test setting"},
+    "fast": {"4 KiB": "the size of a memory page"},
+    "keras": {"10 %": "the zoom of the augmentation, a recipe constant"},
+    "index": {"99 %": "both committed models score at least 99.2 % (test_cards asserts it)"},
 }
 FIGURE = re.compile(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?(?:\s?%|\s?(?:ms|[KMG]i?B)\b|"
                     r"\s(?:s|seconds?|min|minutes?)\b)")
@@ -153,7 +153,7 @@ def test_the_figure_rule_finds_figures_and_skips_shapes():
 @pytest.mark.parametrize("path", [*CHAPTERS, ROOT / "book" / "index.md"], ids=lambda p: p.stem)
 def test_measured_figures_in_the_prose_are_glued(path):
     figures = {f.replace("\u00a0", " ") for f in FIGURE.findall(_prose(path.read_text()))}
-    unexplained = sorted(f for f in figures if (path.stem, f) not in NOT_MEASURED)
+    unexplained = sorted(f for f in figures if f not in NOT_MEASURED.get(path.stem, {}))
     assert unexplained == [], f"{path.name}: glue these figures or assert them beside the prose"
 
 
@@ -369,3 +369,28 @@ def test_code_lines_fit_the_column(path):
     long = [f"{len(line)} chars: {line.strip()[:60]}" for cell in _code_cells(path)
             for line in cell.source.splitlines() if len(line) > CODE_COLUMNS]
     assert long == [], f"{len(long)} code lines longer than {CODE_COLUMNS} characters"
+
+
+def _unused_imports(code: str) -> list[str]:
+    """Names a piece of code imports and never uses (magics and shell lines skipped)."""
+    tree = ast.parse("\n".join(line for line in code.splitlines()
+                               if not line.lstrip().startswith(("%", "!"))))
+    imported = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) \
+                and getattr(node, "module", None) != "__future__":
+            for alias in node.names:
+                imported[alias.asname or alias.name.split(".")[0]] = node.lineno
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return sorted(set(imported) - used)
+
+
+def test_the_unused_import_rule_finds_them():
+    code = "import json, time\nfrom x import (a, b as c)\n%matplotlib inline\nprint(json, c)"
+    assert _unused_imports(code) == ["a", "time"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_a_chapter_imports_only_what_it_uses(path):
+    unused = _unused_imports("\n".join(cell.source for cell in _code_cells(path)))
+    assert unused == [], f"{path.name} imports and never uses: {', '.join(unused)}"

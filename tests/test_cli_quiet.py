@@ -70,9 +70,11 @@ def npz_model(tmp_path_factory):
     committed = paths.default_numpy_model()
     if committed.is_file():
         return committed
-    from mnist_cnn.scratch import Conv2D, Dense, Flatten, MaxPooling2D, ReLU, Sequential
+    from mnist_cnn.data import INPUT_SHAPE
 
-    net = Sequential([Conv2D(8, 3), ReLU(), MaxPooling2D(2), Flatten(), Dense(10)], seed=0)
+    from tests._helpers_scratch import ConvBlock, small_cnn
+
+    net = small_cnn(input_shape=INPUT_SHAPE, blocks=(ConvBlock(8),), hidden=None)
     return net.save(tmp_path_factory.mktemp("npz") / "numpy_cnn.npz")
 
 

@@ -53,12 +53,12 @@ def _failing_source(name, exc):
 
 def test_load_mnist_real_files(mnist):
     (x_train, y_train), (x_test, y_test) = mnist
-    assert x_train.shape == (60000, 28, 28) and y_train.shape == (60000,)
-    assert x_test.shape == (10000, 28, 28) and y_test.shape == (10000,)
+    assert x_train.shape == (60000, *data.IMAGE_SHAPE) and y_train.shape == (60000,)
+    assert x_test.shape == (10000, *data.IMAGE_SHAPE) and y_test.shape == (10000,)
     for arr in (x_train, y_train, x_test, y_test):
         assert arr.dtype == np.uint8
-    assert np.bincount(y_train, minlength=10).tolist() == TRAIN_COUNTS
-    assert np.bincount(y_test, minlength=10).tolist() == TEST_COUNTS
+    assert np.bincount(y_train, minlength=data.NUM_CLASSES).tolist() == TRAIN_COUNTS
+    assert np.bincount(y_test, minlength=data.NUM_CLASSES).tolist() == TEST_COUNTS
     assert x_train.min() == 0 and x_train.max() == 255
     # White digit on black: the border is background (almost always 0), ink is bright.
     border = np.concatenate([x_train[:, 0, :], x_train[:, -1, :], x_train[:, :, 0]], axis=1)

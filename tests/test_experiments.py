@@ -10,7 +10,8 @@ import pytest
 from mnist_cnn import experiments
 from mnist_cnn.experiments import RECIPES
 from mnist_cnn.scratch.fast import FastEngine
-from mnist_cnn.scratch.train import build_model, evaluate, fit
+from mnist_cnn.scratch.train import build_model, fit, loss_and_accuracy
+from mnist_cnn.shapes import INPUT_SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +26,13 @@ def test_on_epoch_end_appends_what_it_returns_to_the_history(small):
 
     def after(epoch, net):
         seen.append(epoch)
-        return {"clean": evaluate(net, x, y)["accuracy"]}
+        return {"clean": loss_and_accuracy(net, x, y)["accuracy"]}
 
     net = build_model(seed=1)
     history = fit(net, x, y, epochs=2, batch_size=20, seed=1, progress=False, on_epoch_end=after)
     assert seen == [0, 1] and len(history["clean"]) == 2
     # inference mode on the clean images, after the epoch's last step
-    assert history["clean"][-1] == evaluate(net, x, y)["accuracy"]
+    assert history["clean"][-1] == loss_and_accuracy(net, x, y)["accuracy"]
     with pytest.raises(ValueError, match="accuracy"):      # fit's own keys are not overwritten
         fit(build_model(seed=1), x, y, epochs=1, batch_size=20, progress=False,
             on_epoch_end=lambda epoch, net: {"accuracy": 1.0})
@@ -326,13 +327,13 @@ def test_an_optimisers_run_uses_its_optimiser_and_repeats_with_its_seed(small):
     model = build_model(seed=3)
     fit(model, x, y, epochs=1, batch_size=experiments.OPT_BATCH_SIZE,
         optimizer=SGD(0.03, momentum=0.9), seed=3, progress=False, engine=FastEngine(model))
-    assert d["holdout"] == [evaluate(model, xv[:50], yv[:50])["accuracy"]]
+    assert d["holdout"] == [loss_and_accuracy(model, xv[:50], yv[:50])["accuracy"]]
 
 
 def test_the_optimisers_command_writes_a_record_that_loads(tmp_path, monkeypatch, capsys):
     from mnist_cnn.cli import main
 
-    tiny = np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.intp)
+    tiny = np.zeros((4, *INPUT_SHAPE), np.float32), np.zeros(4, np.intp)
     monkeypatch.setattr(experiments, "experiment_data",
                         lambda n_train, n_val=0, cache_dir=None: (tiny, tiny))
 
@@ -388,7 +389,7 @@ def test_an_architectures_run_repeats_with_its_seed_and_scores_moved_digits(smal
                   optimizer=Adam(experiments.ARCH_LR), seed=3, validation_data=(xv, yv),
                   progress=False, engine=FastEngine(net))
     assert a["val"] == history["val_accuracy"] == [a["shifted"][0]]
-    by_two = [evaluate(net, shift_images(xv, dy, dx), yv)["accuracy"]
+    by_two = [loss_and_accuracy(net, shift_images(xv, dy, dx), yv)["accuracy"]
               for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2))]
     assert a["shifted"][2] == pytest.approx(np.mean(by_two), abs=1e-12)
 

@@ -10,17 +10,18 @@ from mnist_cnn.data import prepare_images
 from mnist_cnn.explain import fgsm, input_gradient, occlusion_map
 from mnist_cnn.notebook import numerical_gradient
 from mnist_cnn.numerics import assert_close, assert_gradient_close
-from mnist_cnn.scratch import Conv2D, Dense, Flatten, MaxPooling2D, ReLU, Sequential
+from mnist_cnn.scratch import Sequential
 from mnist_cnn.scratch import functional as F
+
+from tests._helpers_scratch import ConvBlock, small_cnn
 
 pytestmark = pytest.mark.numerics
 
 
 def test_input_gradient_is_the_numerical_gradient():
     rng = np.random.default_rng(0)
-    net = Sequential([Conv2D(3, 3, name="c"), ReLU(name="r"), MaxPooling2D(2, name="p"),
-                      Flatten(name="f"), Dense(4, name="d")], input_shape=(8, 8, 1),
-                     seed=1).astype(np.float64)
+    net = small_cnn(seed=1, input_shape=(8, 8, 1), blocks=(ConvBlock(3),), hidden=None,
+                    classes=4).astype(np.float64)
     net.layers[0].params["b"] = rng.uniform(0.05, 0.1, 3)     # off the ReLU kink
     x, y = rng.random((2, 8, 8, 1)), np.array([1, 3])
     xc = x.copy()                                              # perturbed in place

@@ -11,6 +11,7 @@ from mnist_cnn.data import prepare_images
 from mnist_cnn.explain import grad_cam, upsample
 from mnist_cnn.numerics import assert_close
 from mnist_cnn.scratch import Conv2D, Dense, Flatten, ReLU, Sequential, Softmax
+from mnist_cnn.shapes import IMAGE_SHAPE, NUM_CLASSES
 
 pytestmark = pytest.mark.numerics
 
@@ -67,10 +68,10 @@ def test_grad_cam_shapes_sign_and_default_layer(committed):
     default = grad_cam(net, x, y)       # the last (H, W, C) layer: max_pooling2d_1
     np.testing.assert_array_equal(default, grad_cam(net, x, y, "max_pooling2d_1"))
     assert default.shape == (len(x), 5, 5)
-    for cls in range(10):                          # a map for any class is >= 0
+    for cls in range(NUM_CLASSES):                          # a map for any class is >= 0
         assert grad_cam(net, x, cls, "relu_1").min() >= 0
     big = upsample(grad_cam(net, x, y, "relu_1"))
-    assert big.shape == (len(x), 28, 28) and big.min() >= 0
+    assert big.shape == (len(x), *IMAGE_SHAPE) and big.min() >= 0
     with pytest.raises(ValueError, match="not feature maps"):
         grad_cam(net, x, y, "dense")
     with pytest.raises(ValueError, match="no layer named"):
@@ -87,7 +88,7 @@ def test_a_final_softmax_is_skipped_for_the_logit(committed):
 def test_upsample_equals_tf_bilinear(committed):
     _, _, tf, _, _ = committed
     maps = np.random.default_rng(0).random((3, 11, 7)).astype(np.float32)
-    resized = tf.image.resize(maps[..., None], (28, 28), method="bilinear")
+    resized = tf.image.resize(maps[..., None], IMAGE_SHAPE, method="bilinear")
     expected = resized.numpy()[..., 0]
     assert_close(upsample(maps), expected, "upsample vs tf.image.resize bilinear")
 

@@ -12,6 +12,7 @@ from mnist_cnn.explain import dream, pca
 from mnist_cnn.metrics import reliability
 from mnist_cnn.numerics import assert_close
 from mnist_cnn.scratch.network import Sequential
+from mnist_cnn.shapes import INPUT_SHAPE
 
 pytestmark = pytest.mark.numerics
 
@@ -57,7 +58,7 @@ def committed():
 
 def test_dream_raises_its_class_and_stays_an_image(committed):
     img, logits = dream(committed, 4, steps=60, seed=0)
-    assert img.shape == (28, 28, 1) and img.dtype == np.float32
+    assert img.shape == INPUT_SHAPE and img.dtype == np.float32
     assert 0.0 <= img.min() and img.max() <= 1.0
     assert logits[-1] > logits[0] + 5 and logits[-1] == pytest.approx(
         float(committed.forward(img[None])[0, 4]), rel=1e-5)

@@ -16,6 +16,7 @@ from mnist_cnn.cards import check_card
 from mnist_cnn.data import load_mnist, prepare_images
 from mnist_cnn.model_files import load_model
 from mnist_cnn.numerics import assert_close
+from mnist_cnn.shapes import IMAGE_SHAPE, INPUT_SHAPE, NUM_CLASSES
 from mnist_cnn.train_commands import cli_train_keras
 
 keras = import_keras()
@@ -35,8 +36,8 @@ def _tiny_model(**kw):
 
 def test_build_model_architecture():
     model = km.build_model()
-    assert model.input_shape == (None, 28, 28, 1)
-    assert model.output_shape == (None, 10)
+    assert model.input_shape == (None, *INPUT_SHAPE)
+    assert model.output_shape == (None, NUM_CLASSES)
     names = [type(layer).__name__ for layer in model.layers]
     # Only bridge-able layers in the shipped architecture (no augmentation inside).
     assert set(names) <= {"Conv2D", "BatchNormalization", "ReLU", "MaxPooling2D", "Flatten",
@@ -51,13 +52,13 @@ def test_build_model_architecture():
     expected = (9 * 1 * 32 + 9 * 32 * 32 + 9 * 32 * 64 + 9 * 64 * 64 + 4 * (32 + 32 + 64 + 64)
                 + 4 * 4 * 64 * 128 + 4 * 128 + 128 * 10 + 10)
     assert model.count_params() == expected
-    probs = model(np.zeros((2, 28, 28, 1), np.float32), training=False).numpy()
+    probs = model(np.zeros((2, *INPUT_SHAPE), np.float32), training=False).numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_augmentation_keeps_shape_and_range():
     aug = km.augmentation(seed=1)
-    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    x = np.random.default_rng(0).random((4, *INPUT_SHAPE)).astype(np.float32)
     out = np.asarray(aug(x, training=True))
     assert out.shape == x.shape
     assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
@@ -122,7 +123,7 @@ def test_cli_card_matches_file(cli_trained, capsys):
     assert card["seed"] == 0 and card["epochs"] == 1
     assert (card["train_images"], card["validation_images"]) == (450, 50)
     assert card["params"] == km.build_model().count_params()
-    assert set(card["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert set(card["per_class_accuracy"]) == {str(d) for d in range(NUM_CLASSES)}
     assert np.asarray(card["confusion_matrix"]).sum() == 10000
     assert {"tensorflow", "keras", "numpy"} <= set(card["versions"])
     assert "conv1" in card["architecture"]
@@ -162,13 +163,13 @@ def test_committed_model_matches_its_card():
 def test_evaluate_foreign_logits_model_with_2d_input(tmp_path, mnist, capsys):
     # A model this project did not make: (28, 28) input, logits output.
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(10)])
+    model = keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Flatten(),
+                              keras.layers.Dense(NUM_CLASSES)])
     path = tmp_path / "foreign.keras"
     model.save(path)
     res = ev.evaluate_file(path)
     assert res["outputs"].startswith("logits")
-    x = prepare_images(mnist[1][0]).reshape(-1, 28, 28)
+    x = prepare_images(mnist[1][0])[..., 0]       # (N, 28, 28): the model has no channel axis
     expected = np.mean(model.predict(x, verbose=0).argmax(1) == mnist[1][1])
     assert res["test_accuracy"] == pytest.approx(expected)
     ev.cli_evaluate(argparse.Namespace(model=str(path), json=False, cache_dir=None))
@@ -177,7 +178,7 @@ def test_evaluate_foreign_logits_model_with_2d_input(tmp_path, mnist, capsys):
 
 
 @pytest.mark.parametrize(("input_shape", "outputs", "message"), [
-    ((32, 32, 3), 10, r"input shape .*28, 28"), ((28, 28, 1), 3, r"output shape")])
+    ((32, 32, 3), NUM_CLASSES, r"input shape .*28, 28"), (INPUT_SHAPE, 3, r"output shape")])
 def test_evaluate_rejects_wrong_shapes(tmp_path, input_shape, outputs, message):
     model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
                               keras.layers.Dense(outputs)])
@@ -211,8 +212,8 @@ def test_load_corrupt_file_is_a_value_error(tmp_path):
 
 
 def test_safe_mode_refuses_lambda_layer(tmp_path):
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda t: t * 2.0),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    model = keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.Lambda(lambda t: t * 2.0),
+                              keras.layers.Flatten(), keras.layers.Dense(NUM_CLASSES)])
     path = tmp_path / "lambda.keras"
     model.save(path)
     with pytest.raises(ValueError, match="Lambda"):
@@ -240,7 +241,7 @@ def test_twin_mirrors_the_numpy_network_layer_by_layer():
         [layer.count_params() for layer in ours.layers]
     # the same weights give the same logits: the layouts agree, no transposes
     twin.set_weights(ours.get_weights())
-    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    x = np.random.default_rng(0).random((4, *INPUT_SHAPE), dtype=np.float32)
     assert_close(np.asarray(twin(x, training=False)), ours.forward(x),
                  "Keras twin vs NumPy network")
     assert float(twin.optimizer.learning_rate) == pytest.approx(numpy_train.LR)

@@ -9,18 +9,11 @@ import pytest
 from mnist_cnn.backend import import_keras
 from mnist_cnn.notebook import check_gradient
 from mnist_cnn.numerics import GRADIENT_RTOL, assert_close
-from mnist_cnn.scratch import (
-    BatchNormalization,
-    Conv2D,
-    Dense,
-    Flatten,
-    LayerNormalization,
-    ReLU,
-    Sequential,
-)
+from mnist_cnn.scratch import BatchNormalization, LayerNormalization, Sequential
 from mnist_cnn.scratch import functional as F
 
 from tests._helpers_norm import assert_matches_keras
+from tests._helpers_scratch import ConvBlock, small_cnn
 
 pytestmark = pytest.mark.numerics
 
@@ -81,9 +74,10 @@ def test_layernorm_layer_equals_keras(rng, shape):
         assert out.dtype == dx.dtype == np.float32
 
 
-def _net(norm, seed=0):
-    return Sequential([Conv2D(4, 3, name="c"), norm, ReLU(name="r"), Flatten(name="f"),
-                       Dense(10, name="d")], input_shape=(8, 8, 1), seed=seed)
+def _net(norm):
+    """Conv2D with 4 filters, then ``norm`` (layer 1), ReLU, Flatten, Dense."""
+    return small_cnn(input_shape=(8, 8, 1), blocks=(ConvBlock(4, pool=False, norm=norm),),
+                     hidden=None)
 
 
 def test_a_layernorm_network_saves_and_loads(tmp_path, rng):

@@ -15,6 +15,7 @@ from mnist_cnn.scratch import BatchNormalization, LayerNormalization, ReLU
 from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.optim import SGD
 from mnist_cnn.scratch.train import build_model, fit
+from mnist_cnn.shapes import INPUT_SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def test_the_committed_normalisation_record_loads_with_every_run_and_its_probe()
 def test_the_normalisation_command_writes_a_record_that_loads(tmp_path, monkeypatch, capsys):
     from mnist_cnn.cli import main
 
-    tiny = np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.intp)
+    tiny = np.zeros((4, *INPUT_SHAPE), np.float32), np.zeros(4, np.intp)
     monkeypatch.setattr(experiments, "normalisation_data",
                         lambda cache_dir=None: (tiny, tiny, tiny[0][:2]))
     template = _record()["runs"]

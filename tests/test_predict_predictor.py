@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 from mnist_cnn.backend import import_keras
+from mnist_cnn.data import load_mnist, prepare_images
 from mnist_cnn.model_files import load_mnist_model, load_numpy_mnist_model
 from mnist_cnn.numerics import assert_close
 from mnist_cnn.predict import Predictor, cli_predict, top_k
 from mnist_cnn.preprocess import to_mnist
+from mnist_cnn.shapes import IMAGE_SHAPE, INPUT_SHAPE, NUM_CLASSES
 
 from tests._helpers_app import committed_or_small_model, render_digit, small_model
 
@@ -33,16 +35,15 @@ def predictor(model_path):
 
 @pytest.fixture(scope="module")
 def mnist_test():
-    from mnist_cnn.data import load_mnist
-
+    """200 test digits as a caller passes them: (N, 28, 28) floats in [0, 1]."""
     _, (x, y) = load_mnist(progress=False)
-    return x[:200].astype(np.float32) / 255, y[:200]
+    return prepare_images(x[:200])[..., 0], y[:200]
 
 
 def test_reads_mnist_digits(predictor, mnist_test):
     x, y = mnist_test
     probs = predictor.predict_proba(x)
-    assert probs.shape == (200, 10)
+    assert probs.shape == (200, NUM_CLASSES)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=SUM_RTOL)
     assert np.mean(probs.argmax(1) == y) >= 0.93
     # Single image: (10,) and the same numbers as in the batch.
@@ -96,15 +97,15 @@ def test_feature_maps_shapes_and_engines(predictor, mnist_test):
 
 def test_bad_engine_and_bad_input(predictor):
     with pytest.raises(ValueError, match="engine"):
-        predictor.predict_proba(np.zeros((28, 28)), "torch")
+        predictor.predict_proba(np.zeros(IMAGE_SHAPE), "torch")
     with pytest.raises(ValueError, match="28x28"):
         predictor.predict_proba(np.zeros((32, 32)))
 
 
 @pytest.mark.numerics
 def test_channel_less_input_and_logits_models(tmp_path):
-    x = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
-    m3 = small_model(input_shape=(28, 28))
+    x = np.random.default_rng(0).random((4, *IMAGE_SHAPE)).astype(np.float32)
+    m3 = small_model(input_shape=IMAGE_SHAPE)
     p3 = Predictor(m3)
     assert_close(p3.predict_proba(x).astype(F32), m3(x).numpy(),
                  "predictor: (28, 28)-input model vs a direct call")
@@ -126,11 +127,11 @@ def test_loading_errors(tmp_path):
         load_mnist_model(corrupt)
     keras = import_keras()
     wrong = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(10)])
+                              keras.layers.Dense(NUM_CLASSES)])
     wrong.save(tmp_path / "wrong.keras")
     with pytest.raises(ValueError, match="input shape"):
         load_mnist_model(tmp_path / "wrong.keras")
-    five = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+    five = keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.Flatten(),
                              keras.layers.Dense(5)])
     five.save(tmp_path / "five.keras")
     with pytest.raises(ValueError, match="output shape"):
@@ -179,9 +180,10 @@ def test_cli_predict_lines_errors_and_exit_status(tmp_path, model_path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["file"] for row in lines] == [str(seven), str(bad), str(blank),
                                                str(tmp_path / "missing.png"), str(one)]
-    assert lines[0]["digit"] == 7 and len(lines[0]["probabilities"]) == 10
+    assert lines[0]["digit"] == 7 and len(lines[0]["probabilities"]) == NUM_CLASSES
     # printed rounded to 6 decimals: 10 terms of at most 5e-7 each, besides float32 rounding
-    np.testing.assert_allclose(sum(lines[0]["probabilities"]), 1.0, rtol=10 * 5e-7 + SUM_RTOL)
+    np.testing.assert_allclose(sum(lines[0]["probabilities"]), 1.0,
+                               rtol=NUM_CLASSES * 5e-7 + SUM_RTOL)
     assert "not a supported image" in lines[1]["error"]
     assert "blank" in lines[2]["error"]
     assert "no such image" in lines[3]["error"]
@@ -201,9 +203,9 @@ def test_problem_names_why_an_engine_cannot_run_the_model(predictor, tmp_path):
     assert predictor.problem("keras") is None
     assert "unknown engine" in predictor.problem("torch")
     keras = import_keras()
-    model = keras.Sequential([keras.Input((28, 28, 1)),
+    model = keras.Sequential([keras.Input(INPUT_SHAPE),
                               keras.layers.Conv2D(4, 3, activation="tanh"),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
+                              keras.layers.Flatten(), keras.layers.Dense(NUM_CLASSES)])
     odd = Predictor(model)
     assert odd.problem("keras") is None
     assert "cannot run this model" in odd.problem("numpy")
@@ -237,7 +239,7 @@ def test_npz_model_runs_on_the_numpy_engine_only(npz_predictor, predictor, mnist
     with pytest.raises(ValueError, match="numpy engine only"):
         p.feature_maps(x[0], "keras")
     probs = p.predict_proba(x)
-    assert probs.shape == (200, 10) and np.mean(probs.argmax(1) == y) >= 0.93
+    assert probs.shape == (200, NUM_CLASSES) and np.mean(probs.argmax(1) == y) >= 0.93
     # the same weights as the Keras file, in the same engine
     assert_close(probs.astype(F32), predictor.predict_proba(x, "numpy").astype(F32),
                  "predictor: .npz model vs the Keras model's NumPy engine")
@@ -254,10 +256,10 @@ def test_npz_loading_errors(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="train-numpy"):
         Predictor.from_file(tmp_path / "missing.npz")
-    Sequential([Flatten(), Dense(10)], input_shape=(32, 32, 3)).save(tmp_path / "wide.npz")
+    Sequential([Flatten(), Dense(NUM_CLASSES)], input_shape=(32, 32, 3)).save(tmp_path / "wide.npz")
     with pytest.raises(ValueError, match="input shape"):
         load_numpy_mnist_model(tmp_path / "wide.npz")
-    Sequential([Flatten(), Dense(5)], input_shape=(28, 28, 1)).save(tmp_path / "five.npz")
+    Sequential([Flatten(), Dense(5)], input_shape=INPUT_SHAPE).save(tmp_path / "five.npz")
     with pytest.raises(ValueError, match="output shape"):
         Predictor.from_file(tmp_path / "five.npz")
     # the Keras loader names the format instead of Keras' "File format not supported"
@@ -268,8 +270,8 @@ def test_npz_loading_errors(tmp_path):
 def test_npz_channel_less_network():
     from mnist_cnn.scratch import Dense, Flatten, Sequential
 
-    net = Sequential([Flatten(), Dense(10)], input_shape=(28, 28))
-    x = np.random.default_rng(0).random((3, 28, 28)).astype(F32)
+    net = Sequential([Flatten(), Dense(NUM_CLASSES)], input_shape=IMAGE_SHAPE)
+    x = np.random.default_rng(0).random((3, *IMAGE_SHAPE)).astype(F32)
     p = Predictor(net)
     assert "this model is a from-scratch NumPy model" in p.problem("keras")
     assert_close(p.predict_proba(x).astype(F32), net.predict_proba(x),

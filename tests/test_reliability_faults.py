@@ -225,7 +225,7 @@ def test_corrupted_cache_file_is_replaced_on_next_load(tmp_path, raw_files, vict
     assert set(data.verify_cache(tmp_path).values()) == {"ok"}
     assert (tmp_path / victim).read_bytes() == raw_files[victim]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(data.FILES)  # no temp files
-    assert x_train.shape == (60000, 28, 28) and y_test.shape == (10000,)
+    assert x_train.shape == (60000, *data.IMAGE_SHAPE) and y_test.shape == (10000,)
 
 
 # --------------------------------------------------------------------------- (d) read-only
@@ -295,8 +295,8 @@ def lambda_model(tmp_path_factory):
         open(_marker, "w").close()  # noqa: SIM115 - the side effect is the point
         return t
 
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(evil),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    model = keras.Sequential([keras.Input(data.INPUT_SHAPE), keras.layers.Lambda(evil),
+                              keras.layers.Flatten(), keras.layers.Dense(data.NUM_CLASSES)])
     model.save(path)
     marker.unlink(missing_ok=True)  # building the model ran it once, here, on purpose
     return path, marker

@@ -28,6 +28,7 @@ from hypothesis.extra import numpy as hnp
 from mnist_cnn.numerics import assert_close
 from mnist_cnn.preprocess import to_mnist
 from mnist_cnn.scratch import functional as F
+from mnist_cnn.shapes import IMAGE_SHAPE
 
 settings.register_profile(
     "reliability", max_examples=60, deadline=None, derandomize=True, print_blob=True,
@@ -70,7 +71,7 @@ def _check_outcome(image):
     if out is None:
         return None
     assert isinstance(out, np.ndarray)
-    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert out.shape == IMAGE_SHAPE and out.dtype == np.float32
     assert np.isfinite(out).all()
     assert out.min() >= 0.0 and out.max() <= 1.0
     # Not garbage: there is ink and the strongest ink is full intensity (MNIST-like).

@@ -21,6 +21,7 @@ from mnist_cnn.scratch import (
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fast import FastEngine
 from mnist_cnn.scratch.train import fit
+from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 
 from tests._helpers_norm import assert_matches_keras
 
@@ -85,7 +86,7 @@ def _production_like(seed=0, momentum=0.9):
         ReLU(name="r1"), MaxPooling2D(2, name="p1"), Conv2D(16, 3, use_bias=False, name="c2"),
         BatchNormalization(momentum, name="bn2"), ReLU(name="r2"), MaxPooling2D(2, name="p2"),
         Flatten(name="f"), Dense(32, name="d"), BatchNormalization(momentum, name="bn3"),
-        ReLU(name="r3"), Dense(10, name="out")], input_shape=(28, 28, 1), seed=seed)
+        ReLU(name="r3"), Dense(NUM_CLASSES, name="out")], input_shape=INPUT_SHAPE, seed=seed)
 
 
 def test_a_batchnorm_network_trains_saves_and_loads(tmp_path, mnist):

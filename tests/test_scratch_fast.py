@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from mnist_cnn.notebook import check_gradient
 from mnist_cnn.numerics import GRADIENT_RTOL, assert_close
-from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.fast import FastEngine, FusedPath, fused
 from mnist_cnn.scratch.fast.fused import (
@@ -17,6 +16,9 @@ from mnist_cnn.scratch.fast.fused import (
     conv2d_relu_maxpool_backward,
 )
 from mnist_cnn.scratch.train import fit
+from mnist_cnn.shapes import NUM_CLASSES
+
+from tests._helpers_scratch import small_cnn
 
 pytestmark = pytest.mark.numerics
 
@@ -122,21 +124,13 @@ def test_bad_arguments_raise_the_ops_errors():
                             pool_size=3)
 
 
-def _net(dropout=0.0, seed=0):
-    return Sequential([Conv2D(4, 3, name="c1"), ReLU(name="r1"), MaxPooling2D(2, name="p1"),
-                       Conv2D(6, 3, padding="same", name="c2"), ReLU(name="r2"),
-                       MaxPooling2D(2, name="p2"), Flatten(name="f"), Dense(8, name="d"),
-                       ReLU(name="r3"), Dropout(dropout, name="drop"), Dense(10, name="out")],
-                      input_shape=(14, 14, 1), seed=seed)
-
-
 @pytest.mark.parametrize(("shards", "processes"), [(1, False), (2, False), (2, True), (3, True)])
 def test_fast_engine_gives_the_plain_chain_numbers(shards, processes):
     """One batch in float64: the speed layer (fused blocks, shards on threads or
     processes) gives the plain chain's loss, logits and every gradient."""
-    plain = _net().astype(np.float64)
+    plain = small_cnn().astype(np.float64)
     rng = np.random.default_rng(5)
-    x, y = rng.standard_normal((7, 14, 14, 1)), rng.integers(0, 10, 7)
+    x, y = rng.standard_normal((7, 14, 14, 1)), rng.integers(0, NUM_CLASSES, 7)
     lp, op = plain.loss_and_backward(x, y)
     gp = [g.copy() for g in plain.gradients()]
     engine = FastEngine(plain, shards=shards, workers=2, processes=processes)
@@ -154,11 +148,11 @@ def test_fast_and_plain_training_give_the_same_digits():
     speed layer (2 shards in a worker process) end with the same weights to
     rounding and the same predicted digits."""
     rng = np.random.default_rng(8)
-    x, y = rng.random((96, 14, 14, 1)), rng.integers(0, 10, 96)
+    x, y = rng.random((96, 14, 14, 1)), rng.integers(0, NUM_CLASSES, 96)
     x[np.arange(96), y % 14, y % 14, 0] += 3.0          # something learnable
     nets = {}
     for fast in (False, True):
-        net = _net(seed=4).astype(np.float64)
+        net = small_cnn(seed=4).astype(np.float64)
         fit(net, x, y, epochs=2, batch_size=16, seed=4, progress=False,
             engine=FastEngine(net, shards=2, processes=True) if fast else None)
         nets[fast] = net
@@ -171,8 +165,8 @@ def test_fast_and_plain_training_give_the_same_digits():
 
 def test_fit_refuses_an_engine_built_for_another_network():
     rng = np.random.default_rng(8)
-    x, y = rng.random((8, 14, 14, 1)), rng.integers(0, 10, 8)
-    net, other = _net(seed=4), _net(seed=4)
+    x, y = rng.random((8, 14, 14, 1)), rng.integers(0, NUM_CLASSES, 8)
+    net, other = small_cnn(seed=4), small_cnn(seed=4)
     before = [p.copy() for p in net.parameters()]
     with pytest.raises(ValueError, match="another network"):
         fit(net, x, y, epochs=1, batch_size=4, progress=False, engine=FastEngine(other))
@@ -183,8 +177,8 @@ def test_unsharded_fast_run_draws_the_plain_dropout_masks():
     """shards=1 runs the network's own layers, so dropout draws the same masks as
     the plain chain: a seeded float64 run with dropout gives the same numbers."""
     rng = np.random.default_rng(9)
-    x, y = rng.random((8, 14, 14, 1)), rng.integers(0, 10, 8)
-    a, b = (_net(dropout=0.5, seed=2).astype(np.float64) for _ in range(2))
+    x, y = rng.random((8, 14, 14, 1)), rng.integers(0, NUM_CLASSES, 8)
+    a, b = (small_cnn(seed=2, dropout=0.5).astype(np.float64) for _ in range(2))
     engine = FastEngine(b, shards=1)
     for _ in range(3):
         la, _ = a.loss_and_backward(x, y)
@@ -197,9 +191,9 @@ def test_unsharded_fast_run_draws_the_plain_dropout_masks():
 def test_shards_give_the_whole_batch_gradient():
     """Without dropout, the weighted mean of the shards' gradients is the gradient
     of the whole batch's mean loss, for even and uneven splits."""
-    net = _net().astype(np.float64)
+    net = small_cnn().astype(np.float64)
     rng = np.random.default_rng(6)
-    x, y = rng.standard_normal((7, 14, 14, 1)), rng.integers(0, 10, 7)
+    x, y = rng.standard_normal((7, 14, 14, 1)), rng.integers(0, NUM_CLASSES, 7)
     loss1, logits1 = FastEngine(net, shards=1).loss_and_backward(x, y)
     g1 = [g.copy() for g in net.gradients()]
     for shards in (2, 3, 7, 50):
@@ -215,10 +209,10 @@ def test_sharded_numbers_do_not_depend_on_the_threads():
     second network with the same seed."""
     rng = np.random.default_rng(7)
     x = rng.random((16, 14, 14, 1), dtype=np.float32)
-    y = rng.integers(0, 10, 16)
+    y = rng.integers(0, NUM_CLASSES, 16)
 
     def run(workers):
-        net = _net(dropout=0.5, seed=3)
+        net = small_cnn(seed=3, dropout=0.5)
         engine = FastEngine(net, shards=2, workers=workers, processes=False)
         out = [engine.loss_and_backward(x, y) for _ in range(3)]
         return out, net.gradients()
@@ -234,22 +228,23 @@ def test_sharded_numbers_do_not_depend_on_the_threads():
 
 
 def test_replicas_share_the_weights_not_the_state():
-    net = _net(dropout=0.5)
+    net = small_cnn(dropout=0.5)
     path = FusedPath(net, seeds=[1])
     for a, b in zip(path.source, net.layers, strict=True):
         assert a.params is b.params and a is not b
-    assert path.source[9]._rng is not net.layers[9]._rng
+    drop = [layer.name for layer in net.layers].index("drop")
+    assert path.source[drop]._rng is not net.layers[drop]._rng
     assert isinstance(path.layers[0], ConvReluPool) and path.layers[0].conv is path.source[0]
     own = FusedPath(net)
     assert own.source is net.layers and own.layers[0].conv is net.layers[0]
 
 
 def test_loss_and_backward_rejects_mismatched_labels():
-    for step in (_net().loss_and_backward, FastEngine(_net()).loss_and_backward):
+    for step in (small_cnn().loss_and_backward, FastEngine(small_cnn()).loss_and_backward):
         with pytest.raises(ValueError, match="same length"):
             step(np.zeros((4, 14, 14, 1), np.float32), np.zeros(3, int))
 
 
 def test_fast_engine_says_what_it_does():
-    text = FastEngine(_net(), shards=2, workers=2, processes=True).describe()
+    text = FastEngine(small_cnn(), shards=2, workers=2, processes=True).describe()
     assert "fused" in text and "2 shards" in text and "worker processes" in text

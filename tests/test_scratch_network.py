@@ -12,28 +12,26 @@ from mnist_cnn import _io
 from mnist_cnn.cards import check_card
 from mnist_cnn.notebook import numerical_gradient
 from mnist_cnn.numerics import assert_close, assert_gradient_close
-from mnist_cnn.scratch import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU, Sequential
+from mnist_cnn.scratch import Dense, Dropout, ReLU, Sequential
 from mnist_cnn.scratch import functional as F
-from mnist_cnn.scratch.layers import Softmax
 from mnist_cnn.scratch.optim import SGD, Adam
-from mnist_cnn.scratch.train import build_model, evaluate, fit, prepare_images, random_shift
+from mnist_cnn.scratch.train import (
+    build_model,
+    fit,
+    loss_and_accuracy,
+    prepare_images,
+    random_shift,
+)
+from mnist_cnn.shapes import INPUT_SHAPE
+
+from tests._helpers_scratch import ConvBlock, small_cnn
 
 pytestmark = pytest.mark.numerics
 
 
-def _small_net(seed=0, input_shape=(8, 8, 1), softmax=False):
-    layers = [Conv2D(3, 3, padding="same", name="c1"), ReLU(name="r1"),
-              MaxPooling2D(2, name="p1"),
-              Conv2D(4, 2, strides=2, name="c2"), ReLU(name="r2"), Flatten(name="f"),
-              Dense(6, name="d1"), ReLU(name="r3"), Dense(10, name="d2")]
-    if softmax:
-        layers.append(Softmax(name="sm"))
-    return Sequential(layers, input_shape=input_shape, seed=seed)
-
-
-def _tiny_cnn(seed=0):
-    return Sequential([Conv2D(8, 3, name="c"), ReLU(name="r"), MaxPooling2D(2, name="p"),
-                       Flatten(name="f"), Dense(10, name="d")], seed=seed)
+# 'same' and 'valid' padding, a kernel of 3 and of 2, stride 1 and 2, a block with
+# and one without a pool: the whole-network gradient check goes through each.
+MIXED_BLOCKS = (ConvBlock(3, padding="same"), ConvBlock(4, 2, strides=2, pool=False))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +45,8 @@ def mnist_small():
 @pytest.mark.parametrize("softmax", [False, True])
 def test_whole_network_gradient_check_float64(softmax):
     rng = np.random.default_rng(0)
-    net = _small_net(softmax=softmax).astype(np.float64)
+    net = small_cnn(input_shape=(8, 8, 1), blocks=MIXED_BLOCKS, hidden=6,
+                    softmax=softmax).astype(np.float64)
     x = rng.standard_normal((3, 8, 8, 1))
     y = np.array([1, 7, 3])
     net.loss_and_backward(x, y, training=False)
@@ -98,7 +97,7 @@ def test_dropout_layer():
 @pytest.mark.parametrize("make_opt", [lambda: SGD(0.05, momentum=0.9), lambda: Adam(3e-3)])
 def test_loss_decreases_on_a_small_batch(mnist_small, make_opt):
     x, y = mnist_small[0][:64], mnist_small[1][:64]
-    net = _tiny_cnn()
+    net = small_cnn(input_shape=INPUT_SHAPE, blocks=(ConvBlock(8),), hidden=None)
     opt = make_opt()
     losses = []
     for _ in range(30):
@@ -142,7 +141,7 @@ def test_adam_matches_the_textbook_update():
 
 def test_overfits_100_images(mnist_small):
     x, y = mnist_small[0][:100], mnist_small[1][:100]
-    net = _tiny_cnn()
+    net = small_cnn(input_shape=INPUT_SHAPE, blocks=(ConvBlock(8),), hidden=None)
     fit(net, x, y, epochs=40, batch_size=25, optimizer=Adam(5e-3), seed=0, progress=False)
     assert (net.predict(x) == y).mean() == 1.0
 
@@ -214,7 +213,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="not a valid"):
         Sequential.load(pickled)
     # a truncated copy of a real model
-    good = _small_net().save(tmp_path / "good.npz")
+    good = small_cnn().save(tmp_path / "good.npz")
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ValueError):
@@ -237,7 +236,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"\(N, 28, 28, 1\).*\(5, 28, 28, 3\)"):
         net.forward(np.zeros((5, 28, 28, 3), np.float32))
     with pytest.raises(ValueError, match="one example"):
-        net.forward(np.zeros((28, 28, 1), np.float32))
+        net.forward(np.zeros(INPUT_SHAPE, np.float32))
     with pytest.raises(ValueError, match="unique"):
         Sequential([ReLU(name="a"), ReLU(name="a")], input_shape=(4,))
     with pytest.raises(ValueError, match="Flatten"):
@@ -253,10 +252,10 @@ def test_random_shift_moves_pixels():
     assert np.all(np.abs(pos - 3) <= 2) and len(np.unique(pos, axis=0)) > 5
 
 
-def test_evaluate_matches_predictions(mnist_small):
+def test_loss_and_accuracy_match_the_predictions(mnist_small):
     net = build_model(seed=0)
     x, y = mnist_small[2][:100], mnist_small[3][:100]
-    ev = evaluate(net, x, y)
+    ev = loss_and_accuracy(net, x, y)
     assert ev["accuracy"] == pytest.approx((net.predict(x) == y).mean())
     assert ev["loss"] == pytest.approx(F.cross_entropy(net.predict_proba(x), y))
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mnist_cnn import cli, preprocess
-from mnist_cnn.canvas import CANVAS, simulate_canvas
+from mnist_cnn.canvas import BRUSH, CANVAS, simulate_canvas
+from mnist_cnn.data import prepare_images
 from mnist_cnn.numerics import assert_close, tolerance
 from mnist_cnn.preprocess import to_mnist
 from mnist_cnn.web import (
@@ -24,6 +25,7 @@ from mnist_cnn.web import (
     MAX_LOSS_POINTS,
     WEB_LAYERS,
     WEIGHTS_JS,
+    check_manifest,
     load_export,
     read_weights_js,
 )
@@ -77,6 +79,8 @@ def test_manifest_describes_the_exported_weights(export_dir, exported, model_pat
     on_disk = json.loads((export_dir / "manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["format"] == FORMAT
+    # the drawing surface the page gives the reader: the app's, from mnist_cnn.canvas
+    assert manifest["canvas"] == {"size": CANVAS, "brush": BRUSH}
     assert {layer["class"] for layer in manifest["layers"]} <= set(WEB_LAYERS)
     assert "BatchNormalization" not in json.dumps(manifest["layers"])  # folded by the bridge
     assert manifest["parameters"] == net.count_params()
@@ -96,7 +100,7 @@ def test_manifest_describes_the_exported_weights(export_dir, exported, model_pat
 
 @pytest.mark.slow   # 15,000 digits through the NumPy engine
 def test_recorded_accuracies_are_those_of_the_shipped_weights(exported, mnist):
-    from mnist_cnn.data import prepare_images, split_validation
+    from mnist_cnn.data import split_validation
 
     manifest, net = exported
     (x_train, y_train), (x_test, y_test) = mnist
@@ -115,6 +119,50 @@ def test_corrupt_weights_are_refused_in_python(export_dir, tmp_path):
     bad.write_text(text[:i] + ("A" if text[i] != "A" else "B") + text[i + 1:])
     with pytest.raises(ValueError, match="SHA-256"):
         read_weights_js(bad)
+
+
+def _without_canvas(manifest):
+    del manifest["canvas"]
+
+
+def _old_format(manifest):            # an export from before the manifest gave the surface
+    del manifest["canvas"]
+    manifest["format"] = "mnist_cnn-web/2"
+
+
+def _export_variant(export_dir: Path, folder: Path, change) -> Path:
+    """A copy of the export in ``folder``, its manifest altered by ``change`` (in
+    place), its weights the same; returns its weights.js."""
+    from mnist_cnn.web import _write_export
+
+    manifest, data = read_weights_js(export_dir / WEIGHTS_JS)
+    change(manifest)
+    _write_export(folder, manifest["model"], manifest, data)
+    return folder / WEIGHTS_JS
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (_without_canvas, "no drawing surface"),
+    (_old_format, "a mnist_cnn-web/2 export, this library reads " + FORMAT),
+    (lambda m: m["canvas"].update(size=0), "no drawing surface"),
+    (lambda m: m["canvas"].update(size="280"), "no drawing surface"),
+    (lambda m: m["canvas"].pop("brush"), "no drawing surface"),
+], ids=["no-canvas", "old-format", "size-0", "size-text", "no-brush"])
+def test_an_export_without_its_drawing_surface_is_refused_in_python(export_dir, tmp_path,
+                                                                    change, says):
+    path = _export_variant(export_dir, tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        read_weights_js(path)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        load_export(tmp_path)
+    manifest, _ = read_weights_js(export_dir / WEIGHTS_JS)
+    check_manifest(manifest)                               # the real one passes
+
+
+def test_the_page_reads_the_format_the_library_writes():
+    """widget.js names the export format it reads: the one mnist_cnn.web writes."""
+    js = (REPO / "book" / "_static" / "digit_widget" / "widget.js").read_text()
+    assert re.findall(r'const FORMAT = "([^"]+)"', js) == [FORMAT]
 
 
 def test_export_refuses_a_model_the_bridge_cannot_convert(tmp_path, capsys):
@@ -290,7 +338,7 @@ def _check_every_layer(page, net, x, n_full, seed=0):
 def test_js_forward_pass_matches_numpy_at_every_layer(page, exported, mnist):
     _, net = exported
     _, (x_test, _) = mnist
-    x = x_test[:N_FORWARD, ..., None].astype(np.float32) / 255.0
+    x = prepare_images(x_test[:N_FORWARD])
     layers = _check_every_layer(page, net, x, N_FULL)
     print(f"JS vs NumPy on {N_FORWARD} test images: {layers} layers equal")
 
@@ -490,7 +538,7 @@ def test_js_matches_numpy_at_every_layer_of_a_second_architecture(second_page, s
                                                                   mnist):
     _, net = load_export(second_export)
     _, (x_test, _) = mnist
-    x = x_test[:N_FORWARD, ..., None].astype(np.float32) / 255.0
+    x = prepare_images(x_test[:N_FORWARD])
     assert _check_every_layer(second_page, net, x, N_FULL) == len(net.layers)
 
 
@@ -784,13 +832,18 @@ CHAPTER_KERNELS = {
 }
 
 
-def _stepthrough_page(browser, folder, body: str):
+def _stepthrough_page(browser, folder, body: str, weights: Path | None = None):
     """(page, console errors, requests) of a page holding ``body`` beside the widget's
-    scripts and stepthrough.js, opened from disk."""
-    from benchmarks.widget import SCRIPTS, WIDGET_DIR
+    scripts, stepthrough.js and, if given, ``weights`` (a weights.js, for a digit widget
+    on the page: the step-through loads none), opened from disk."""
+    from mnist_cnn.web import WIDGET_FILES
 
-    for name in (*SCRIPTS, "stepthrough.js"):
+    from benchmarks.widget import WIDGET_DIR
+
+    for name in (*WIDGET_FILES, "stepthrough.js"):
         shutil.copy(WIDGET_DIR / name, folder / name)
+    if weights is not None and weights != folder / WEIGHTS_JS:
+        shutil.copy(weights, folder / WEIGHTS_JS)
     (folder / "index.html").write_text(
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>step</title></head>'
         f'<body>{body}</body></html>')
@@ -805,7 +858,10 @@ def test_stepthrough_shows_numpys_convolution_of_the_readers_digit(browser, tmp_
     page, errors, requests = _stepthrough_page(
         browser, tmp_path, stepthrough_html(CHAPTER_KERNELS, static=""))
     try:
-        assert wait_state(page, "ready", "error", root=STEP) == "ready"
+        assert wait_state(page, "ready", "error", root=STEP) == "ready", page.inner_text(STEP)
+        # the surface its element gives (data-canvas): the app's, from mnist_cnn.canvas
+        assert page.locator(f"{STEP} canvas").first.evaluate("c => [c.width, c.height]") == [
+            CANVAS, CANVAS]
         draw_mouse(page, stroke_points(4, 60, 40, 180), root=STEP)
         assert wait_state(page, "drawn", root=STEP) == "drawn"
         image = np.array(page.evaluate(f"Array.from(document.querySelector('{STEP}').convImage)"),
@@ -850,7 +906,7 @@ def test_stepthrough_shows_numpys_convolution_of_the_readers_digit(browser, tmp_
                                    atol=1)
         assert errors == []
         assert all(r.startswith("file://") for r in requests), requests
-        assert not any(r.endswith("weights.js") for r in requests)    # no network needed
+        assert not any(r.endswith(WEIGHTS_JS) for r in requests)     # no network needed
     finally:
         page.context.close()
 
@@ -882,9 +938,8 @@ def _check_products(page, window, weights, shown_sum):
     assert abs(sum(products) - shown_sum) <= 9 * 0.0005 + 1e-5, (products, shown_sum)
 
 
-def test_stepthrough_html_carries_the_kernels_it_is_given():
+def test_stepthrough_html_carries_the_kernels_it_is_given_and_the_apps_surface():
     import html as html_module
-    import re
 
     from mnist_cnn.web import stepthrough_html
 
@@ -893,6 +948,9 @@ def test_stepthrough_html_carries_the_kernels_it_is_given():
     assert list(given) == list(CHAPTER_KERNELS)
     for name, kernel in CHAPTER_KERNELS.items():
         np.testing.assert_array_equal(given[name], np.ravel(kernel).astype(np.float32))
+    # the pad's drawing surface: mnist_cnn.canvas' (the app's and the digit widget's)
+    surface = re.findall(r' data-(canvas|brush)="([^"]*)"', text)
+    assert surface == [("canvas", str(CANVAS)), ("brush", str(BRUSH))]
     assert 'src="../_static/digit_widget/widget.js"' in text      # which loads the rest
     for bad in ({"big": np.ones((5, 5))}, {"nan": np.full((3, 3), np.nan)}, {}):
         with pytest.raises(ValueError, match="kernel"):
@@ -901,28 +959,230 @@ def test_stepthrough_html_carries_the_kernels_it_is_given():
 
 @pytest.mark.browser
 def test_stepthrough_without_kernels_says_so_and_the_page_works(browser, tmp_path):
-    page, errors, _ = _stepthrough_page(
-        browser, tmp_path, '<div data-testid="conv-stepthrough" data-kernels="[1, 2"></div>'
+    page, errors, requests = _stepthrough_page(
+        browser, tmp_path, '<div data-testid="conv-stepthrough" data-kernels="[1, 2" '
+        f'data-canvas="{CANVAS}" data-brush="{BRUSH}"></div>'
         '<p id="after">the rest of the page</p><script src="widget.js"></script>')
     try:
         assert wait_state(page, "ready", "error", root=STEP) == "error"
         assert "no 3×3 kernels" in page.inner_text(STEP)
         assert page.inner_text("#after") == "the rest of the page" and errors == []
+        assert not any(r.endswith(WEIGHTS_JS) for r in requests)
     finally:
         page.context.close()
 
 
 @pytest.mark.browser
 def test_stepthrough_loaded_on_its_own_loads_what_it_needs(browser, tmp_path):
-    """A page made before widget.js loaded the step-through (a chapter output from an
-    older cache) includes stepthrough.js alone: it still runs."""
+    """A page made before widget.js loaded the step-through includes stepthrough.js
+    alone: it still runs (an element this old has no drawing surface either, and is
+    refused; this one has its surface, to show the loading alone)."""
     from mnist_cnn.web import stepthrough_html
 
     element = stepthrough_html(CHAPTER_KERNELS, static="").replace("widget.js", "stepthrough.js")
-    page, errors, _ = _stepthrough_page(browser, tmp_path, element)
+    page, errors, requests = _stepthrough_page(browser, tmp_path, element)
     try:
-        assert wait_state(page, "ready", "error", root=STEP) == "ready"
+        assert wait_state(page, "ready", "error", root=STEP) == "ready", page.inner_text(STEP)
         assert page.locator(f"{STEP} select option").count() == len(CHAPTER_KERNELS)
+        assert errors == []
+        assert not any(r.endswith(WEIGHTS_JS) for r in requests)
+    finally:
+        page.context.close()
+
+
+# ------------------ the drawing surface: the widget's from the manifest, the step-through's
+# from its element
+
+_INK_ROWS = """c => {      // the rows of column c.width / 2 holding ink (alpha > 127)
+    const d = c.getContext("2d").getImageData(c.width >> 1, 0, 1, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) n += d[i] > 127;
+    return n;
+}"""
+
+
+def _stepthrough_element(size=None, brush=None) -> str:
+    """The chapter's step-through as mnist_cnn.web writes it, its drawing surface
+    replaced: data-canvas ``size`` and data-brush ``brush`` (each left out if None)."""
+    from mnist_cnn.web import stepthrough_html
+
+    element = stepthrough_html(CHAPTER_KERNELS, static="")
+    surface = f' data-canvas="{CANVAS}" data-brush="{BRUSH}"'
+    assert element.count(surface) == 1
+    return element.replace(surface, "".join(
+        f' data-{name}="{value}"' for name, value in (("canvas", size), ("brush", brush))
+        if value is not None))
+
+
+def _both_pads_page(browser, folder: Path, weights: Path, element: str):
+    """(page, errors, requests) of a page from disk with the digit widget beside
+    ``weights`` and the step-through ``element``."""
+    body = ('<h1 id="rest">The rest of the page</h1><div data-testid="digit-widget"></div>'
+            + element)
+    return _stepthrough_page(browser, folder, body, weights)
+
+
+def _draw_a_line(page, root: str, size: int) -> None:
+    """A horizontal stroke across the middle of ``root``'s pad (``size`` canvas pixels)."""
+    pad = page.locator(f"{root} canvas").first
+    pad.scroll_into_view_if_needed()
+    points = [(size * (0.2 + 0.6 * i / 30), size / 2) for i in range(31)]
+    for method, args in pen_events(pad.bounding_box(), [points], canvas_px=size):
+        getattr(page.mouse, method)(*args)
+
+
+@pytest.mark.browser
+def test_each_pad_takes_its_size_and_brush_from_its_own_source(browser, export_dir, tmp_path):
+    """The widget's pad is as the export's manifest says (here 200 canvas pixels, a
+    12-pixel brush), the step-through's as its element says (160 pixels, a 6-pixel
+    brush): each that size, drawn on with that brush, neither taking the other's; the
+    widget still reads a digit drawn on its pad."""
+    pads = {ROOT: (200, 12), STEP: (160, 6)}
+    assert len({*pads.values(), (CANVAS, BRUSH)}) == 3
+    weights = _export_variant(export_dir, tmp_path, lambda m: m["canvas"].update(
+        size=pads[ROOT][0], brush=pads[ROOT][1]))
+    page, errors, _ = _both_pads_page(browser, tmp_path, weights,
+                                      _stepthrough_element(*pads[STEP]))
+    try:
+        assert wait_state(page, "ready", "error") == "ready", page.inner_text(ROOT)
+        assert wait_state(page, "ready", "error", root=STEP) == "ready", page.inner_text(STEP)
+        for root, (size, brush) in pads.items():
+            pad = page.locator(f"{root} canvas").first
+            assert pad.evaluate("c => [c.width, c.height]") == [size, size], root
+            _draw_a_line(page, root, size)     # as thick as the pad's brush
+            assert wait_state(page, "predicted", "too-small", "empty", "drawn",
+                              root=root) in ("predicted", "drawn"), root
+            assert abs(pad.evaluate(_INK_ROWS) - brush) <= 2, root
+        # the widget shows its surface at its size, as the app shows its 280 pixels
+        assert page.locator(f"{ROOT} canvas").first.bounding_box()["width"] == pytest.approx(
+            pads[ROOT][0], abs=0.5)
+        page.locator(ROOT).get_by_role("button", name="Clear").click()
+        assert wait_state(page, "ready") == "ready"
+        page.locator(f"{ROOT} canvas").first.scroll_into_view_if_needed()
+        box = page.locator(f"{ROOT} canvas").first.bounding_box()
+        for method, args in pen_events(box, stroke_points(7, 35, 25, 150),
+                                       canvas_px=pads[ROOT][0]):
+            getattr(page.mouse, method)(*args)
+        assert wait_state(page, "predicted", "too-small", "empty") == "predicted"
+        assert widget_result(page)[0] == 7
         assert errors == []
     finally:
         page.context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("change", "says"), [
+    (_without_canvas, "the export's manifest gives no drawing surface (canvas.size and "
+                      "canvas.brush"),
+    (_old_format, f"weights.js is a mnist_cnn-web/2 export, this page reads {FORMAT}"),
+], ids=["no-canvas", "old-format"])
+def test_an_export_without_a_drawing_surface_is_refused_in_the_page(browser, export_dir,
+                                                                    tmp_path, change, says):
+    """No size is guessed: the widget says why it cannot run, and the page works,
+    the step-through too (it needs no export)."""
+    page, errors, _ = _both_pads_page(browser, tmp_path,
+                                      _export_variant(export_dir, tmp_path, change),
+                                      _stepthrough_element(CANVAS, BRUSH))
+    try:
+        assert wait_state(page, "ready", "error") == "error"
+        widget = page.inner_text(f"{ROOT} .dw-message")
+        assert says in widget and "export it again" in widget, widget
+        assert "The rest of the page works" in widget
+        assert wait_state(page, "ready", "error", root=STEP) == "ready", page.inner_text(STEP)
+        assert page.inner_text("#rest") == "The rest of the page"
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+NO_SURFACE = ("The step-through cannot run here: the page gives no drawing surface "
+              "(data-canvas and data-brush, in canvas pixels)")
+
+
+@pytest.mark.browser
+def test_stepthrough_from_an_older_library_says_to_rerun_it_and_the_page_works(
+        browser, export_dir, tmp_path):
+    """An element written before it carried its pad's size and brush (a chapter output
+    cached then): the step-through says so and what to do, guessing no size; the
+    digit widget beside it and the rest of the page work."""
+    page, errors, _ = _both_pads_page(browser, tmp_path, export_dir / WEIGHTS_JS,
+                                      _stepthrough_element())
+    try:
+        assert wait_state(page, "ready", "error", root=STEP) == "error"
+        step = page.inner_text(f"{STEP} .cs-message")
+        assert step.startswith(NO_SURFACE), step
+        for says in ("an older version of mnist_cnn", "re-run the chapter", "`make book`",
+                     "The rest of the page works."):
+            assert says in step, step
+        assert page.locator(f"{STEP} canvas").count() == 0              # no pad of a guessed size
+        assert wait_state(page, "ready", "error") == "ready", page.inner_text(ROOT)
+        assert page.inner_text("#rest") == "The rest of the page"
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("size", "brush"), [
+    (0, BRUSH), (CANVAS + 0.5, BRUSH), ("big", BRUSH), (CANVAS, None), (CANVAS, -BRUSH),
+    (CANVAS, "wide"),
+], ids=["size-0", "size-fraction", "size-text", "no-brush", "brush-negative", "brush-text"])
+def test_stepthrough_refuses_an_invalid_drawing_surface(browser, tmp_path, size, brush):
+    """A positive whole size and a positive brush, or no pad (and no weights loaded)."""
+    page, errors, requests = _stepthrough_page(
+        browser, tmp_path, _stepthrough_element(size, brush) +
+        '<p id="after">the rest of the page</p>')
+    try:
+        assert wait_state(page, "ready", "error", root=STEP) == "error"
+        assert page.inner_text(f"{STEP} .cs-message").startswith(NO_SURFACE)
+        assert page.inner_text("#after") == "the rest of the page"
+        assert page.evaluate("() => window.MnistCnn.scripts.then(() => true)")   # all loaded
+        assert errors == [] and not any(r.endswith(WEIGHTS_JS) for r in requests)
+    finally:
+        page.context.close()
+
+
+def test_the_widget_page_loads_exactly_the_files_widget_bytes_counts(browser, export_dir,
+                                                                      tmp_path):
+    from urllib.parse import urlparse
+
+    from mnist_cnn.web import WIDGET_FILES
+
+    page, errors, requests = open_page(browser, make_page(tmp_path, export_dir / WEIGHTS_JS))
+    try:
+        assert wait_state(page, "ready", "error") == "ready"
+        loaded = {Path(urlparse(r).path).name for r in requests} - {"index.html"}
+        assert loaded == {*WIDGET_FILES, WEIGHTS_JS}
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+def test_widget_bytes_counts_what_the_widget_loads(export_dir, tmp_path):
+    import gzip
+
+    from mnist_cnn.web import WIDGET_FILES, widget_bytes
+
+    from benchmarks.widget import WIDGET_DIR
+
+    got = widget_bytes(export_dir, WIDGET_DIR)
+    paths = [WIDGET_DIR / name for name in WIDGET_FILES] + [export_dir / WEIGHTS_JS]
+    assert got["files"] == {p.name: p.stat().st_size for p in paths}
+    assert got["total"] == sum(p.stat().st_size for p in paths)
+    assert got["gzip"] == sum(len(gzip.compress(p.read_bytes(), 9)) for p in paths)
+    assert 0 < got["gzip"] < got["total"]
+    with pytest.raises(FileNotFoundError, match="weights.js"):
+        widget_bytes(tmp_path, WIDGET_DIR)       # no export there
+
+
+def test_the_export_folder_outside_a_checkout_is_the_working_folders_book(tmp_path,
+                                                                          monkeypatch):
+    from mnist_cnn import paths
+
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "site-packages")  # an installed copy
+    clone = tmp_path / "clone"
+    (clone / "book" / "_static").mkdir(parents=True)
+    expected = clone / "book" / "_static" / "digit_widget"
+    for cwd in (clone, clone / "book"):   # the clone, or its book/ where a chapter runs
+        monkeypatch.chdir(cwd)
+        assert paths.web_export_dir() == expected

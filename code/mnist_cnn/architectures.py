@@ -36,12 +36,10 @@ from mnist_cnn.scratch.layers import (
 )
 from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.train import DROPOUT, build_model
+from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 
 __all__ = ["mlp", "lenet5", "vgg", "gap", "resnet", "ARCHITECTURES", "build",
            "multiply_adds", "receptive_fields", "with_input_shape"]
-
-INPUT_SHAPE = (28, 28, 1)
-CLASSES = 10
 
 
 def mlp(seed: int = 0, hidden=(256, 128), dropout: float = DROPOUT) -> Sequential:
@@ -51,7 +49,7 @@ def mlp(seed: int = 0, hidden=(256, 128), dropout: float = DROPOUT) -> Sequentia
     layers = [Flatten()]
     for units in hidden:
         layers += [Dense(units), ReLU()]
-    layers += [Dropout(dropout), Dense(CLASSES)]
+    layers += [Dropout(dropout), Dense(NUM_CLASSES)]
     return Sequential(layers, input_shape=INPUT_SHAPE, seed=seed)
 
 
@@ -73,7 +71,7 @@ def lenet5(seed: int = 0, modern: bool = False) -> Sequential:
     return Sequential([
         Conv2D(6, 5, padding="same"), act(), pool(2),
         Conv2D(16, 5), act(), pool(2),
-        Flatten(), Dense(120), act(), Dense(84), act(), Dense(CLASSES),
+        Flatten(), Dense(120), act(), Dense(84), act(), Dense(NUM_CLASSES),
     ], input_shape=INPUT_SHAPE, seed=seed)
 
 
@@ -85,7 +83,7 @@ def vgg(seed: int = 0, widths=(16, 32), dropout: float = DROPOUT) -> Sequential:
     for filters in widths:
         layers += [Conv2D(filters, 3, padding="same"), ReLU(),
                    Conv2D(filters, 3, padding="same"), ReLU(), MaxPooling2D(2)]
-    layers += [Flatten(), Dense(128), ReLU(), Dropout(dropout), Dense(CLASSES)]
+    layers += [Flatten(), Dense(128), ReLU(), Dropout(dropout), Dense(NUM_CLASSES)]
     return Sequential(layers, input_shape=INPUT_SHAPE, seed=seed)
 
 
@@ -96,7 +94,7 @@ def gap(seed: int = 0) -> Sequential:
     return Sequential([
         Conv2D(32, 3), ReLU(), MaxPooling2D(2),
         Conv2D(64, 3), ReLU(), MaxPooling2D(2),
-        GlobalAveragePooling2D(), Dense(CLASSES),
+        GlobalAveragePooling2D(), Dense(NUM_CLASSES),
     ], input_shape=INPUT_SHAPE, seed=seed)
 
 
@@ -118,7 +116,7 @@ def resnet(seed: int = 0, widths=(16, 32)) -> Sequential:
     for filters in widths:
         layers += [_block(filters, project=filters != previous), ReLU(), MaxPooling2D(2)]
         previous = filters
-    layers += [GlobalAveragePooling2D(), Dense(CLASSES)]
+    layers += [GlobalAveragePooling2D(), Dense(NUM_CLASSES)]
     return Sequential(layers, input_shape=INPUT_SHAPE, seed=seed)
 
 

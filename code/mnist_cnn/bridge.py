@@ -32,7 +32,8 @@ _INFERENCE_NOOPS = {
     "AlphaDropout", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomFlip",
     "RandomContrast", "RandomBrightness", "RandomCrop",
 }
-_ACTIVATIONS = {"relu", "softmax", "linear"}
+# A Keras activation -> the scratch layer computing it ("linear" is no layer).
+_ACTIVATION_LAYERS = {"relu": "ReLU", "softmax": "Softmax", "linear": None}
 
 
 def _unsupported(layer, why=""):
@@ -47,7 +48,7 @@ def _unsupported(layer, why=""):
 def _activation_name(layer):
     act = getattr(layer, "activation", None)
     name = getattr(act, "__name__", None) or str(act)
-    if name not in _ACTIVATIONS:
+    if name not in _ACTIVATION_LAYERS:
         raise _unsupported(layer, f"activation '{name}' is not relu/softmax/linear")
     return name
 
@@ -61,16 +62,9 @@ def _flat_layers(model):
             yield layer
 
 
-def _scratch():
-    """The scratch layer classes and Sequential, as one namespace."""
-    from types import SimpleNamespace
-
-    from mnist_cnn.scratch import layers
-    from mnist_cnn.scratch.network import Sequential
-
-    return SimpleNamespace(Conv2D=layers.Conv2D, Dense=layers.Dense, ReLU=layers.ReLU,
-                           Softmax=layers.Softmax, Flatten=layers.Flatten,
-                           MaxPooling2D=layers.MaxPooling2D, Sequential=Sequential)
+def _config(cls: str, name: str, **settings) -> dict:
+    """A scratch layer's description, as its ``get_config`` writes it."""
+    return {"class": cls, "name": name, **settings}
 
 
 def _numpy(variable):
@@ -82,8 +76,8 @@ def _numpy(variable):
 class _Pending:
     """A Conv2D/Dense whose weights may still absorb a following BatchNormalization."""
 
-    def __init__(self, kind, config, W, b, activation):
-        self.kind, self.config, self.activation = kind, config, activation
+    def __init__(self, config, W, b, activation):
+        self.config, self.activation = config, activation
         self.W = np.asarray(W, np.float64)
         self.b = np.zeros(self.W.shape[-1]) if b is None else np.asarray(b, np.float64)
 
@@ -102,27 +96,21 @@ class _Pending:
         self.W = self.W * s  # broadcasts over the last (output-channel) axis
         self.b = (self.b - mu) * s + beta
 
-    def to_scratch(self, S):
-        if self.kind == "conv":
-            c = self.config
-            layer = S.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"],
-                             padding=c["padding"], use_bias=True, name=c["name"])
-        else:
-            layer = S.Dense(self.config["units"], name=self.config["name"])
-        weights = [self.W.astype(np.float32), self.b.astype(np.float32)]
-        out = [(layer, weights)]
-        if self.activation == "relu":
-            out.append((S.ReLU(name=f"{self.config['name']}_relu"), None))
-        elif self.activation == "softmax":
-            out.append((S.Softmax(name=f"{self.config['name']}_softmax"), None))
+    def layers(self) -> list:
+        """The layer (with a bias, whatever the Keras layer had: a folded BN adds
+        one) and its fused activation, as (description, weights or None)."""
+        out = [(self.config, [self.W.astype(np.float32), self.b.astype(np.float32)])]
+        kind = _ACTIVATION_LAYERS[self.activation]
+        if kind is not None:
+            out.append((_config(kind, f"{self.config['name']}_{self.activation}"), None))
         return out
 
 
-# One converter per Keras layer class: (keras layer, its config, the input shape, the
-# scratch namespace) -> a _Pending Conv2D/Dense (a BatchNormalization after it may
-# still fold into it) or the scratch layers to append, each with its weights or None.
+# One converter per Keras layer class: (keras layer, its config, the input shape) ->
+# a _Pending Conv2D/Dense (a BatchNormalization after it may still fold into it) or
+# the scratch layers to append, each as (description, weights or None).
 
-def _conv2d(layer, cfg, in_shape, S):
+def _conv2d(layer, cfg, in_shape):
     if cfg.get("data_format", "channels_last") != "channels_last":
         raise _unsupported(layer, "channels_first data format")
     if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or cfg.get("groups", 1) != 1:
@@ -133,44 +121,44 @@ def _conv2d(layer, cfg, in_shape, S):
     if ks[0] != ks[1] or st[0] != st[1]:
         raise _unsupported(layer, "non-square kernel or stride")
     w = layer.get_weights()
-    return _Pending("conv", {"filters": cfg["filters"], "kernel_size": ks[0], "strides": st[0],
-                             "padding": cfg["padding"], "name": layer.name},
+    return _Pending(_config("Conv2D", layer.name, filters=cfg["filters"], kernel_size=ks[0],
+                            strides=st[0], padding=cfg["padding"], use_bias=True),
                     w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
 
 
-def _dense(layer, cfg, in_shape, S):
+def _dense(layer, cfg, in_shape):
     w = layer.get_weights()
-    return _Pending("dense", {"units": cfg["units"], "name": layer.name},
+    return _Pending(_config("Dense", layer.name, units=cfg["units"], use_bias=True),
                     w[0], w[1] if cfg["use_bias"] else None, _activation_name(layer))
 
 
-def _max_pooling2d(layer, cfg, in_shape, S):
+def _max_pooling2d(layer, cfg, in_shape):
     pool, strides = tuple(cfg["pool_size"]), cfg["strides"]
     strides = tuple(strides) if strides is not None else pool
     if cfg["padding"] != "valid" or pool[0] != pool[1] or strides[0] != strides[1]:
         raise _unsupported(layer, "only square, 'valid' max pooling is supported")
-    return [(S.MaxPooling2D(pool_size=pool[0], strides=strides[0], name=layer.name), None)]
+    return [(_config("MaxPooling2D", layer.name, pool_size=pool[0], strides=strides[0]), None)]
 
 
-def _relu(layer, cfg, in_shape, S):
+def _relu(layer, cfg, in_shape):
     if (cfg.get("max_value") is not None or cfg.get("negative_slope", 0) != 0
             or cfg.get("threshold", 0) != 0):
         raise _unsupported(layer, "ReLU with max_value/negative_slope/threshold")
-    return [(S.ReLU(name=layer.name), None)]
+    return [(_config("ReLU", layer.name), None)]
 
 
-def _softmax(layer, cfg, in_shape, S):
+def _softmax(layer, cfg, in_shape):
     if cfg.get("axis", -1) not in (-1, 1):
         raise _unsupported(layer, f"softmax over axis {cfg.get('axis')}")
-    return [(S.Softmax(name=layer.name), None)]
+    return [(_config("Softmax", layer.name), None)]
 
 
-def _activation(layer, cfg, in_shape, S):
-    kind = {"relu": S.ReLU, "softmax": S.Softmax}.get(_activation_name(layer))
-    return [] if kind is None else [(kind(name=layer.name), None)]     # linear: nothing
+def _activation(layer, cfg, in_shape):
+    kind = _ACTIVATION_LAYERS[_activation_name(layer)]
+    return [] if kind is None else [(_config(kind, layer.name), None)]  # linear: nothing
 
 
-def _reshape(layer, cfg, in_shape, S):
+def _reshape(layer, cfg, in_shape):
     # Only the (28, 28) -> (28, 28, 1) channel axis is a no-op here.
     if tuple(cfg["target_shape"]) != in_shape:
         raise _unsupported(layer, f"Reshape to {cfg['target_shape']}")
@@ -180,7 +168,7 @@ def _reshape(layer, cfg, in_shape, S):
 _CONVERTERS = {
     "Conv2D": _conv2d, "Dense": _dense, "MaxPooling2D": _max_pooling2d, "ReLU": _relu,
     "Softmax": _softmax, "Activation": _activation, "Reshape": _reshape,
-    "Flatten": lambda layer, cfg, in_shape, S: [(S.Flatten(name=layer.name), None)],
+    "Flatten": lambda layer, cfg, in_shape: [(_config("Flatten", layer.name), None)],
 }
 
 
@@ -200,15 +188,14 @@ def from_keras(model_or_path, seed=0):
     Raises:
     - ValueError naming the layer and its class for a layer the bridge cannot convert.
     """
-    S = _scratch()
+    from mnist_cnn.scratch import network
+
     model = _keras_model(model_or_path)
     in_shape = _image_input_shape(model)
-    built = _convert_layers(model, in_shape, S)
-    net = S.Sequential([layer for layer, _ in built], input_shape=in_shape, seed=seed)
-    for layer, weights in built:
-        if weights is not None:
-            layer.set_weights(weights)
-    return net
+    built = _convert_layers(model, in_shape)
+    config = network.describe([description for description, _ in built], in_shape, seed)
+    weights = [w for _, layer_weights in built for w in layer_weights or ()]
+    return network.Sequential.from_config(config, weights)
 
 
 def _keras_model(model_or_path):
@@ -232,12 +219,12 @@ def _image_input_shape(model) -> tuple:
     return in_shape
 
 
-def _convert_layers(model, in_shape, S) -> list:
-    """The scratch layers computing what the Keras layers compute, in order, each
-    with its weights (or None): inference no-ops skipped, each BatchNormalization
+def _convert_layers(model, in_shape) -> list:
+    """The scratch layers computing what the Keras layers compute, in order, as
+    (description, weights or None): inference no-ops skipped, each BatchNormalization
     folded into the Conv2D or Dense just before it, the others converted by
     ``_CONVERTERS``. ValueError names a layer that cannot be converted."""
-    built, pending = [], None          # (scratch layer, weights or None); a _Pending
+    built, pending = [], None          # (description, weights or None); a _Pending
     for layer in _flat_layers(model):
         cls = type(layer).__name__
         if cls in _INFERENCE_NOOPS:
@@ -251,15 +238,15 @@ def _convert_layers(model, in_shape, S) -> list:
         if cls not in _CONVERTERS:
             raise _unsupported(layer)
         if pending is not None:
-            built.extend(pending.to_scratch(S))
-        out = _CONVERTERS[cls](layer, layer.get_config(), in_shape, S)
+            built.extend(pending.layers())
+        out = _CONVERTERS[cls](layer, layer.get_config(), in_shape)
         if isinstance(out, _Pending):
             pending = out
         else:
             pending = None
             built.extend(out)
     if pending is not None:
-        built.extend(pending.to_scratch(S))
+        built.extend(pending.layers())
     return built
 
 

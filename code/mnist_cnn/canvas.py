@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CANVAS", "HEIGHT_RANGE", "THICKEN_RANGE", "DIGIT_STROKES", "stroke_points",
-           "render_digit", "simulate_canvas"]
+__all__ = ["CANVAS", "BRUSH", "HEIGHT_RANGE", "THICKEN_RANGE", "DIGIT_STROKES",
+           "stroke_points", "render_digit", "simulate_canvas"]
 
-CANVAS = 280     # the drawing surface of the app and the book widget, in canvas pixels
+# The drawing surface of the app and of the book's pads: the digit widget reads it
+# from the web export's manifest, the convolution step-through from its element.
+CANVAS = 280     # its size, in canvas pixels
+BRUSH = 18       # the brush width, in canvas pixels: the pads' brush, the app's default
 HEIGHT_RANGE = (0.30, 0.90)   # digit height as a fraction of the canvas
 THICKEN_RANGE = (0, 8)        # extra stroke width in canvas pixels (MaxFilter size - 1)
 
@@ -59,7 +62,7 @@ def stroke_points(digit: int, left: float, top: float, size: float, steps: int =
 
 
 def render_digit(digit: int, left: float, top: float, size: float, canvas: int = CANVAS,
-                 width: int = 18, rgba: bool = True) -> np.ndarray:
+                 width: int = BRUSH, rgba: bool = True) -> np.ndarray:
     """Draw ``digit`` from its stroke path with PIL, like the canvas does.
 
     Returns uint8 (canvas, canvas, 4) RGBA with a transparent background and

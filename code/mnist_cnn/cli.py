@@ -49,8 +49,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.verbose:
         import numpy as np
 
+        from mnist_cnn.shapes import NUM_CLASSES
+
         for split, y in (("train", y_train), ("test", y_test)):
-            counts = np.bincount(y, minlength=10)
+            counts = np.bincount(y, minlength=NUM_CLASSES)
             print(f"  {split:5s} per digit: " + " ".join(f"{d}:{c}" for d, c in enumerate(counts)))
     return 0
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn._io import atomic_write, sha256_bytes, sha256_file
+from mnist_cnn.shapes import IMAGE_SHAPE, INPUT_SHAPE, NUM_CLASSES  # noqa: F401 (re-exported)
 
 # SHA-256 of the raw (uncompressed) IDX files. MNIST's home page lists the files and
 # their sizes, not hashes: the course computed these from the files and pins them.
@@ -405,7 +406,6 @@ def summary_line(report: FetchReport, data) -> str:
             f"SHA-256 verified, in {report.cache_dir} ({src}).")
 
 
-IMAGE_SHAPE = (28, 28)
 
 
 def prepare_images(x) -> np.ndarray:
@@ -422,7 +422,7 @@ def prepare_images(x) -> np.ndarray:
         x = x[None]
     if x.ndim == 3 and x.shape[1:] == IMAGE_SHAPE:
         x = x[..., None]
-    if x.ndim != 4 or x.shape[1:] != (*IMAGE_SHAPE, 1):
+    if x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
         raise ValueError(f"expected 28x28 image(s): (28, 28), (N, 28, 28) or (N, 28, 28, 1), "
                          f"got shape {x.shape}; use mnist_cnn.preprocess.to_mnist for other "
                          f"images")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cnn.metrics import NUM_CLASSES, as_probabilities, evaluate_probs
+from mnist_cnn.metrics import as_probabilities, evaluate_probs
+from mnist_cnn.shapes import NUM_CLASSES
 
 
 def predict_file_proba(path, x) -> tuple[np.ndarray, str]:

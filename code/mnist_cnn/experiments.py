@@ -159,7 +159,7 @@ def overfitting_run(recipe: dict, seed: int, x, y, x_val, y_val,
     the module's docstring), ``seconds``, and the final ``weight_norm`` (the L2 norm
     of all parameters)."""
     from mnist_cnn.scratch.optim import Adam
-    from mnist_cnn.scratch.train import build_model, evaluate, fit
+    from mnist_cnn.scratch.train import build_model, fit, loss_and_accuracy
 
     model = build_model(seed=seed, dropout=recipe["dropout"])
     history = fit(model, x, y, epochs=epochs, batch_size=BATCH_SIZE,
@@ -167,7 +167,7 @@ def overfitting_run(recipe: dict, seed: int, x, y, x_val, y_val,
                   validation_data=(x_val, y_val), shift=recipe["shift"],
                   progress=False, engine=FastEngine(model),
                   on_epoch_end=lambda epoch, net: {
-                      "train": evaluate(net, x, y)["accuracy"]})
+                      "train": loss_and_accuracy(net, x, y)["accuracy"]})
     norm = float(np.sqrt(sum(float((p.astype(np.float64) ** 2).sum())
                              for p in model.parameters())))
     return {"running": history["accuracy"], "train": history["train"],
@@ -483,14 +483,14 @@ def optimisers_run(label: str, seed: int, x, y, x_val, y_val,
     accuracy), and the run's training ``seconds``; with ``holdout=(x_hold,
     y_hold)`` also a per-epoch ``holdout`` accuracy on those digits (scoring them
     draws no random numbers, so ``loss`` and ``val`` are the same either way)."""
-    from mnist_cnn.scratch.train import build_model, evaluate, fit
+    from mnist_cnn.scratch.train import build_model, fit, loss_and_accuracy
 
     model = build_model(seed=seed)
     history = fit(model, x, y, epochs=epochs, batch_size=OPT_BATCH_SIZE,
                   optimizer=make_optimiser(OPTIMISERS[label]), seed=seed,
                   validation_data=(x_val, y_val), progress=False, engine=FastEngine(model),
                   on_epoch_end=None if holdout is None else lambda epoch, net: {
-                      "holdout": evaluate(net, *holdout)["accuracy"]})
+                      "holdout": loss_and_accuracy(net, *holdout)["accuracy"]})
     run = {"loss": [float(v) if np.isfinite(v) else None for v in history["loss"]],
            "val": [float(v) for v in history["val_accuracy"]],
            "seconds": float(sum(history["seconds"]))}
@@ -535,10 +535,10 @@ def shifted_accuracy(net, x, y, shifts=SHIFTS) -> list[float]:
     """Accuracy of ``net`` on ``x`` moved by each number of pixels in ``shifts``, the
     mean over the four directions (up, down, left, right); 0 pixels is ``x`` itself."""
     from mnist_cnn.data import shift_images
-    from mnist_cnn.scratch.train import evaluate
+    from mnist_cnn.scratch.train import loss_and_accuracy
 
     def accuracy(images):
-        return evaluate(net, images, y)["accuracy"]
+        return loss_and_accuracy(net, images, y)["accuracy"]
 
     return [accuracy(x) if k == 0 else float(np.mean([
         accuracy(shift_images(x, dy, dx)) for dy, dx in ((-k, 0), (k, 0), (0, -k), (0, k))]))
@@ -914,14 +914,14 @@ def search_trial(point: dict, seed: int, x, y, x_val, y_val, holdout,
     every epoch. Returns the point with per-epoch ``loss`` (None where not finite),
     ``val`` and ``holdout``, and the training ``seconds``."""
     from mnist_cnn.scratch.optim import AdamW
-    from mnist_cnn.scratch.train import build_model, evaluate, fit
+    from mnist_cnn.scratch.train import build_model, fit, loss_and_accuracy
 
     model = build_model(seed=seed)
     history = fit(model, x, y, epochs=epochs, batch_size=OPT_BATCH_SIZE,
                   optimizer=AdamW(point["lr"], weight_decay=point["weight_decay"]),
                   seed=seed, validation_data=(x_val, y_val), progress=False,
                   engine=FastEngine(model), on_epoch_end=lambda epoch, net: {
-                      "holdout": evaluate(net, *holdout)["accuracy"]})
+                      "holdout": loss_and_accuracy(net, *holdout)["accuracy"]})
     return {**point,
             "loss": [float(v) if np.isfinite(v) else None for v in history["loss"]],
             "val": [float(v) for v in history["val_accuracy"]],

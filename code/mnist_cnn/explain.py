@@ -26,6 +26,7 @@ import numpy as np
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import Softmax
 from mnist_cnn.scratch.network import Sequential
+from mnist_cnn.shapes import IMAGE_SHAPE
 
 __all__ = ["input_gradient", "occlusion_map", "fgsm", "grad_cam", "upsample", "pca", "dream",
            "layer_output", "top_patches"]
@@ -159,7 +160,7 @@ def _bilinear_weights(n_in: int, n_out: int):
     return lo, hi, src - lo
 
 
-def upsample(maps, size=(28, 28)) -> np.ndarray:
+def upsample(maps, size=IMAGE_SHAPE) -> np.ndarray:
     """Bilinear interpolation of maps (N, H, W) to (N, *size), to lay a Grad-CAM
     map over the image it came from. Interpolates along rows, then columns; the
     values stay within the input's range (so a map stays >= 0).

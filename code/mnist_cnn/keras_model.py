@@ -23,10 +23,9 @@ import numpy as np
 
 from mnist_cnn.backend import import_keras, import_tensorflow
 from mnist_cnn.data import VALIDATION_SIZE, prepare_images, split_validation
+from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 
 # --- the recipe (the CLI defaults reproduce the committed model) -------------------
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
 CONV_FILTERS = (32, 32, 64, 64)  # two conv blocks of two 3x3 convolutions each
 KERNEL_SIZE = 3
 DENSE_UNITS = 128
@@ -56,13 +55,13 @@ def build_twin(dropout: float, lr: float, seed: int = 0, dtype: str = "float32")
     keras.utils.set_random_seed(seed)
     layers = keras.layers
     model = keras.Sequential([
-        keras.Input((28, 28, 1), dtype=dtype),
+        keras.Input(INPUT_SHAPE, dtype=dtype),
         layers.Conv2D(32, 3, dtype=dtype), layers.ReLU(dtype=dtype),
         layers.MaxPooling2D(2, dtype=dtype),
         layers.Conv2D(64, 3, dtype=dtype), layers.ReLU(dtype=dtype),
         layers.MaxPooling2D(2, dtype=dtype),
         layers.Flatten(dtype=dtype), layers.Dense(128, dtype=dtype), layers.ReLU(dtype=dtype),
-        layers.Dropout(dropout, dtype=dtype), layers.Dense(10, dtype=dtype),
+        layers.Dropout(dropout, dtype=dtype), layers.Dense(NUM_CLASSES, dtype=dtype),
     ], name="numpy_twin")
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_cnn.scratch.functional import cross_entropy, softmax
-
-NUM_CLASSES = 10
+from mnist_cnn.shapes import NUM_CLASSES
 
 
 def as_probabilities(out) -> tuple[np.ndarray, bool]:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_cnn.shapes import IMAGE_SHAPE, INPUT_SHAPE, NUM_CLASSES
+
 KERAS_HINT = (
     "Train one with `python -m mnist_cnn train-keras`, or use the committed "
     "models/cnn_model.keras from the repository."
@@ -92,13 +94,14 @@ def check_mnist_model(model) -> int:
     out_shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
     if in_shape is None or out_shape is None:
         raise ValueError("The model has several inputs or outputs; an MNIST classifier takes "
-                         "one image batch and returns one (N, 10) array.")
-    if in_shape[1:] not in ((28, 28), (28, 28, 1)):
+                         f"one image batch and returns one {(None, NUM_CLASSES)} array.")
+    if in_shape[1:] not in (IMAGE_SHAPE, INPUT_SHAPE):
         raise ValueError(f"The model's input shape is {in_shape}; an MNIST classifier takes "
-                         "(None, 28, 28) or (None, 28, 28, 1) images (float, pixels in [0, 1]).")
-    if out_shape[1:] != (10,):
+                         f"{(None, *IMAGE_SHAPE)} or {(None, *INPUT_SHAPE)} images (float, "
+                         "pixels in [0, 1]).")
+    if out_shape[1:] != (NUM_CLASSES,):
         raise ValueError(f"The model's output shape is {out_shape}; an MNIST classifier "
-                         "returns (None, 10) scores, one per digit.")
+                         f"returns {(None, NUM_CLASSES)} scores, one per digit.")
     return len(in_shape)
 
 
@@ -127,12 +130,12 @@ def load_numpy_mnist_model(path):
     if not path.is_file():
         raise FileNotFoundError(f"No NumPy model at {path}. {NUMPY_HINT}")
     net = Sequential.load(path)
-    if tuple(net.input_shape) not in ((28, 28), (28, 28, 1)):
+    if tuple(net.input_shape) not in (IMAGE_SHAPE, INPUT_SHAPE):
         raise ValueError(f"{path}: the network's input shape is {tuple(net.input_shape)}; an "
-                         "MNIST classifier takes (28, 28) or (28, 28, 1) images.")
-    if tuple(net.output_shape) != (10,):
+                         f"MNIST classifier takes {IMAGE_SHAPE} or {INPUT_SHAPE} images.")
+    if tuple(net.output_shape) != (NUM_CLASSES,):
         raise ValueError(f"{path}: the network's output shape is {tuple(net.output_shape)}; "
-                         "an MNIST classifier returns 10 scores, one per digit.")
+                         f"an MNIST classifier returns {NUM_CLASSES} scores, one per digit.")
     return net, path
 
 
@@ -144,5 +147,5 @@ def predict_outputs(model, x, batch_size: int = 1000) -> np.ndarray:
     reshaped to the model's input rank.
     """
     rank = check_mnist_model(model)
-    xs = np.asarray(x, np.float32).reshape((-1, 28, 28) if rank == 3 else (-1, 28, 28, 1))
+    xs = np.asarray(x, np.float32).reshape((-1, *(IMAGE_SHAPE if rank == 3 else INPUT_SHAPE)))
     return np.asarray(model.predict(xs, batch_size=batch_size, verbose=0), np.float64)

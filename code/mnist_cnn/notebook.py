@@ -16,7 +16,7 @@ import numpy as np
 from mnist_cnn.numerics import rel_error  # the gradient check's error, re-exported
 
 __all__ = ["use_book_style", "show", "source", "timings", "best_of", "image_grid",
-           "numerical_gradient", "rel_error", "check_gradient"]
+           "plot_history", "plot_seeds", "numerical_gradient", "rel_error", "check_gradient"]
 
 
 # ---------------------------------------------------------------- display
@@ -160,6 +160,52 @@ def image_grid(images, titles=None, ncols: int = 8, cmap: str = "gray", size: fl
                 ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_history(history, title: str | None = None):
+    """Learning curves of one run: loss (left) and accuracy (right) per epoch, on
+    the training batches and, where the run kept them, on the validation data.
+
+    Inputs: ``history``, a dict of per-epoch lists with "loss" and "accuracy" and
+    optionally "val_loss" and "val_accuracy": what ``fit`` returns, a Keras
+    ``History.history``, or a model card's "history"; ``title`` above both panels.
+    Returns the figure (pass it to :func:`show`).
+    """
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.0 if title else 2.8))
+    for ax, key, ylabel in zip(axes, ("loss", "accuracy"), ("cross-entropy", "accuracy"),
+                               strict=True):
+        ax.plot(epochs, history[key], "o-", label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "s--", label="validation")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=key, xticks=epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_seeds(ax, x, runs, style: str = "o-", scale: float = 1.0, **line_kw):
+    """Curves from several seeds (one row each), drawn as their mean with a band of
+    ± one standard deviation (ddof=1) around it, in the line's colour.
+
+    Inputs: ``ax``, a Matplotlib axis; ``x`` (P,); ``runs`` (seeds, P), one row per
+    seed; ``scale`` multiplies the values (100 for percentages); ``style`` and
+    ``line_kw`` (label, color, ms, ...) go to ``ax.plot``.
+    Returns (mean, sd), each (P,), scaled.
+    """
+    runs = np.asarray(runs, dtype=float) * scale
+    if runs.ndim != 2 or len(runs) < 2:
+        raise ValueError(f"plot_seeds needs runs of shape (seeds >= 2, points), got "
+                         f"{runs.shape}")
+    mean, sd = runs.mean(axis=0), runs.std(axis=0, ddof=1)
+    line, = ax.plot(x, mean, style, **line_kw)
+    ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, lw=0)
+    return mean, sd
 
 
 # ---------------------------------------------------------------- timing

@@ -37,9 +37,13 @@ def default_numpy_model() -> Path:
 
 def web_export_dir() -> Path:
     """Where the book serves the in-page network from: ``book/_static/digit_widget/``
-    of the checkout, or of the working folder outside one."""
-    root = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
-    return root / "book" / "_static" / "digit_widget"
+    of the checkout, or of the working folder outside one (which may be a checkout's
+    ``book/`` itself, where a chapter runs on Colab)."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / "book" / "_static" / "digit_widget"
+    cwd = Path.cwd()
+    book = cwd if cwd.name == "book" and (cwd / "_static").is_dir() else cwd / "book"
+    return book / "_static" / "digit_widget"
 
 
 def card_path(model_path: str | os.PathLike) -> Path:

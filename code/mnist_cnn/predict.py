@@ -46,6 +46,7 @@ from mnist_cnn.model_files import (
     load_numpy_mnist_model,
     resolve_model_path,
 )
+from mnist_cnn.shapes import IMAGE_SHAPE, INPUT_SHAPE
 
 # Element-wise layers that belong to a conv "block": the feature map we show is
 # the output after them (what the next layer actually sees).
@@ -69,11 +70,11 @@ class KerasEngine:
 
         def call(x):
             if rank == 3:
-                x = tf.reshape(x, (-1, 28, 28))
+                x = tf.reshape(x, (-1, *IMAGE_SHAPE))
             return model(x, training=False)
 
         self._call = tf.function(
-            call, input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)],
+            call, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
             reduce_retracing=True)
         self._lock = threading.Lock()
         self._feature_model = None
@@ -118,7 +119,7 @@ class KerasEngine:
                     inputs = self.model.inputs
                     self._feature_model = keras.Model(
                         inputs[0] if len(inputs) == 1 else inputs, outs)
-        feed = xb.reshape(-1, 28, 28) if self.input_rank == 3 else xb
+        feed = xb.reshape(-1, *IMAGE_SHAPE) if self.input_rank == 3 else xb
         outs = self._feature_model(feed, training=False)
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
@@ -247,7 +248,7 @@ class Predictor:
             self.default_engine = "keras"
         self.conv_blocks = self.engines[self.default_engine].conv_blocks
         # Trace once now so the first user doesn't pay for it.
-        self.predict_proba(np.zeros((28, 28), np.float32))
+        self.predict_proba(np.zeros(IMAGE_SHAPE, np.float32))
 
     @classmethod
     def from_file(cls, path=None) -> Predictor:

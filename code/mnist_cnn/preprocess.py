@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from mnist_cnn.shapes import IMAGE_SHAPE
+
 # MNIST geometry: digits fit a 20x20 box inside a 28x28 field.
-SIZE = 28
+SIZE = IMAGE_SHAPE[0]
 BOX = 20
 # Mean centre of mass of MNIST's training digits, in pixel-index coordinates
 # (measured on the 55,000 of the training split: 14.00, 14.01), so we put ours in

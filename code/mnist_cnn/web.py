@@ -16,8 +16,11 @@ JavaScript (``book/_static/digit_widget/forward.js``) runs. Two files are writte
   files, and the book must also work opened from disk);
 - ``manifest.json``: the same manifest, for people and tests: the layer list with
   each weight's shape and offset, the dtype, the SHA-256 of the weight bytes, the
-  validation accuracies the dtype was chosen on, and the test accuracy of exactly
-  the exported (possibly float16) weights.
+  validation accuracies the dtype was chosen on, the test accuracy of exactly
+  the exported (possibly float16) weights, and the drawing surface the page gives
+  the reader (``"canvas": {"size": ..., "brush": ...}``, in canvas pixels: the app's,
+  :data:`mnist_cnn.canvas.CANVAS` and :data:`mnist_cnn.canvas.BRUSH`; the page's
+  scripts hold no copy of them).
 
 Float16 halves the download. It is used only when it costs at most
 ``MAX_LOSS_POINTS`` percentage points of accuracy against float32, both measured on
@@ -39,25 +42,35 @@ import numpy as np
 
 from mnist_cnn import paths
 from mnist_cnn._io import atomic_pair, library_versions, sha256_bytes, sha256_file
+from mnist_cnn.canvas import BRUSH, CANVAS
+from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 
-FORMAT = "mnist_cnn-web/2"         # 2: each layer entry is the layer's own config
+# 2: each layer entry is the layer's own config; 3: the manifest gives the drawing
+# surface ("canvas": size and brush), which the page reads and no longer holds.
+FORMAT = "mnist_cnn-web/3"
 GLOBAL = "MNIST_CNN_WEIGHTS"          # the JavaScript global weights.js defines
 WEIGHTS_JS = "weights.js"
 MANIFEST = "manifest.json"
 MAX_LOSS_POINTS = 0.05                # float16 allowed if it loses at most this much accuracy
 # The operations the page's JavaScript implements (the chapters' layers, inference only).
 WEB_LAYERS = ("Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense", "Softmax")
-INPUT_SHAPE = (28, 28, 1)
-CLASSES = 10
 
-__all__ = ["export_web", "load_export", "read_weights_js", "default_out_dir", "FORMAT",
-           "MAX_LOSS_POINTS", "WEB_LAYERS", "stepthrough_html"]
+__all__ = ["export_web", "load_export", "read_weights_js", "check_manifest",
+           "default_out_dir", "FORMAT", "MAX_LOSS_POINTS", "WEB_LAYERS", "stepthrough_html",
+           "WIDGET_FILES", "widget_bytes"]
+
+# What the digit widget loads beside weights.js (widget.js loads the three scripts after
+# it), all from the book's static folder.
+WIDGET_FILES = ("widget.js", "pad.js", "forward.js", "preprocess.js", "widget.css")
 
 
 def stepthrough_html(kernels: dict, static: str = "../_static/digit_widget/") -> str:
     """The convolution chapter's step-through (``stepthrough.js``, in the book's web
-    page) for ``kernels``, a dict name -> 3x3 array: the element carries them, so the
-    chapter's code is their one home. ``static`` is the scripts' folder, relative to
+    page) for ``kernels``, a dict name -> 3x3 array: the element carries them
+    (``data-kernels``), so the chapter's code is their one home, and its pad's
+    drawing surface (``data-canvas``, its size, and ``data-brush``, in canvas pixels:
+    :data:`mnist_cnn.canvas.CANVAS` and :data:`mnist_cnn.canvas.BRUSH`, the app's), so
+    the page loads no weights for it. ``static`` is the scripts' folder, relative to
     the page."""
     import html
 
@@ -71,8 +84,28 @@ def stepthrough_html(kernels: dict, static: str = "../_static/digit_widget/") ->
     if not weights:
         raise ValueError("the step-through needs at least one kernel")
     return (f'<div data-testid="conv-stepthrough" '
-            f'data-kernels="{html.escape(json.dumps(weights))}"></div>\n'
+            f'data-kernels="{html.escape(json.dumps(weights))}" '
+            f'data-canvas="{CANVAS}" data-brush="{BRUSH}"></div>\n'
             f'<script src="{html.escape(static)}widget.js"></script>')
+
+
+def widget_bytes(export_dir=None, scripts_dir=None) -> dict:
+    """Bytes the digit widget adds to a page: :data:`WIDGET_FILES` from ``scripts_dir``
+    and weights.js from ``export_dir`` (both default :func:`default_out_dir`).
+    Returns {"files": name -> bytes, "total": bytes, "gzip": the files gzipped one by
+    one at level 9, summed}; FileNotFoundError if a file is missing."""
+    import gzip
+
+    export_dir = Path(export_dir) if export_dir else default_out_dir()
+    scripts_dir = Path(scripts_dir) if scripts_dir else default_out_dir()
+    files = [scripts_dir / name for name in WIDGET_FILES] + [export_dir / WEIGHTS_JS]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the widget's files are missing: {', '.join(missing)} "
+                                "(weights.js: python -m mnist_cnn export-web)")
+    raw = {f.name: f.stat().st_size for f in files}
+    packed = sum(len(gzip.compress(f.read_bytes(), 9)) for f in files)
+    return {"files": raw, "total": sum(raw.values()), "gzip": packed}
 
 
 def default_out_dir() -> Path:
@@ -137,9 +170,9 @@ def _web_network(model_path: Path):
                          f"{tuple(net.input_shape)}, the page draws {INPUT_SHAPE} images")
     out = net.layers[-1]
     units = [layer.units for layer in net.layers if type(layer).__name__ == "Dense"]
-    if type(out).__name__ != "Softmax" or not units or units[-1] != CLASSES:
+    if type(out).__name__ != "Softmax" or not units or units[-1] != NUM_CLASSES:
         raise ValueError(f"cannot export {model_path.name} for the web: it must end in "
-                         f"Dense({CLASSES}) and Softmax (ten digit probabilities)")
+                         f"Dense({NUM_CLASSES}) and Softmax (ten digit probabilities)")
     return net
 
 
@@ -247,7 +280,8 @@ def _manifest(model_path: Path, net, shipped, dtype: str, data: bytes,
         "model": model_path.name,
         "model_sha256": sha256_file(model_path),
         "input_shape": list(INPUT_SHAPE),
-        "classes": CLASSES,
+        "classes": NUM_CLASSES,
+        "canvas": {"size": CANVAS, "brush": BRUSH},   # the drawing surface, canvas pixels
         "layers": layers,
         "parameters": parameters,
         "dtype": dtype,
@@ -275,9 +309,26 @@ def _write_export(out_dir: Path, model_name: str, manifest: dict, data: bytes) -
         tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def check_manifest(manifest, where="the manifest") -> None:
+    """ValueError, naming ``where``, unless ``manifest`` is this format's: the format
+    string, and the drawing surface (``canvas``: a positive integer size and a positive
+    brush width), which the page (``widget.js``) checks the same way."""
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt != FORMAT:
+        raise ValueError(f"{where} is a {fmt or 'unversioned'} export, this library reads "
+                         f"{FORMAT}: export again (python -m mnist_cnn export-web)")
+    canvas = manifest.get("canvas")
+    size = canvas.get("size") if isinstance(canvas, dict) else None
+    brush = canvas.get("brush") if isinstance(canvas, dict) else None
+    if (not isinstance(size, int) or isinstance(size, bool) or size <= 0
+            or not isinstance(brush, int | float) or isinstance(brush, bool) or not brush > 0):
+        raise ValueError(f"{where} gives no drawing surface (canvas.size and canvas.brush, "
+                         f"positive numbers of canvas pixels): export again")
+
+
 def read_weights_js(path) -> tuple[dict, bytes]:
-    """(manifest, weight bytes) from a ``weights.js``; ValueError if it is not one or
-    its bytes do not match the manifest's SHA-256."""
+    """(manifest, weight bytes) from a ``weights.js``; ValueError if it is not one (of
+    this format: :func:`check_manifest`) or its bytes do not match the manifest's SHA-256."""
     text = Path(path).read_text()
     start = text.find("{", text.find(f"window.{GLOBAL}"))
     end = text.rstrip().rstrip(";").rfind("}")
@@ -286,6 +337,7 @@ def read_weights_js(path) -> tuple[dict, bytes]:
         manifest, data = payload["manifest"], base64.b64decode(payload["data"], validate=True)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a web export ({exc})") from None
+    check_manifest(manifest, str(path))
     if sha256_bytes(data) != manifest.get("weights_sha256"):
         raise ValueError(f"{path}: the weights do not match the manifest's SHA-256")
     return manifest, data
@@ -310,8 +362,7 @@ def load_export(out_dir=None):
             weights.append(flat[w["offset"]:w["offset"] + w["length"]]
                            .astype(np.float32).reshape(w["shape"]))
     net = network.Sequential.from_config(
-        {"format": network.FORMAT, "version": network.FORMAT_VERSION,
-         "input_shape": manifest["input_shape"], "seed": 0, "layers": configs}, weights)
+        network.describe(configs, manifest["input_shape"]), weights)
     return manifest, net
 
 

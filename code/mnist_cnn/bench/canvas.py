@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from mnist_cnn.canvas import simulate_canvas
+from mnist_cnn.shapes import IMAGE_SHAPE
 
 
 def canvases(x_test: np.ndarray, seed: int = 0):
@@ -48,8 +49,8 @@ def run(predictor, x_test: np.ndarray, y_test: np.ndarray, seed: int = 0,
     from mnist_cnn.preprocess import naive_resize, to_mnist
 
     n = len(x_test)
-    ours = np.zeros((n, 28, 28), np.float32)
-    naive = np.zeros((n, 28, 28), np.float32)
+    ours = np.zeros((n, *IMAGE_SHAPE), np.float32)
+    naive = np.zeros((n, *IMAGE_SHAPE), np.float32)
     t0 = time.perf_counter()
     for i, canvas in enumerate(tqdm(canvases(x_test, seed), total=n, desc="canvas digits",
                                     disable=not progress, unit="img", mininterval=1.0)):

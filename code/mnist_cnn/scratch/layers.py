@@ -184,7 +184,28 @@ class Conv2D(Layer):
                 "padding": self.padding, "use_bias": self.use_bias}
 
 
-class _Pooling2D(Layer):
+class _Functional(Layer):
+    """A layer that is one forward/backward pair of the functional module F, with no
+    weights: forward is ``forward_fn(x, *arguments())``, which returns (out, cache),
+    and backward is ``backward_fn(dout, cache)``, which returns dL/dx. A subclass
+    names its pair, e.g. ReLU: ``forward_fn = staticmethod(F.relu)`` (staticmethod:
+    a function stored on a class would otherwise receive the layer as its x)."""
+
+    forward_fn = backward_fn = None
+
+    def arguments(self) -> tuple:
+        """The layer's settings that forward_fn takes after x (none by default)."""
+        return ()
+
+    def forward(self, x, training=False):
+        out, self._cache = self.forward_fn(x, *self.arguments())
+        return out
+
+    def backward(self, dout):
+        return self.backward_fn(dout, self._cache)
+
+
+class _Pooling2D(_Functional):
     """P x P windows, stride S (default P), "valid" padding: what the poolings share."""
 
     def __init__(self, pool_size=2, strides=None, name: str | None = None):
@@ -202,31 +223,27 @@ class _Pooling2D(Layer):
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
 
+    def arguments(self):
+        return self.pool_size, self.strides
+
 
 class MaxPooling2D(_Pooling2D):
     """Max pooling over P x P windows, stride S (default P), "valid" padding."""
 
-    def forward(self, x, training=False):
-        out, self._cache = F.max_pool2d(x, self.pool_size, self.strides)
-        return out
-
-    def backward(self, dout):
-        return F.max_pool2d_backward(dout, self._cache)
+    forward_fn, backward_fn = staticmethod(F.max_pool2d), staticmethod(F.max_pool2d_backward)
 
 
 class AveragePooling2D(_Pooling2D):
     """Average pooling over P x P windows, stride S (default P), "valid" padding."""
 
-    def forward(self, x, training=False):
-        out, self._cache = F.avg_pool2d(x, self.pool_size, self.strides)
-        return out
-
-    def backward(self, dout):
-        return F.avg_pool2d_backward(dout, self._cache)
+    forward_fn, backward_fn = staticmethod(F.avg_pool2d), staticmethod(F.avg_pool2d_backward)
 
 
-class GlobalAveragePooling2D(Layer):
+class GlobalAveragePooling2D(_Functional):
     """The mean of each channel over all positions: (H, W, C) -> (C,), no weights."""
+
+    forward_fn = staticmethod(F.global_avg_pool)
+    backward_fn = staticmethod(F.global_avg_pool_backward)
 
     def _output_shape(self, s):
         if len(s) != 3:
@@ -234,48 +251,26 @@ class GlobalAveragePooling2D(Layer):
                              f"(H, W, C), got {s}")
         return (s[2],)
 
-    def forward(self, x, training=False):
-        out, self._cache = F.global_avg_pool(x)
-        return out
 
-    def backward(self, dout):
-        return F.global_avg_pool_backward(dout, self._cache)
-
-
-class ReLU(Layer):
+class ReLU(_Functional):
     """max(x, 0), elementwise."""
 
-    def forward(self, x, training=False):
-        out, self._cache = F.relu(x)
-        return out
-
-    def backward(self, dout):
-        return F.relu_backward(dout, self._cache)
+    forward_fn, backward_fn = staticmethod(F.relu), staticmethod(F.relu_backward)
 
 
-class Tanh(Layer):
+class Tanh(_Functional):
     """tanh(x), elementwise."""
 
-    def forward(self, x, training=False):
-        out, self._cache = F.tanh(x)
-        return out
-
-    def backward(self, dout):
-        return F.tanh_backward(dout, self._cache)
+    forward_fn, backward_fn = staticmethod(F.tanh), staticmethod(F.tanh_backward)
 
 
-class Flatten(Layer):
+class Flatten(_Functional):
     """(N, H, W, C) -> (N, H*W*C) in row-major order, as Keras' Flatten."""
+
+    forward_fn, backward_fn = staticmethod(F.flatten), staticmethod(F.flatten_backward)
 
     def _output_shape(self, s):
         return (int(np.prod(s)),)
-
-    def forward(self, x, training=False):
-        out, self._cache = F.flatten(x)
-        return out
-
-    def backward(self, dout):
-        return F.flatten_backward(dout, self._cache)
 
 
 class Dropout(Layer):

@@ -18,11 +18,20 @@ import numpy as np
 from mnist_cnn._io import atomic_path
 from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import DTYPE, Layer, ReLU, Softmax, layer_from_config
+from mnist_cnn.shapes import INPUT_SHAPE
 
-__all__ = ["Sequential", "FORMAT"]
+__all__ = ["Sequential", "describe", "FORMAT"]
 
 FORMAT = "mnist_cnn.scratch.Sequential"
 FORMAT_VERSION = 1
+
+
+def describe(layers: list[dict], input_shape, seed: int = 0) -> dict:
+    """The description of a network (what :meth:`Sequential.get_config` returns and
+    :meth:`Sequential.from_config` reads) with the layers ``layers``, each a layer's
+    ``get_config()``, taking inputs of ``input_shape``."""
+    return {"format": FORMAT, "version": FORMAT_VERSION, "input_shape": list(input_shape),
+            "seed": seed, "layers": list(layers)}
 
 
 class Sequential:
@@ -39,7 +48,7 @@ class Sequential:
     same network faster, on top of it.
     """
 
-    def __init__(self, layers: list[Layer], input_shape=(28, 28, 1), seed: int = 0):
+    def __init__(self, layers: list[Layer], input_shape=INPUT_SHAPE, seed: int = 0):
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         names = [layer.name for layer in layers]
@@ -182,9 +191,8 @@ class Sequential:
         return "\n".join(out)
 
     def get_config(self) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION,
-                "input_shape": list(self.input_shape), "seed": self.seed,
-                "layers": [layer.get_config() for layer in self.layers]}
+        return describe([layer.get_config() for layer in self.layers], self.input_shape,
+                        self.seed)
 
     @classmethod
     def from_config(cls, config: dict, weights=None) -> Sequential:

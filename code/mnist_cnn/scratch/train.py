@@ -18,9 +18,11 @@ from mnist_cnn.scratch import functional as F
 from mnist_cnn.scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, ReLU
 from mnist_cnn.scratch.network import Sequential
 from mnist_cnn.scratch.optim import Adam
+from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 
 __all__ = ["EPOCHS", "BATCH_SIZE", "LR", "LR_DECAY", "DROPOUT", "SHIFT", "SEED",
-           "build_model", "prepare_images", "random_shift", "train_epoch", "fit", "evaluate"]
+           "build_model", "prepare_images", "random_shift", "train_epoch", "fit",
+           "loss_and_accuracy"]
 
 # The recipe of the committed model (see book/backprop.md for why).
 EPOCHS = 15
@@ -43,8 +45,8 @@ def build_model(seed: int = SEED, dropout: float = DROPOUT) -> Sequential:
         Conv2D(64, 3, name="conv2d_1"), ReLU(name="relu_1"),
         MaxPooling2D(2, name="max_pooling2d_1"),
         Flatten(name="flatten"), Dense(128, name="dense"), ReLU(name="relu_2"),
-        Dropout(dropout, name="dropout"), Dense(10, name="dense_1"),
-    ], input_shape=(28, 28, 1), seed=seed)
+        Dropout(dropout, name="dropout"), Dense(NUM_CLASSES, name="dense_1"),
+    ], input_shape=INPUT_SHAPE, seed=seed)
 
 
 def random_shift(x, rng, max_shift: int = SHIFT) -> np.ndarray:
@@ -66,7 +68,7 @@ def random_shift(x, rng, max_shift: int = SHIFT) -> np.ndarray:
     return np.ascontiguousarray(crops[np.arange(n), oy, ox].transpose(0, 2, 3, 1))
 
 
-def evaluate(model: Sequential, x, y, batch_size: int = 1000) -> dict:
+def loss_and_accuracy(model: Sequential, x, y, batch_size: int = 1000) -> dict:
     """Mean cross-entropy loss and accuracy of ``model`` on (x, y).
 
     Inputs: x float32 (N, 28, 28, 1) (or (N, 28, 28)), y int labels (N,).
@@ -253,7 +255,7 @@ def _validate(model: Sequential, validation_data, epoch: int, history: dict,
     """After an epoch: record the validation loss and accuracy, note the epoch
     (counted from 1) as ``best_epoch`` if it is the best so far, and print both
     figures if ``progress``."""
-    ev = evaluate(model, *validation_data)
+    ev = loss_and_accuracy(model, *validation_data)
     _record(history, {"val_loss": ev["loss"], "val_accuracy": ev["accuracy"]})
     if best.update(ev["accuracy"]):
         history["best_epoch"] = epoch + 1

@@ -78,7 +78,6 @@ class FusedPath:
             for twin in walk(layers):
                 if isinstance(twin, Dropout):
                     twin._rng = np.random.default_rng(next(seeds))
-        self.net = net
         self.source = layers
         self.layers = fuse_steps(layers) if fuse else list(layers)
         self.input_shape, self.output_shape = net.input_shape, net.output_shape
