@@ -2,18 +2,23 @@
  * and move the window over the 28 x 28 image the network would see, with the
  * nine products and their sum at each position.
  *
- * A page adds <div data-testid="conv-stepthrough" data-kernels="..."></div> and
- * widget.js, which loads this script when the page has such an element, after the
- * drawing pad (pad.js), the preprocessing (preprocess.js) and the forward pass
- * (forward.js), and loads no weights for it; data-kernels is a JSON object, kernel
- * name -> its nine weights row by row (the chapter's code cell writes it with
- * mnist_cnn.web.stepthrough_html, from the kernels it defines). The output map is
- * forward.js's conv2d
- * (the network's own convolution), and the sum shown is its output at the
- * window's position. Nothing is fetched from any other host.
+ * A page adds <div data-testid="conv-stepthrough" data-kernels="..."
+ * data-canvas="..." data-brush="..."></div> and widget.js, which loads this script
+ * when the page has such an element, after the drawing pad (pad.js), the
+ * preprocessing (preprocess.js) and the forward pass (forward.js), and loads no
+ * weights for it. The chapter's code cell writes the element with
+ * mnist_cnn.web.stepthrough_html: data-kernels is a JSON object, kernel name -> its
+ * nine weights row by row (the kernels the cell defines); data-canvas and
+ * data-brush are the drawing surface's size and brush width, in canvas pixels
+ * (mnist_cnn.canvas.CANVAS and BRUSH, the app's and the digit widget's). The output
+ * map is forward.js's conv2d (the network's own convolution), and the sum shown is
+ * its output at the window's position. Nothing is fetched from any other host.
  *
  * Contract (the tests rely on it): the root's first <canvas> is the drawing
- * surface; the root carries data-state (loading, ready, drawn, empty or error),
+ * surface, data-canvas pixels square, drawn on with a data-brush-wide pen; the root
+ * carries data-state (loading, ready, drawn, empty or error: no kernels, no drawing
+ * surface (an element written by an older library) or no scripts, each said in a
+ * message, the rest of the page working),
  * data-kernel (the kernel's name) and data-weights (its nine weights, row by row,
  * as JSON), data-position ("row,column": the window's
  * top-left corner, also the output's position) and, once a digit is drawn,
@@ -26,7 +31,6 @@
 (function (MnistCnn) {
   "use strict";
 
-  const CANVAS = 280, BRUSH = 18;          // as the digit widget's pad
   const SIZE = 28;                         // the image the network sees
   const K = 3;
 
@@ -39,6 +43,18 @@
                                     w.every(Number.isFinite));
     if (!ok) throw new Error("the page gives no " + K + "×" + K + " kernels (data-kernels)");
     return k;
+  }
+
+  // The page's drawing surface (data-canvas, data-brush) -> {size, brush}, in canvas
+  // pixels: a positive whole size and a positive brush width.
+  function surfaceOf(root) {
+    const size = Number(root.dataset.canvas), brush = Number(root.dataset.brush);
+    if (!(Number.isInteger(size) && size > 0 && Number.isFinite(brush) && brush > 0))
+      throw new Error("the page gives no drawing surface (data-canvas and data-brush, in " +
+                      "canvas pixels), as an element written by an older version of " +
+                      "mnist_cnn: re-run the chapter to write it again (in the book: rebuild " +
+                      "it, `make book`)");
+    return { size: size, brush: brush };
   }
 
   if (!MnistCnn.scripts) {
@@ -78,18 +94,20 @@
     if (root.dataset.mounted) return;
     root.dataset.mounted = "1";
     root.classList.add("conv-stepthrough");
-    let kernels;
+    let kernels, surface;
     try {
       kernels = kernelsOf(root);
+      surface = surfaceOf(root);
     } catch (err) {
       root.dataset.state = "error";
-      el("p", "cs-message", root, "The step-through cannot run here: " + err.message + ".");
+      el("p", "cs-message", root, "The step-through cannot run here: " + err.message +
+         ". The rest of the page works.");
       return;
     }
     root.dataset.state = "loading";
     const row = el("div", "cs-row", root);
     const draw = el("canvas", "cs-draw", row);
-    draw.width = draw.height = CANVAS;
+    draw.width = draw.height = surface.size;
     draw.setAttribute("role", "img");
     draw.setAttribute("aria-label", "Drawing area: draw a digit from 0 to 9 with the mouse, " +
                       "a pen or a finger");
@@ -178,8 +196,8 @@
     }
 
     function read() {
-      const pixels = ctx.getImageData(0, 0, CANVAS, CANVAS).data;
-      image = MnistCnn.toMnist(pixels, CANVAS, CANVAS).image;
+      const pixels = ctx.getImageData(0, 0, draw.width, draw.height).data;
+      image = MnistCnn.toMnist(pixels, draw.width, draw.height).image;
       root.convImage = image;
       if (image) {
         out = convolve();
@@ -213,14 +231,14 @@
          "(or not reached yet); scaled to the whole map's largest |value|.");
       slider.max = OH * OW - 1;
       slider.value = (OH >> 1) * OW + (OW >> 1);
-      pad = MnistCnn.drawingPad(draw, BRUSH, read, read);
+      pad = MnistCnn.drawingPad(draw, surface.brush, read, read);
       select.addEventListener("change", function () { if (image) out = convolve(); show(); });
       slider.addEventListener("input", show);
       previous.addEventListener("click", function () { step(-1); });
       next.addEventListener("click", function () { step(1); });
       clear.addEventListener("click", function () {
         pad.cancel();
-        ctx.clearRect(0, 0, CANVAS, CANVAS);
+        ctx.clearRect(0, 0, draw.width, draw.height);
         image = out = root.convImage = null;
         root.dataset.state = "ready";
         message.textContent = "Draw a digit in the black box.";

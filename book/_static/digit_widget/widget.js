@@ -7,11 +7,18 @@
  * where browsers refuse fetch()), the drawing pad (pad.js), the forward pass
  * (forward.js), the preprocessing (preprocess.js) and its style sheet (widget.css). Nothing is
  * fetched from any other host. Every view is built from the export's manifest
- * (its layers, their names and settings): no shape is written here.
+ * (its layers, their names and settings), and so is the drawing surface (its
+ * canvas entry: mnist_cnn.canvas.CANVAS and BRUSH, the app's): no shape is written here.
+ * On a page with the convolution chapter's step-through it also loads stepthrough.js,
+ * which takes its own surface from its element (data-canvas, data-brush) and loads
+ * no weights.
  *
  * Contract (tests and outside checks rely on it; this is the one place it is named):
  * - the root keeps data-testid="digit-widget"; its first <canvas> is the drawing
- *   surface (role="img", with an aria-label; Escape or Delete clears it when focused);
+ *   surface (role="img", with an aria-label; Escape or Delete clears it when focused),
+ *   as the export's manifest gives it (canvas.size: its width and height, in canvas
+ *   pixels and on the screen; canvas.brush: the pen's width), an export without
+ *   them being refused with a message;
  * - while the pen moves (at most one reading per animation frame) and when it
  *   lifts, the root carries data-digit (0-9) and data-probabilities (a JSON array
  *   of ten numbers), or neither when there is nothing to read; the "Clear" button
@@ -38,10 +45,10 @@
 (function (MnistCnn) {
   "use strict";
 
-  const CANVAS = 280;          // the drawing surface, in canvas pixels (as the app's)
-  const BRUSH = 18;            // brush width, the app's default
-  const MIN_SIDE = 2 * BRUSH;  // ink spanning less than this (a dot, a tick) is too small
-  const FORMAT = "mnist_cnn-web/2";
+  // The drawing surface's size and brush are the export's (its manifest's canvas entry:
+  // mnist_cnn.canvas.CANVAS and BRUSH, the app's); ink spanning less than two brush
+  // widths (a dot, a tick) is too small to read.
+  const FORMAT = "mnist_cnn-web/3";     // mnist_cnn.web.FORMAT
   const MESSAGES = {
     ready: "Draw a digit (0–9) in the black box: the network reads it as you draw.",
     empty: "No digit found: the box is blank. Draw a digit (0–9).",
@@ -80,11 +87,30 @@
     return out;
   }
 
-  // The payload of weights.js -> {manifest, layers (with W and b arrays)}; throws
-  // an Error saying what is wrong with a damaged or foreign file.
-  async function loadNetwork(payload) {
+  // The drawing surface the payload of weights.js gives: {size, brush}, in canvas
+  // pixels; throws an Error saying what is wrong with an export of another format (an
+  // older one has no surface) or without one.
+  function surfaceOf(payload) {
     const m = payload && payload.manifest;
-    if (!m || m.format !== FORMAT || typeof payload.data !== "string")
+    if (!m || typeof m.format !== "string")
+      throw new Error("weights.js is not a " + FORMAT + " export");
+    if (m.format !== FORMAT)
+      throw new Error("weights.js is a " + m.format + " export, this page reads " + FORMAT +
+                      ": export it again (python -m mnist_cnn export-web, which `make book` runs)");
+    const c = m.canvas || {};
+    if (!(Number.isInteger(c.size) && c.size > 0 && typeof c.brush === "number" && c.brush > 0))
+      throw new Error("the export's manifest gives no drawing surface (canvas.size and " +
+                      "canvas.brush, in canvas pixels): export it again " +
+                      "(python -m mnist_cnn export-web)");
+    return { size: c.size, brush: c.brush };
+  }
+
+  // The payload of weights.js -> {manifest, surface (the drawing surface's {size,
+  // brush}), layers (with W and b arrays)}; throws an Error saying what is wrong with a
+  // damaged or foreign file.
+  async function loadNetwork(payload) {
+    const surface = surfaceOf(payload), m = payload.manifest;
+    if (typeof payload.data !== "string")
       throw new Error("weights.js is not a " + FORMAT + " export");
     let bytes;
     try {
@@ -120,7 +146,7 @@
       }
       return layer;
     });
-    return { manifest: m, layers: layers };
+    return { manifest: m, surface: surface, layers: layers };
   }
 
   // The scripts every widget needs, loaded once per page; the network's weights only
@@ -245,8 +271,7 @@
     root.classList.add("digit-widget");
     root.dataset.state = "loading";
     const main = el("div", "dw-main", root);
-    const draw = el("canvas", "dw-draw", main);
-    draw.width = draw.height = CANVAS;
+    const draw = el("canvas", "dw-draw", main);      // sized by the export, once loaded
     draw.tabIndex = 0;
     draw.setAttribute("role", "img");
     draw.setAttribute("aria-label", "Drawing area: draw a digit from 0 to 9 with the mouse, " +
@@ -302,7 +327,7 @@
     const unitMark = el("div", "dw-unit");          // the inspected unit, outlined on its map
     unitMark.hidden = true;
     const ctx = draw.getContext("2d", { willReadFrequently: true });
-    let net = null, pad = null, fields = {};
+    let net = null, pad = null, fields = {}, minSide = 0;
     const views = [];           // {layer, el, canvas, lay} for every layer but the last
 
     function say(text, isError) {
@@ -474,9 +499,9 @@
     function read(final, startedAt) {
       if (!net) return;
       const t0 = performance.now();
-      const pixels = ctx.getImageData(0, 0, CANVAS, CANVAS).data;
-      const { image, box } = MnistCnn.toMnist(pixels, CANVAS, CANVAS);
-      const tooSmall = image && Math.max(box[1] - box[0], box[3] - box[2]) < MIN_SIDE;
+      const pixels = ctx.getImageData(0, 0, draw.width, draw.height).data;
+      const { image, box } = MnistCnn.toMnist(pixels, draw.width, draw.height);
+      const tooSmall = image && Math.max(box[1] - box[0], box[3] - box[2]) < minSide;
       if (image && !tooSmall) {
         const out = MnistCnn.forward(net, image);
         show(image, out, true);
@@ -505,7 +530,7 @@
     }
 
     function clearAll() {
-      ctx.clearRect(0, 0, CANVAS, CANVAS);
+      ctx.clearRect(0, 0, draw.width, draw.height);
       if (pad) pad.cancel();
       if (!net) return;
       show(null, null, false);
@@ -524,8 +549,12 @@
 
     ready().then(function (loaded) {
       net = loaded;
+      // The drawing surface the export gives, shown at its size (narrower on a phone).
+      draw.width = draw.height = net.surface.size;
+      draw.style.width = net.surface.size + "px";
+      minSide = 2 * net.surface.brush;
       // Read while the pen moves (at most once a frame) and when it lifts.
-      pad = MnistCnn.drawingPad(draw, BRUSH, function () { read(false); },
+      pad = MnistCnn.drawingPad(draw, net.surface.brush, function () { read(false); },
                                 function (t) { read(true, t); });
       fields = MnistCnn.receptiveFields(net);
       buildViews();
