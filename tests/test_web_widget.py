@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mnist_cnn import cli, preprocess
-from mnist_cnn.canvas import BRUSH, CANVAS, simulate_canvas
+from mnist_cnn.canvas import BRUSH, CANVAS, MAX_CANVAS, simulate_canvas
 from mnist_cnn.data import prepare_images
 from mnist_cnn.numerics import assert_close, tolerance
 from mnist_cnn.preprocess import to_mnist
@@ -141,13 +141,20 @@ def _export_variant(export_dir: Path, folder: Path, change) -> Path:
     return folder / WEIGHTS_JS
 
 
+UNUSABLE = "no usable drawing surface (canvas.size and canvas.brush): the "
+
+
 @pytest.mark.parametrize(("change", "says"), [
     (_without_canvas, "no drawing surface"),
     (_old_format, "a mnist_cnn-web/2 export, this library reads " + FORMAT),
-    (lambda m: m["canvas"].update(size=0), "no drawing surface"),
-    (lambda m: m["canvas"].update(size="280"), "no drawing surface"),
-    (lambda m: m["canvas"].pop("brush"), "no drawing surface"),
-], ids=["no-canvas", "old-format", "size-0", "size-text", "no-brush"])
+    (lambda m: m["canvas"].update(size=0), UNUSABLE + "size"),
+    (lambda m: m["canvas"].update(size="280"), UNUSABLE + "size"),
+    (lambda m: m["canvas"].update(size=MAX_CANVAS + 1), UNUSABLE + "size"),
+    (lambda m: m["canvas"].pop("brush"), UNUSABLE + "brush"),
+    (lambda m: m["canvas"].update(brush=float("inf")), UNUSABLE + "brush"),
+    (lambda m: m["canvas"].update(brush=CANVAS / 2), UNUSABLE + "brush"),
+], ids=["no-canvas", "old-format", "size-0", "size-text", "size-huge", "no-brush",
+        "brush-infinite", "brush-too-wide"])
 def test_an_export_without_its_drawing_surface_is_refused_in_python(export_dir, tmp_path,
                                                                     change, says):
     path = _export_variant(export_dir, tmp_path, change)
@@ -160,9 +167,29 @@ def test_an_export_without_its_drawing_surface_is_refused_in_python(export_dir, 
 
 
 def test_the_page_reads_the_format_the_library_writes():
-    """widget.js names the export format it reads: the one mnist_cnn.web writes."""
+    """widget.js names the export format it reads, the one mnist_cnn.web writes, and
+    the largest surface it accepts, the library's."""
     js = (REPO / "book" / "_static" / "digit_widget" / "widget.js").read_text()
     assert re.findall(r'const FORMAT = "([^"]+)"', js) == [FORMAT]
+    assert re.findall(r"const MAX_CANVAS = (\d+);", js) == [str(MAX_CANVAS)]
+
+
+@pytest.mark.parametrize(("size", "brush", "wrong"), [
+    (CANVAS, BRUSH, None), (float(CANVAS), BRUSH, None), (1, 0.25, None),
+    (MAX_CANVAS, MAX_CANVAS / 4, None), (CANVAS, CANVAS / 4, None),
+    (0, BRUSH, "size"), (MAX_CANVAS + 1, BRUSH, "size"), (CANVAS + 0.5, BRUSH, "size"),
+    (True, 0.25, "size"), ("280", BRUSH, "size"), (float("nan"), BRUSH, "size"),
+    (CANVAS, 0, "brush"), (CANVAS, -BRUSH, "brush"), (CANVAS, CANVAS / 4 + 0.01, "brush"),
+    (CANVAS, float("inf"), "brush"), (CANVAS, float("nan"), "brush"), (CANVAS, None, "brush"),
+    (CANVAS, True, "brush"),
+])
+def test_the_surface_rule(size, brush, wrong):
+    """A whole size from 1 to MAX_CANVAS pixels, a brush above 0 and at most a quarter
+    of it (the pages apply the same rule: the browser tests below)."""
+    from mnist_cnn.canvas import surface_problem
+
+    problem = surface_problem(size, brush)
+    assert problem is None if wrong is None else problem.startswith(f"the {wrong} must")
 
 
 def test_export_refuses_a_model_the_bridge_cannot_convert(tmp_path, capsys):
@@ -1075,7 +1102,13 @@ def test_each_pad_takes_its_size_and_brush_from_its_own_source(browser, export_d
     (_without_canvas, "the export's manifest gives no drawing surface (canvas.size and "
                       "canvas.brush"),
     (_old_format, f"weights.js is a mnist_cnn-web/2 export, this page reads {FORMAT}"),
-], ids=["no-canvas", "old-format"])
+    (lambda m: m["canvas"].update(size=MAX_CANVAS + 1),
+     "the export's manifest gives no usable drawing surface (canvas.size and canvas.brush): "
+     "the size must be"),
+    (lambda m: m["canvas"].update(brush=float("inf")),
+     "the export's manifest gives no usable drawing surface (canvas.size and canvas.brush): "
+     "the brush must be"),
+], ids=["no-canvas", "old-format", "size-huge", "brush-infinite"])
 def test_an_export_without_a_drawing_surface_is_refused_in_the_page(browser, export_dir,
                                                                     tmp_path, change, says):
     """No size is guessed: the widget says why it cannot run, and the page works,
@@ -1088,6 +1121,7 @@ def test_an_export_without_a_drawing_surface_is_refused_in_the_page(browser, exp
         widget = page.inner_text(f"{ROOT} .dw-message")
         assert says in widget and "export it again" in widget, widget
         assert "The rest of the page works" in widget
+        assert page.locator(f"{ROOT} canvas.dw-draw").is_hidden()    # no surface of a guessed size
         assert wait_state(page, "ready", "error", root=STEP) == "ready", page.inner_text(STEP)
         assert page.inner_text("#rest") == "The rest of the page"
         assert errors == []
@@ -1097,6 +1131,8 @@ def test_an_export_without_a_drawing_surface_is_refused_in_the_page(browser, exp
 
 NO_SURFACE = ("The step-through cannot run here: the page gives no drawing surface "
               "(data-canvas and data-brush, in canvas pixels)")
+BAD_SURFACE = ("The step-through cannot run here: the page gives no usable drawing surface "
+               "(data-canvas and data-brush, in canvas pixels): ")
 
 
 @pytest.mark.browser
@@ -1124,17 +1160,23 @@ def test_stepthrough_from_an_older_library_says_to_rerun_it_and_the_page_works(
 
 @pytest.mark.browser
 @pytest.mark.parametrize(("size", "brush"), [
-    (0, BRUSH), (CANVAS + 0.5, BRUSH), ("big", BRUSH), (CANVAS, None), (CANVAS, -BRUSH),
-    (CANVAS, "wide"),
-], ids=["size-0", "size-fraction", "size-text", "no-brush", "brush-negative", "brush-text"])
+    (0, BRUSH), (CANVAS + 0.5, BRUSH), ("big", BRUSH), (MAX_CANVAS + 1, BRUSH),
+    (CANVAS, None), (CANVAS, -BRUSH), (CANVAS, "wide"), (CANVAS, "Infinity"),
+    (CANVAS, CANVAS / 2),
+], ids=["size-0", "size-fraction", "size-text", "size-huge", "no-brush", "brush-negative",
+        "brush-text", "brush-infinite", "brush-too-wide"])
 def test_stepthrough_refuses_an_invalid_drawing_surface(browser, tmp_path, size, brush):
-    """A positive whole size and a positive brush, or no pad (and no weights loaded)."""
+    """A surface by the library's rule (mnist_cnn.canvas.surface_problem), or no pad
+    (and no weights loaded), and a message saying what is wrong."""
     page, errors, requests = _stepthrough_page(
         browser, tmp_path, _stepthrough_element(size, brush) +
         '<p id="after">the rest of the page</p>')
     try:
         assert wait_state(page, "ready", "error", root=STEP) == "error"
-        assert page.inner_text(f"{STEP} .cs-message").startswith(NO_SURFACE)
+        says = page.inner_text(f"{STEP} .cs-message")
+        assert says.startswith(BAD_SURFACE), says
+        assert ("it needs both" if brush is None else
+                "the size must" if size != CANVAS else "the brush must") in says, says
         assert page.inner_text("#after") == "the rest of the page"
         assert page.evaluate("() => window.MnistCnn.scripts.then(() => true)")   # all loaded
         assert errors == [] and not any(r.endswith(WEIGHTS_JS) for r in requests)

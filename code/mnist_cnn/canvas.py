@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CANVAS", "BRUSH", "HEIGHT_RANGE", "THICKEN_RANGE", "DIGIT_STROKES",
+__all__ = ["CANVAS", "BRUSH", "MAX_CANVAS", "surface_problem", "HEIGHT_RANGE", "THICKEN_RANGE",
+           "DIGIT_STROKES",
            "stroke_points", "render_digit", "simulate_canvas"]
 
 # The drawing surface of the app and of the book's pads: the digit widget reads it
 # from the web export's manifest, the convolution step-through from its element.
 CANVAS = 280     # its size, in canvas pixels
 BRUSH = 18       # the brush width, in canvas pixels: the pads' brush, the app's default
+MAX_CANVAS = 4096   # the largest surface a page accepts (a bigger one exhausts its memory)
 HEIGHT_RANGE = (0.30, 0.90)   # digit height as a fraction of the canvas
 THICKEN_RANGE = (0, 8)        # extra stroke width in canvas pixels (MaxFilter size - 1)
 
@@ -40,6 +42,22 @@ DIGIT_STROKES = {
     4: [[(0.65, 1.0), (0.65, 0.0), (0.05, 0.7), (0.95, 0.7)]],
     7: [[(0.05, 0.0), (0.95, 0.0), (0.4, 1.0)]],
 }
+
+
+def surface_problem(size, brush) -> str | None:
+    """What is wrong with a drawing surface of ``size`` canvas pixels and a brush
+    ``brush`` pixels wide, or None if nothing: the size a whole number from 1 to
+    :data:`MAX_CANVAS`, the brush a finite width above 0 and at most a quarter of the
+    size (a wider pen leaves no room to draw a digit in). The book's scripts
+    (widget.js, stepthrough.js) check a surface by this same rule."""
+    def number(v):
+        return isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+
+    if not (number(size) and float(size).is_integer() and 1 <= size <= MAX_CANVAS):
+        return f"the size must be a whole number of canvas pixels from 1 to {MAX_CANVAS}"
+    if not (number(brush) and 0 < brush <= size / 4):
+        return "the brush must be a width above 0 and at most a quarter of the size"
+    return None
 
 
 def stroke_points(digit: int, left: float, top: float, size: float, steps: int = 12):

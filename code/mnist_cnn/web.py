@@ -42,7 +42,7 @@ import numpy as np
 
 from mnist_cnn import paths
 from mnist_cnn._io import atomic_pair, library_versions, sha256_bytes, sha256_file
-from mnist_cnn.canvas import BRUSH, CANVAS
+from mnist_cnn.canvas import BRUSH, CANVAS, surface_problem
 from mnist_cnn.shapes import INPUT_SHAPE, NUM_CLASSES
 
 # 2: each layer entry is the layer's own config; 3: the manifest gives the drawing
@@ -55,7 +55,7 @@ MAX_LOSS_POINTS = 0.05                # float16 allowed if it loses at most this
 # The operations the page's JavaScript implements (the chapters' layers, inference only).
 WEB_LAYERS = ("Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense", "Softmax")
 
-__all__ = ["export_web", "load_export", "read_weights_js", "check_manifest",
+__all__ = ["export_web", "ensure_export", "load_export", "read_weights_js", "check_manifest",
            "default_out_dir", "FORMAT", "MAX_LOSS_POINTS", "WEB_LAYERS", "stepthrough_html",
            "WIDGET_FILES", "widget_bytes"]
 
@@ -211,6 +211,19 @@ def export_web(model=None, out_dir=None, cache_dir=None, progress: bool = True) 
     return manifest
 
 
+def ensure_export(out_dir=None, progress: bool = True) -> Path:
+    """The folder of the book's export (default :func:`default_out_dir`), exported
+    there now from the served model if it holds no ``weights.js``: a chapter's
+    notebook run outside the book's build (on Colab, say), where no ``make book``
+    exported it. An export that is there is left as it is."""
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
+    if not (out_dir / WEIGHTS_JS).is_file():
+        if progress:
+            print(f"No export in {out_dir}: exporting the served model (about a minute)")
+        export_web(out_dir=out_dir, progress=progress)
+    return out_dir
+
+
 def _choose_dtype(net, cache_dir, progress: bool) -> tuple[str, list, dict]:
     """(dtype, weights, figures): the dtype the page gets, chosen on the validation
     split, the weights in that dtype, and the figures as the manifest names them
@@ -311,19 +324,20 @@ def _write_export(out_dir: Path, model_name: str, manifest: dict, data: bytes) -
 
 def check_manifest(manifest, where="the manifest") -> None:
     """ValueError, naming ``where``, unless ``manifest`` is this format's: the format
-    string, and the drawing surface (``canvas``: a positive integer size and a positive
-    brush width), which the page (``widget.js``) checks the same way."""
+    string, and a usable drawing surface (``canvas``: its size and brush, by
+    :func:`mnist_cnn.canvas.surface_problem`, the rule the page's widget.js applies)."""
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
     if fmt != FORMAT:
         raise ValueError(f"{where} is a {fmt or 'unversioned'} export, this library reads "
                          f"{FORMAT}: export again (python -m mnist_cnn export-web)")
     canvas = manifest.get("canvas")
-    size = canvas.get("size") if isinstance(canvas, dict) else None
-    brush = canvas.get("brush") if isinstance(canvas, dict) else None
-    if (not isinstance(size, int) or isinstance(size, bool) or size <= 0
-            or not isinstance(brush, int | float) or isinstance(brush, bool) or not brush > 0):
+    if not isinstance(canvas, dict):
         raise ValueError(f"{where} gives no drawing surface (canvas.size and canvas.brush, "
-                         f"positive numbers of canvas pixels): export again")
+                         f"in canvas pixels): export again")
+    problem = surface_problem(canvas.get("size"), canvas.get("brush"))
+    if problem:
+        raise ValueError(f"{where} gives no usable drawing surface (canvas.size and "
+                         f"canvas.brush): {problem}; export again")
 
 
 def read_weights_js(path) -> tuple[dict, bytes]:

@@ -46,14 +46,21 @@
   }
 
   // The page's drawing surface (data-canvas, data-brush) -> {size, brush}, in canvas
-  // pixels: a positive whole size and a positive brush width.
+  // pixels, by widget.js's rule (MnistCnn.surfaceProblem, loaded before this script
+  // runs); throws an Error saying what is missing or wrong.
   function surfaceOf(root) {
-    const size = Number(root.dataset.canvas), brush = Number(root.dataset.brush);
-    if (!(Number.isInteger(size) && size > 0 && Number.isFinite(brush) && brush > 0))
+    const given = root.dataset.canvas, pen = root.dataset.brush;
+    if (given === undefined && pen === undefined)
       throw new Error("the page gives no drawing surface (data-canvas and data-brush, in " +
                       "canvas pixels), as an element written by an older version of " +
-                      "mnist_cnn: re-run the chapter to write it again (in the book: rebuild " +
-                      "it, `make book`)");
+                      "mnist_cnn: re-run the chapter to write it again (in the book: " +
+                      "rebuild it, `make book`)");
+    const size = Number(given), brush = Number(pen);
+    const problem = (given === undefined || pen === undefined)
+      ? "it needs both" : MnistCnn.surfaceProblem(size, brush);
+    if (problem)
+      throw new Error("the page gives no usable drawing surface (data-canvas and " +
+                      "data-brush, in canvas pixels): " + problem);
     return { size: size, brush: brush };
   }
 

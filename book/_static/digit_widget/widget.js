@@ -16,9 +16,10 @@
  * Contract (tests and outside checks rely on it; this is the one place it is named):
  * - the root keeps data-testid="digit-widget"; its first <canvas> is the drawing
  *   surface (role="img", with an aria-label; Escape or Delete clears it when focused),
- *   as the export's manifest gives it (canvas.size: its width and height, in canvas
- *   pixels and on the screen; canvas.brush: the pen's width), an export without
- *   them being refused with a message;
+ *   hidden until the export has loaded, then as its manifest gives it (canvas.size: its
+ *   width and height in canvas pixels, and its width on the screen where the page is
+ *   that wide; canvas.brush: the pen's width), an export without a usable surface
+ *   being refused with a message;
  * - while the pen moves (at most one reading per animation frame) and when it
  *   lifts, the root carries data-digit (0-9) and data-probabilities (a JSON array
  *   of ten numbers), or neither when there is nothing to read; the "Clear" button
@@ -87,9 +88,21 @@
     return out;
   }
 
+  // What is wrong with a drawing surface of `size` canvas pixels and a pen `brush`
+  // pixels wide, or null: mnist_cnn.canvas.surface_problem's rule (the size a whole
+  // number from 1 to MAX_CANVAS; the brush above 0 and at most a quarter of the size).
+  const MAX_CANVAS = 4096;              // mnist_cnn.canvas.MAX_CANVAS
+  function surfaceProblem(size, brush) {
+    if (!(Number.isInteger(size) && size >= 1 && size <= MAX_CANVAS))
+      return "the size must be a whole number of canvas pixels from 1 to " + MAX_CANVAS;
+    if (!(Number.isFinite(brush) && brush > 0 && brush <= size / 4))
+      return "the brush must be a width above 0 and at most a quarter of the size";
+    return null;
+  }
+
   // The drawing surface the payload of weights.js gives: {size, brush}, in canvas
   // pixels; throws an Error saying what is wrong with an export of another format (an
-  // older one has no surface) or without one.
+  // older one has no surface), without one or with an unusable one.
   function surfaceOf(payload) {
     const m = payload && payload.manifest;
     if (!m || typeof m.format !== "string")
@@ -97,10 +110,15 @@
     if (m.format !== FORMAT)
       throw new Error("weights.js is a " + m.format + " export, this page reads " + FORMAT +
                       ": export it again (python -m mnist_cnn export-web, which `make book` runs)");
-    const c = m.canvas || {};
-    if (!(Number.isInteger(c.size) && c.size > 0 && typeof c.brush === "number" && c.brush > 0))
+    const c = m.canvas;
+    if (!c || typeof c !== "object")
       throw new Error("the export's manifest gives no drawing surface (canvas.size and " +
                       "canvas.brush, in canvas pixels): export it again " +
+                      "(python -m mnist_cnn export-web)");
+    const problem = surfaceProblem(c.size, c.brush);
+    if (problem)
+      throw new Error("the export's manifest gives no usable drawing surface (canvas.size " +
+                      "and canvas.brush): " + problem + "; export it again " +
                       "(python -m mnist_cnn export-web)");
     return { size: c.size, brush: c.brush };
   }
@@ -272,6 +290,7 @@
     root.dataset.state = "loading";
     const main = el("div", "dw-main", root);
     const draw = el("canvas", "dw-draw", main);      // sized by the export, once loaded
+    draw.hidden = true;                              // no surface of a guessed size till then
     draw.tabIndex = 0;
     draw.setAttribute("role", "img");
     draw.setAttribute("aria-label", "Drawing area: draw a digit from 0 to 9 with the mouse, " +
@@ -552,6 +571,7 @@
       // The drawing surface the export gives, shown at its size (narrower on a phone).
       draw.width = draw.height = net.surface.size;
       draw.style.width = net.surface.size + "px";
+      draw.hidden = false;
       minSide = 2 * net.surface.brush;
       // Read while the pen moves (at most once a frame) and when it lifts.
       pad = MnistCnn.drawingPad(draw, net.surface.brush, function () { read(false); },
@@ -568,8 +588,7 @@
       root.dataset.state = "ready";
       say(MESSAGES.ready);
     }, function (err) {
-      root.dataset.state = "error";
-      draw.style.opacity = "0.4";
+      root.dataset.state = "error";                 // the surface stays hidden
       say("The canvas cannot read digits here: " + err.message + ". The rest of the page works.",
           true);
     });
@@ -596,6 +615,7 @@
   MnistCnn.loadNetwork = loadNetwork;
   MnistCnn.scripts = scripts;        // for stepthrough.js, which widget.js loads
   MnistCnn.el = el;
+  MnistCnn.surfaceProblem = surfaceProblem;   // for stepthrough.js: one rule for both pads
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mountAll);
   else mountAll();
 })(window.MnistCnn = window.MnistCnn || {});
