@@ -75,7 +75,10 @@ $(WEB_EXPORT): $(WEB_MODEL) $(addprefix code/mnist_cnn/,web.py canvas.py data.py
 
 web-export: $(WEB_EXPORT) ## export the model for the book's in-page canvas (if stale)
 
+# The execution cache knows a chapter's code, not what it reads: tools/book_cache.py
+# empties it when the library, the models or the widget changed since it was filled.
 book: notebooks data book-assets $(WEB_EXPORT) ## build the book to _build/html (executes every chapter)
+	$(PY) -m tools.book_cache _build/.jupyter_cache
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "Book built: open $(CURDIR)/_build/html/index.html"
 
@@ -83,6 +86,7 @@ book: notebooks data book-assets $(WEB_EXPORT) ## build the book to _build/html 
 # the single-page build, from the same execution cache as `make book`, printed by
 # Debian chromium once MathJax has typeset it. No TeX.
 pdf: data book-assets $(WEB_EXPORT) chromium ## the whole book as one PDF: _build/pdf/cnn-from-scratch.pdf
+	$(PY) -m tools.book_cache _build/.jupyter_cache
 	$(PY) -m tools.book_pdf --out _build/pdf/cnn-from-scratch.pdf
 
 # Graded assignments: student notebooks (committed, in assignments/), answer keys and

@@ -72,12 +72,15 @@ class BookBuild:
         for old in (self.log_path, self.status):
             old.unlink(missing_ok=True)
         self.log = open(self.log_path, "w")
-        # The chapters are executed first, two at a time, into the build's cache
+        # The cache is emptied if the library, the models or the widget changed since it
+        # was filled (tools/book_cache.py, as `make book` does). The chapters are then
+        # executed, two at a time, into the build's cache
         # (tools/execute_chapters.py, keyed as myst-nb keys them); the build then reads
         # them from it. A chapter that fails there is executed again by the build,
         # which reports the error as usual. The exit status goes to a file, where the
         # test processes of a parallel run (pytest -n) read it.
-        script = ('"$0" -m tools.execute_chapters --cache "$1" --jobs 2; '
+        script = ('"$0" -m tools.book_cache "$1" && '
+                  '"$0" -m tools.execute_chapters --cache "$1" --jobs 2; '
                   '"$2" build . -n -W --keep-going --path-output "$3"; echo $? > "$4"')
         self.proc = subprocess.Popen(
             ["bash", "-c", script, sys.executable, str(own), str(jb), str(self.out),
