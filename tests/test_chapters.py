@@ -394,3 +394,21 @@ def test_the_unused_import_rule_finds_them():
 def test_a_chapter_imports_only_what_it_uses(path):
     unused = _unused_imports("\n".join(cell.source for cell in _code_cells(path)))
     assert unused == [], f"{path.name} imports and never uses: {', '.join(unused)}"
+
+
+CANVAS_SIZE = re.compile(r"\b(\d+) ?(?:×|x|by) ?(\d+)(?: RGBA)? canvas")
+
+
+def test_the_canvas_rule_finds_canvas_sizes():
+    text = "a 280×280 canvas, a 280x280 RGBA canvas, Four 280 by 280 canvases, 28×28 image"
+    assert CANVAS_SIZE.findall(text) == [("280", "280"), ("280", "280"), ("280", "280")]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_a_canvas_size_a_page_names_is_the_library_s(path):
+    """Pages say "280×280 canvas" in prose, captions and labels: the size of
+    mnist_cnn.canvas.CANVAS, so a change there cannot leave a page saying another."""
+    from mnist_cnn.canvas import CANVAS
+
+    sizes = set(CANVAS_SIZE.findall(path.read_text()))
+    assert sizes <= {(str(CANVAS), str(CANVAS))}, sizes
