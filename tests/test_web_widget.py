@@ -166,6 +166,25 @@ def test_an_export_without_its_drawing_surface_is_refused_in_python(export_dir, 
     check_manifest(manifest)                               # the real one passes
 
 
+def test_ensure_export_exports_only_where_there_is_none(export_dir, model_path, tmp_path,
+                                                       monkeypatch, capsys):
+    """A notebook copy outside the build exports the served model once; an export
+    that is there is left alone."""
+    from mnist_cnn import web
+
+    before = (export_dir / WEIGHTS_JS).stat().st_mtime_ns
+    assert web.ensure_export(export_dir) == export_dir
+    assert (export_dir / WEIGHTS_JS).stat().st_mtime_ns == before
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(model_path))       # the served model
+    out = tmp_path / "digit_widget"
+    assert web.ensure_export(out, progress=True) == out
+    assert "exporting the served model" in capsys.readouterr().out
+    manifest, data = read_weights_js(out / WEIGHTS_JS)
+    reference, reference_data = read_weights_js(export_dir / WEIGHTS_JS)
+    assert manifest["model"] == model_path.name
+    assert data == reference_data                   # the same model's weights, exported
+
+
 def test_the_page_reads_the_format_the_library_writes():
     """widget.js names the export format it reads, the one mnist_cnn.web writes, and
     the largest surface it accepts, the library's."""
