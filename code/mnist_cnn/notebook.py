@@ -194,9 +194,11 @@ def plot_seeds(ax, x, runs, style: str = "o-", scale: float = 1.0, **line_kw):
     ± one standard deviation (ddof=1) around it, in the line's colour.
 
     Inputs: ``ax``, a Matplotlib axis; ``x`` (P,); ``runs`` (seeds, P), one row per
-    seed; ``scale`` multiplies the values (100 for percentages); ``style`` and
-    ``line_kw`` (label, color, ms, ...) go to ``ax.plot``.
-    Returns (mean, sd), each (P,), scaled.
+    seed; ``style`` and ``line_kw`` (label, color, ms, ...) go to ``ax.plot``;
+    ``scale`` multiplies the values (100 for percentages).
+    Returns (mean, sd), each (P,), scaled. A point where any seed is not finite (NaN,
+    or None: a diverged run) has no mean or band, so the curve breaks there.
+    ValueError unless ``runs`` is 2-D with at least two seeds.
     """
     runs = np.asarray(runs, dtype=float) * scale
     if runs.ndim != 2 or len(runs) < 2:
