@@ -19,6 +19,8 @@ def tree(tmp_path):
              "models/experiments/seeds.json": "[]\n", "pyproject.toml": "[project]\n",
              "book/_static/digit_widget/widget.js": "// the page\n",
              "book/_static/digit_widget/weights.js": "exported\n",
+             "book/_static/digit_widget/manifest.json": "{}\n",
+             "app/streamlit_app.py": "st.title('x')\n", "requirements.txt": "numpy\n",
              "book/training.md": "# a chapter\n"}
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -36,10 +38,13 @@ def _filled(cache: Path) -> bool:
 
 @pytest.mark.parametrize("changed", [
     "code/mnist_cnn/layers.py", "models/cnn_model.json", "models/experiments/seeds.json",
-    "pyproject.toml", "book/_static/digit_widget/widget.js", "code/mnist_cnn/new.py"])
+    "pyproject.toml", "book/_static/digit_widget/widget.js", "code/mnist_cnn/new.py",
+    "book/_static/digit_widget/manifest.json", "app/streamlit_app.py", "requirements.txt",
+    "models/sub/manifest.json", "models/sub/weights.js"])
 def test_a_changed_input_empties_the_cache(tree, changed):
     root, cache = tree
     assert not book_cache.check(cache, root) and _filled(cache)     # nothing changed yet
+    (root / changed).parent.mkdir(parents=True, exist_ok=True)
     (root / changed).write_text("changed\n")
     assert book_cache.check(cache, root)
     assert not _filled(cache) and (cache / book_cache.STAMP).is_file()
@@ -55,6 +60,19 @@ def test_a_derived_or_unrelated_file_keeps_it(tree, changed):
     (root / changed).parent.mkdir(parents=True, exist_ok=True)
     (root / changed).write_text("changed\n")
     assert not book_cache.check(cache, root) and _filled(cache)
+
+
+def test_the_models_the_environment_points_at_count(tree, tmp_path_factory, monkeypatch):
+    root, cache = tree
+    other = tmp_path_factory.mktemp("elsewhere") / "other.keras"
+    other.write_text("a model\n")
+    monkeypatch.setenv("MNIST_CNN_MODEL", str(other))
+    assert book_cache.check(cache, root)                # another model: all run again
+    (cache / "executed").mkdir()
+    (cache / "executed" / "chapter.ipynb").write_text("outputs")
+    assert not book_cache.check(cache, root) and _filled(cache)
+    other.write_text("retrained\n")
+    assert book_cache.check(cache, root)
 
 
 def test_a_cache_without_its_stamp_is_emptied(tree):
@@ -77,5 +95,6 @@ def test_the_inputs_are_this_checkout_s():
     names = {p.relative_to(REPO).as_posix() for p in book_cache.input_files()}
     assert {"code/mnist_cnn/scratch/layers.py", "models/cnn_model.keras", "pyproject.toml",
             "book/_static/digit_widget/widget.js"} <= names
+    assert "app/streamlit_app.py" in names
     assert not any(n.endswith(("weights.js", ".pyc")) or n.startswith("book/") and
                    n.endswith(".md") for n in names)

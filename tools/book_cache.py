@@ -6,12 +6,14 @@ The book is built with ``execute_notebooks: cache``: jupyter-cache keys each exe
 chapter on its code cells alone, and a chapter whose code has not changed is not run
 again. But a chapter's numbers also come from what its code reads: the course library
 (``code/``), the committed models and their records (``models/``), the widget's files
-(``book/_static/digit_widget/``, whose ``weights.js`` is exported from those two) and
-the packages installed (``pyproject.toml``). Had any of them changed, an unchanged
+(``book/_static/digit_widget/``: its export's manifest holds the weights' SHA-256), the
+app the chapters show (``app/``, its settings and screenshot) and the packages
+installed (``pyproject.toml``, ``requirements.txt``). Had any of them changed, an unchanged
 chapter would still print the old numbers.
 
 So ``make book`` (and ``make pdf``, and the test suite's build) call this first: it
-hashes those inputs, compares the hash with the one stored in the cache folder
+hashes those inputs (and the models ``$MNIST_CNN_MODELS`` or ``$MNIST_CNN_MODEL`` point
+at, if set), compares the hash with the one stored in the cache folder
 (:data:`STAMP`) and, if they differ, or no hash is stored, empties the cache, so the
 build executes every chapter again. A restored cache (the CI's) is checked the same way,
 since the hash travels inside it. The chapters' own text and code are not inputs
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -29,31 +32,46 @@ ROOT = Path(__file__).resolve().parents[1]
 STAMP = "inputs.sha256"
 # What the chapters read, beside their own text: (folder or file, its files' pattern).
 INPUTS = (("code", "**/*.py"), ("models", "**/*"), ("book/_static/digit_widget", "*"),
-          ("pyproject.toml", ""))
-# Made from other inputs (the export, from the model and the library), or not read.
-DERIVED = {"weights.js", "manifest.json"}
+          ("app", "**/*"), ("book/_static/app_screenshot.png", ""), ("pyproject.toml", ""),
+          ("requirements.txt", ""), (".streamlit/config.toml", ""))
+# The export's weights: its manifest (hashed) holds their SHA-256.
+DERIVED = {"book/_static/digit_widget/weights.js"}
 PARTIAL = {".tmp", ".part"}        # a file being written (atomically, then renamed)
+# Where the chapters' models come from when set (mnist_cnn.paths), not models/.
+MODEL_VARIABLES = ("MNIST_CNN_MODELS", "MNIST_CNN_MODEL")
+
+
+def _files(path: Path, pattern: str) -> set[Path]:
+    if path.is_file():
+        return {path}
+    return {p for p in path.glob(pattern) if p.is_file() and p.suffix not in PARTIAL
+            and "__pycache__" not in p.parts} if path.is_dir() else set()
 
 
 def input_files(root: Path = ROOT) -> list[Path]:
-    """The files the chapters read beside their own text, sorted."""
+    """The files the chapters read beside their own text, sorted: the checkout's, and
+    the models the environment points the library at instead of ``models/``."""
     found = set()
     for where, pattern in INPUTS:
-        path = root / where
-        if path.is_file():
-            found.add(path)
-        elif path.is_dir():
-            found |= {p for p in path.glob(pattern) if p.is_file()
-                      and p.name not in DERIVED and p.suffix not in PARTIAL
-                      and "__pycache__" not in p.parts}
-    return sorted(found)
+        found |= _files(root / where, pattern)
+    for name in MODEL_VARIABLES:
+        if os.environ.get(name):
+            found |= _files(Path(os.environ[name]).expanduser().resolve(), "**/*")
+    return sorted(p for p in found if _relative(p, root) not in DERIVED)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def inputs_hash(root: Path = ROOT) -> str:
-    """SHA-256 over the input files' paths (relative to ``root``) and contents."""
+    """SHA-256 over the input files' paths (relative to ``root``) and contents, and
+    the model variables' values."""
     digest = hashlib.sha256()
+    for name in MODEL_VARIABLES:
+        digest.update(f"{name}={os.environ.get(name, '')}\0".encode())
     for path in input_files(root):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(_relative(path, root).encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
