@@ -200,7 +200,8 @@ def test_the_page_reads_the_format_the_library_writes():
     (True, 0.25, "size"), ("280", BRUSH, "size"), (float("nan"), BRUSH, "size"),
     (CANVAS, 0, "brush"), (CANVAS, -BRUSH, "brush"), (CANVAS, CANVAS / 4 + 0.01, "brush"),
     (CANVAS, float("inf"), "brush"), (CANVAS, float("nan"), "brush"), (CANVAS, None, "brush"),
-    (CANVAS, True, "brush"),
+    (CANVAS, True, "brush"), (np.int64(CANVAS), np.float32(BRUSH), None),
+    (2 ** 70, BRUSH, "size"), (np.bool_(True), 0.25, "size"), (CANVAS, 2 ** 70, "brush"),
 ])
 def test_the_surface_rule(size, brush, wrong):
     """A whole size from 1 to MAX_CANVAS pixels, a brush above 0 and at most a quarter

@@ -16,6 +16,9 @@ this module makes such drawings two ways:
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 __all__ = ["CANVAS", "BRUSH", "MAX_CANVAS", "surface_problem", "HEIGHT_RANGE", "THICKEN_RANGE",
@@ -50,10 +53,11 @@ def surface_problem(size, brush) -> str | None:
     :data:`MAX_CANVAS`, the brush a finite width above 0 and at most a quarter of the
     size (a wider pen leaves no room to draw a digit in). The book's scripts
     (widget.js, stepthrough.js) check a surface by this same rule."""
-    def number(v):
-        return isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+    def number(v):          # a real number (Python's or NumPy's, not a bool), finite
+        return (isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+                and (isinstance(v, numbers.Integral) or math.isfinite(v)))
 
-    if not (number(size) and float(size).is_integer() and 1 <= size <= MAX_CANVAS):
+    if not (number(size) and 1 <= size <= MAX_CANVAS and float(size).is_integer()):
         return f"the size must be a whole number of canvas pixels from 1 to {MAX_CANVAS}"
     if not (number(brush) and 0 < brush <= size / 4):
         return "the brush must be a width above 0 and at most a quarter of the size"

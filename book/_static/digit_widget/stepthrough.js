@@ -17,8 +17,9 @@
  * Contract (the tests rely on it): the root's first <canvas> is the drawing
  * surface, data-canvas pixels square, drawn on with a data-brush-wide pen; the root
  * carries data-state (loading, ready, drawn, empty or error: no kernels, no drawing
- * surface (an element written by an older library) or no scripts, each said in a
- * message, the rest of the page working),
+ * surface (an element written by an older library), an unusable one (widget.js'
+ * MnistCnn.surfaceProblem, mnist_cnn.canvas.surface_problem's rule) or no scripts,
+ * each said in a message, the rest of the page working),
  * data-kernel (the kernel's name) and data-weights (its nine weights, row by row,
  * as JSON), data-position ("row,column": the window's
  * top-left corner, also the output's position) and, once a digit is drawn,
