@@ -15,8 +15,9 @@ import numpy as np
 
 from mnist_cnn.numerics import rel_error  # the gradient check's error, re-exported
 
-__all__ = ["use_book_style", "show", "source", "timings", "best_of", "image_grid",
-           "plot_history", "plot_seeds", "numerical_gradient", "rel_error", "check_gradient"]
+__all__ = ["use_book_style", "show", "source", "timings", "best_of", "best_of_each",
+           "image_grid", "plot_history", "plot_seeds", "numerical_gradient", "rel_error",
+           "check_gradient"]
 
 
 # ---------------------------------------------------------------- display
@@ -228,6 +229,17 @@ def best_of(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float
     """The fastest of ``repeat`` timed calls of ``fn()``, in seconds: as ``timeit``
     reports, since interference from the rest of the machine only ever adds time."""
     return float(timings(fn, repeat, warmup).min())
+
+
+def best_of_each(fns, repeat: int = 7, warmup: int = 1) -> list[float]:
+    """:func:`best_of` for several functions to be compared, their calls taken in
+    turn (one of each, ``repeat`` times), so that a busy spell of the machine falls
+    on all of them rather than on one: the fastest call of each, in seconds."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    rounds = [[timings(fn, 1, 0)[0] for fn in fns] for _ in range(repeat)]
+    return [float(t) for t in np.min(rounds, axis=0)]
 
 
 # ---------------------------------------------------------------- gradient checks
