@@ -55,8 +55,9 @@ def input_files(root: Path = ROOT) -> list[Path]:
     for where, pattern in INPUTS:
         found |= _files(root / where, pattern)
     for name in MODEL_VARIABLES:
-        if os.environ.get(name):
-            found |= _files(Path(os.environ[name]).expanduser().resolve(), "**/*")
+        if os.environ.get(name):          # a relative one as a chapter, run in book/, reads it
+            found |= _files((root / "book" / Path(os.environ[name]).expanduser()).resolve(),
+                            "**/*")
     return sorted(p for p in found if _relative(p, root) not in DERIVED)
 
 
@@ -97,8 +98,9 @@ def main(argv=None) -> int:
     parser.add_argument("cache", nargs="?", default=str(ROOT / "_build" / ".jupyter_cache"))
     args = parser.parse_args(argv)
     if check(Path(args.cache)):
-        print("The library, the models or the widget changed since the chapters were "
-              "executed: every chapter runs again.")
+        print("What the chapters read (the library, the models, the widget, the app or "
+              "the requirements) changed since they were executed: every chapter runs "
+              "again.")
     return 0
 
 
