@@ -22,8 +22,7 @@ import numbers
 import numpy as np
 
 __all__ = ["CANVAS", "BRUSH", "MAX_CANVAS", "surface_problem", "HEIGHT_RANGE", "THICKEN_RANGE",
-           "DIGIT_STROKES",
-           "stroke_points", "render_digit", "simulate_canvas"]
+           "DIGIT_STROKES", "stroke_points", "render_digit", "simulate_canvas"]
 
 # The drawing surface of the app and of the book's pads: the digit widget reads it
 # from the web export's manifest, the convolution step-through from its element.

@@ -406,8 +406,6 @@ def summary_line(report: FetchReport, data) -> str:
             f"SHA-256 verified, in {report.cache_dir} ({src}).")
 
 
-
-
 def prepare_images(x) -> np.ndarray:
     """Images as every model here sees them: float32 (N, 28, 28, 1) in [0, 1].
 
